@@ -1,0 +1,14 @@
+"""Test-wide settings.
+
+Triton kernels are tested on the CPU through Triton's interpreter, which must be switched on before
+`triton` is first imported; set ZEROSEG_TEST_GPU=1 to run them compiled on a CUDA device instead.
+"""
+
+import os
+
+if os.environ.get("ZEROSEG_TEST_GPU") != "1":
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import torch  # noqa: E402
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
