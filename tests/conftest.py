@@ -11,4 +11,5 @@ if os.environ.get("ZEROSEG_TEST_GPU") != "1":
 
 import torch  # noqa: E402
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# under pytest-xdist each worker gets one core; alone, the suite uses two
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else max(1, min(2, os.cpu_count() or 1)))

@@ -1,0 +1,38 @@
+# zeroseg: set-up, tests and the main job. Every target creates .venv on first use.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# torch and torchvision are pinned here (not in pyproject) so that users keep their own CUDA build.
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+PYTEST_WORKERS ?= 2
+
+.PHONY: install test bench demo lint format clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_PINS)
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS)
+
+bench: $(STAMP)
+	$(VENV)/bin/zeroseg-bench
+
+demo: $(STAMP)
+	$(VENV)/bin/zeroseg demo --out out/demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
