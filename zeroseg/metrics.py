@@ -1,0 +1,201 @@
+"""Semantic-segmentation metrics with mmseg's `IoUMetric` semantics (no mmseg dependency).
+
+- Pixels whose label is `ignore_index` (255) are left out; so are labels outside [0, num_classes),
+  which are counted (`SegmentationMeter.out_of_range_pixels`) so callers can warn about a class-file
+  mismatch. A prediction outside [0, num_classes) is an error.
+- Intersection, union, predicted and labelled areas are summed over the whole data set, then
+  IoU_c = I_c / U_c and Acc_c = I_c / label_c. A class absent from both prediction and label has
+  U_c = 0: its IoU is NaN and it is left out of the mean (mIoU = nan-mean, as mmseg). A class only
+  predicted has IoU 0. aAcc = sum I / sum label (pixel accuracy).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from zeroseg.errors import ZerosegError
+
+
+def _as_numpy(x) -> np.ndarray:
+    if hasattr(x, "detach"):  # a torch tensor
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _prepare(pred, label, num_classes: int, ignore_index: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Valid (pred, label) pixel pairs as int64 vectors, and the count of out-of-range labels."""
+    if num_classes < 1:
+        raise ZerosegError(f"num_classes must be >= 1, got {num_classes}")
+    pred, label = _as_numpy(pred), _as_numpy(label)
+    if pred.shape != label.shape:
+        raise ZerosegError(f"prediction shape {pred.shape} differs from label shape {label.shape}")
+    for name, arr in (("prediction", pred), ("label", label)):
+        if not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_):
+            raise ZerosegError(f"{name} must hold integer class ids, got dtype {arr.dtype}")
+    pred = pred.reshape(-1).astype(np.int64, copy=False)
+    label = label.reshape(-1).astype(np.int64, copy=False)
+    if pred.size and (int(pred.min()) < 0 or int(pred.max()) >= num_classes):
+        raise ZerosegError(
+            f"prediction holds class ids {int(pred.min())}..{int(pred.max())} outside 0..{num_classes - 1}; "
+            "the model's class list and the data set's must match"
+        )
+    not_ignored = label != ignore_index
+    valid = not_ignored & (label >= 0) & (label < num_classes)
+    out_of_range = int(np.count_nonzero(not_ignored & ~valid))
+    return pred[valid], label[valid], out_of_range
+
+
+def confusion_matrix(pred, label, num_classes: int, ignore_index: int = 255) -> np.ndarray:
+    """int64 (num_classes, num_classes) counts: rows = label, columns = prediction."""
+    p, t, _ = _prepare(pred, label, num_classes, ignore_index)
+    counts = np.bincount(t * num_classes + p, minlength=num_classes * num_classes)
+    return counts.reshape(num_classes, num_classes)
+
+
+def intersect_and_union(
+    pred, label, num_classes: int, ignore_index: int = 255
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per-class (area_intersect, area_union, area_pred, area_label), int64 (num_classes,) each.
+
+    `pred` and `label` are integer maps of the same shape (numpy or torch). Pixels with label
+    `ignore_index` or outside [0, num_classes) are left out; a prediction outside raises ZerosegError.
+    """
+    p, t, _ = _prepare(pred, label, num_classes, ignore_index)
+    area_intersect = np.bincount(t[p == t], minlength=num_classes)
+    area_pred = np.bincount(p, minlength=num_classes)
+    area_label = np.bincount(t, minlength=num_classes)
+    return area_intersect, area_pred + area_label - area_intersect, area_pred, area_label
+
+
+class SegmentationMeter:
+    """Accumulates intersections and unions over a data set; reports mmseg's aAcc / mIoU / mAcc."""
+
+    def __init__(self, num_classes: int, ignore_index: int = 255) -> None:
+        if num_classes < 1:
+            raise ZerosegError(f"num_classes must be >= 1, got {num_classes}")
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.reset()
+
+    def reset(self) -> None:
+        k = self.num_classes
+        self.area_intersect = np.zeros(k, np.int64)
+        self.area_union = np.zeros(k, np.int64)
+        self.area_pred = np.zeros(k, np.int64)
+        self.area_label = np.zeros(k, np.int64)
+        self.num_images = 0
+        self.num_pixels = 0
+        self.ignored_pixels = 0
+        self.out_of_range_pixels = 0  # labels not ignore_index and outside [0, num_classes)
+
+    def update(self, pred, label) -> None:
+        """Add one prediction / label pair (H, W), or a batch (N, H, W)."""
+        p, t, bad = _prepare(pred, label, self.num_classes, self.ignore_index)
+        k = self.num_classes
+        inter = np.bincount(t[p == t], minlength=k)
+        area_pred, area_label = np.bincount(p, minlength=k), np.bincount(t, minlength=k)
+        self.area_intersect += inter
+        self.area_union += area_pred + area_label - inter
+        self.area_pred += area_pred
+        self.area_label += area_label
+        shape = _as_numpy(label).shape
+        self.num_images += shape[0] if len(shape) == 3 else 1
+        total = int(np.prod(shape))
+        self.num_pixels += total
+        self.out_of_range_pixels += bad
+        self.ignored_pixels += total - t.size - bad
+
+    def merge(self, other: SegmentationMeter) -> None:
+        """Add another meter's counts (e.g. from a worker)."""
+        if other.num_classes != self.num_classes or other.ignore_index != self.ignore_index:
+            raise ZerosegError("cannot merge meters with different num_classes or ignore_index")
+        for name in ("area_intersect", "area_union", "area_pred", "area_label"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for name in ("num_images", "num_pixels", "ignored_pixels", "out_of_range_pixels"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    def iou(self) -> np.ndarray:
+        """Per-class IoU (float64); NaN where the class is absent from both prediction and label."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(self.area_union > 0, self.area_intersect / np.maximum(self.area_union, 1), np.nan)
+
+    def accuracy(self) -> np.ndarray:
+        """Per-class accuracy (recall) I / label area; NaN where the class has no labelled pixel."""
+        return np.where(self.area_label > 0, self.area_intersect / np.maximum(self.area_label, 1), np.nan)
+
+    def miou(self, exclude: Sequence[int] = ()) -> float:
+        """Mean IoU over classes with a defined IoU, leaving out the class ids in `exclude`."""
+        iou = self.iou()
+        keep = np.ones(self.num_classes, bool)
+        keep[list(exclude)] = False
+        return _nanmean(iou[keep])
+
+    def summary(self, *, background_index: int | None = None) -> dict:
+        """JSON-able results as fractions in [0, 1]; undefined values (NaN) become None.
+
+        Keys: aAcc, mIoU, mAcc, IoU and Acc (per-class lists), pixel counts and, with
+        `background_index`, mIoU_fg (mIoU without that class).
+        """
+        total_label = int(self.area_label.sum())
+        out = {
+            "aAcc": _none(self.area_intersect.sum() / total_label if total_label else float("nan")),
+            "mIoU": _none(self.miou()),
+            "mAcc": _none(_nanmean(self.accuracy())),
+            "IoU": [_none(v) for v in self.iou()],
+            "Acc": [_none(v) for v in self.accuracy()],
+            "num_classes": self.num_classes,
+            "num_images": self.num_images,
+            "num_pixels": self.num_pixels,
+            "evaluated_pixels": total_label,
+            "ignored_pixels": self.ignored_pixels,
+            "out_of_range_pixels": self.out_of_range_pixels,
+        }
+        if background_index is not None:
+            out["mIoU_fg"] = _none(self.miou(exclude=[background_index]))
+        return out
+
+    def format_table(self, class_names: Sequence[str]) -> str:
+        """A plain-text table: one row per class (IoU %, Acc %, labelled / predicted pixels), then totals."""
+        if len(class_names) != self.num_classes:
+            raise ZerosegError(
+                f"{len(class_names)} class names given for a meter of {self.num_classes} classes; "
+                "use the class file the evaluation ran with"
+            )
+        width = max(5, *(len(str(n)) for n in class_names))
+
+        def pct(v: float) -> str:
+            return "   n/a" if np.isnan(v) else f"{100.0 * v:6.2f}"
+
+        head = f"{'class':<{width}}  {'IoU %':>6}  {'Acc %':>6}  {'label px':>12}  {'pred px':>12}"
+        lines = [head, "-" * len(head)]
+        for name, iou, acc, n_label, n_pred in zip(
+            class_names, self.iou(), self.accuracy(), self.area_label, self.area_pred, strict=True
+        ):
+            lines.append(f"{name:<{width}}  {pct(iou)}  {pct(acc)}  {int(n_label):>12}  {int(n_pred):>12}")
+        lines.append("-" * len(head))
+        evaluated = int(self.area_label.sum())
+        a_acc = self.area_intersect.sum() / evaluated if evaluated else float("nan")
+        lines.append(
+            f"aAcc {pct(a_acc).strip()}  mIoU {pct(self.miou()).strip()}  "
+            f"mAcc {pct(_nanmean(self.accuracy())).strip()}  ({self.num_images} images, "
+            f"{evaluated} pixels evaluated, {self.ignored_pixels} ignored)"
+        )
+        if self.out_of_range_pixels:
+            lines.append(
+                f"warning: {self.out_of_range_pixels} labelled pixels had class ids >= {self.num_classes} "
+                "and were ignored"
+            )
+        return "\n".join(lines)
+
+
+def _nanmean(values: np.ndarray) -> float:
+    values = np.asarray(values, dtype=np.float64)
+    finite = values[~np.isnan(values)]
+    return float(finite.mean()) if finite.size else float("nan")
+
+
+def _none(value) -> float | None:
+    value = float(value)
+    return None if np.isnan(value) else value
