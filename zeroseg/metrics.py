@@ -63,9 +63,13 @@ def intersect_and_union(
     `ignore_index` or outside [0, num_classes) are left out; a prediction outside raises ZerosegError.
     """
     p, t, _ = _prepare(pred, label, num_classes, ignore_index)
-    area_intersect = np.bincount(t[p == t], minlength=num_classes)
-    area_pred = np.bincount(p, minlength=num_classes)
-    area_label = np.bincount(t, minlength=num_classes)
+    return _areas(p, t, num_classes)
+
+
+def _areas(p: np.ndarray, t: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    area_intersect = np.bincount(t[p == t], minlength=k)
+    area_pred = np.bincount(p, minlength=k)
+    area_label = np.bincount(t, minlength=k)
     return area_intersect, area_pred + area_label - area_intersect, area_pred, area_label
 
 
@@ -93,11 +97,9 @@ class SegmentationMeter:
     def update(self, pred, label) -> None:
         """Add one prediction / label pair (H, W), or a batch (N, H, W)."""
         p, t, bad = _prepare(pred, label, self.num_classes, self.ignore_index)
-        k = self.num_classes
-        inter = np.bincount(t[p == t], minlength=k)
-        area_pred, area_label = np.bincount(p, minlength=k), np.bincount(t, minlength=k)
+        inter, union, area_pred, area_label = _areas(p, t, self.num_classes)
         self.area_intersect += inter
-        self.area_union += area_pred + area_label - inter
+        self.area_union += union
         self.area_pred += area_pred
         self.area_label += area_label
         shape = _as_numpy(label).shape
@@ -125,6 +127,11 @@ class SegmentationMeter:
         """Per-class accuracy (recall) I / label area; NaN where the class has no labelled pixel."""
         return np.where(self.area_label > 0, self.area_intersect / np.maximum(self.area_label, 1), np.nan)
 
+    def aacc(self) -> float:
+        """Pixel accuracy over all evaluated pixels; NaN when there were none."""
+        evaluated = int(self.area_label.sum())
+        return float(self.area_intersect.sum() / evaluated) if evaluated else float("nan")
+
     def miou(self, exclude: Sequence[int] = ()) -> float:
         """Mean IoU over classes with a defined IoU, leaving out the class ids in `exclude`."""
         iou = self.iou()
@@ -138,9 +145,8 @@ class SegmentationMeter:
         Keys: aAcc, mIoU, mAcc, IoU and Acc (per-class lists), pixel counts and, with
         `background_index`, mIoU_fg (mIoU without that class).
         """
-        total_label = int(self.area_label.sum())
         out = {
-            "aAcc": _none(self.area_intersect.sum() / total_label if total_label else float("nan")),
+            "aAcc": _none(self.aacc()),
             "mIoU": _none(self.miou()),
             "mAcc": _none(_nanmean(self.accuracy())),
             "IoU": [_none(v) for v in self.iou()],
@@ -148,7 +154,7 @@ class SegmentationMeter:
             "num_classes": self.num_classes,
             "num_images": self.num_images,
             "num_pixels": self.num_pixels,
-            "evaluated_pixels": total_label,
+            "evaluated_pixels": int(self.area_label.sum()),
             "ignored_pixels": self.ignored_pixels,
             "out_of_range_pixels": self.out_of_range_pixels,
         }
@@ -175,12 +181,10 @@ class SegmentationMeter:
         ):
             lines.append(f"{name:<{width}}  {pct(iou)}  {pct(acc)}  {int(n_label):>12}  {int(n_pred):>12}")
         lines.append("-" * len(head))
-        evaluated = int(self.area_label.sum())
-        a_acc = self.area_intersect.sum() / evaluated if evaluated else float("nan")
         lines.append(
-            f"aAcc {pct(a_acc).strip()}  mIoU {pct(self.miou()).strip()}  "
+            f"aAcc {pct(self.aacc()).strip()}  mIoU {pct(self.miou()).strip()}  "
             f"mAcc {pct(_nanmean(self.accuracy())).strip()}  ({self.num_images} images, "
-            f"{evaluated} pixels evaluated, {self.ignored_pixels} ignored)"
+            f"{int(self.area_label.sum())} pixels evaluated, {self.ignored_pixels} ignored)"
         )
         if self.out_of_range_pixels:
             lines.append(

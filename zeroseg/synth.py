@@ -203,12 +203,9 @@ def write_scenes(
         split = "val" if is_val(i, val_fraction) else "train"
         ids[split].append(item)
         atomic_write_bytes(out / "JPEGImages" / f"{item}.jpg", _encode(scene.image, "JPEG"))
-        mask = {"colour": scene.colour_mask, "shape": scene.shape_mask}.get(labels)
-        if mask is None:
-            mask = scene.label_mask(labels)
+        mask = scene.label_mask(labels)
         atomic_write_bytes(out / "SegmentationClass" / f"{item}.png", encode_label_png(mask))
-        obj_mask = scene.instances.copy()
-        obj_mask[ignore_band(scene.instances)] = IGNORE_INDEX
+        obj_mask = np.where(mask == IGNORE_INDEX, IGNORE_INDEX, scene.instances)  # same ignore band
         atomic_write_bytes(out / "SegmentationObject" / f"{item}.png", encode_label_png(obj_mask))
         annotations.append(json.dumps({"id": item, "split": split, "objects": scene.objects}))
         if progress is not None:

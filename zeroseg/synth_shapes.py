@@ -355,7 +355,9 @@ class Scene(NamedTuple):
         return label_mask(self.instances, self.objects, labels)
 
 
-def label_mask(instances: np.ndarray, objects: list[dict], labels: str, band: np.ndarray | None = None):
+def label_mask(
+    instances: np.ndarray, objects: list[dict], labels: str, band: np.ndarray | None = None
+) -> np.ndarray:
     """Class ids of `labels` per pixel from an instance map (instance k -> objects with "instance": k).
 
     Pixels with instance 255 stay 255; the border band (`ignore_band(instances)` by default) is 255.

@@ -52,11 +52,11 @@ def _check_labels(labels: np.ndarray) -> np.ndarray:
     return labels
 
 
-def _full_palette(palette: np.ndarray | Sequence | None) -> np.ndarray:
-    """A 256-entry palette: `palette`'s entries first, the VOC palette for the rest."""
-    full = voc_palette(256)
+def _full_palette(palette: np.ndarray | Sequence | None, n: int = 256) -> np.ndarray:
+    """An `n`-entry palette: `palette`'s entries first, the VOC palette for the rest."""
+    full = voc_palette(n)
     if palette is not None:
-        pal = np.asarray(palette, dtype=np.int64).reshape(-1, 3)[:256]
+        pal = np.asarray(palette, dtype=np.int64).reshape(-1, 3)[:n]
         full[: len(pal)] = np.clip(pal, 0, 255).astype(np.uint8)
     return full
 
@@ -142,10 +142,7 @@ def overlay(
         raise ZerosegError(f"overlay alpha must be in [0, 1], got {alpha}")
     labels = labels.astype(np.int64)
     n = max(len(class_names), int(labels.max(initial=0)) + 1, 256)
-    colours = voc_palette(n)
-    if palette is not None:
-        pal = np.asarray(palette, dtype=np.int64).reshape(-1, 3)[:n]
-        colours[: len(pal)] = np.clip(pal, 0, 255).astype(np.uint8)
+    colours = _full_palette(palette, n)
     rgb = np.asarray(image, dtype=np.float32)
     shown = (labels >= 0) & (labels != ignore_index)
     colour_map = colours[np.clip(labels, 0, n - 1)].astype(np.float32)
