@@ -7,6 +7,7 @@ file and the problem.
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -51,10 +52,19 @@ def open_rgb(path: str | os.PathLike) -> Image.Image:
     path = Path(path)
     if not path.is_file():
         raise ZerosegError(f"image not found: {path} (check the path)")
+    return _decode(path, path)
+
+
+def decode_rgb(data: bytes, name: str) -> Image.Image:
+    """Decode in-memory image bytes (e.g. a tar member) exactly like `open_rgb`; `name` is for messages."""
+    return _decode(io.BytesIO(data), name)
+
+
+def _decode(source, path) -> Image.Image:
     previous_limit = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     try:
-        with Image.open(path) as img:
+        with Image.open(source) as img:
             img = ImageOps.exif_transpose(img)
             img.load()
             if img.width == 0 or img.height == 0:
