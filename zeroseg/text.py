@@ -1,0 +1,366 @@
+"""The CLIP text side, self-contained for inference: text tower, tokenizer, prompts, class names.
+
+A checkpoint carries the teacher's text tower as `{"config": JSON, "state_dict": tensors}`
+(`text_state_from_clip`), so segmenting, exporting and benchmarking never need open_clip's
+pretrained weights or the network: `TextEncoder.from_state` rebuilds the tower with open_clip's own
+classes and gives bit-identical embeddings to `clip_model.encode_text`.
+
+Class embeddings follow the standard zero-shot recipe (CLIP's notebook, open_clip's
+`build_zero_shot_classifier`): every synonym x template is embedded and L2-normalised, the vectors of
+one class are averaged and the mean is re-normalised.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
+from torch import nn
+
+from zeroseg.clip_config import ConfigNotInferable, infer_text_cfg
+from zeroseg.errors import ZerosegError
+
+#: The 80 OpenAI ImageNet prompt templates, as format strings with one "{}".
+IMAGENET_TEMPLATES: tuple[str, ...] = tuple(t("{}") for t in OPENAI_IMAGENET_TEMPLATES)
+SINGLE_TEMPLATE: tuple[str, ...] = ("a photo of a {}.",)
+
+TEXT_FORMAT = "zeroseg-text"
+TEXT_VERSION = 1
+#: Tokenizer name meaning open_clip's CLIP BPE `SimpleTokenizer` (shipped with open_clip, offline).
+SIMPLE_TOKENIZER = "clip"
+#: Top-level keys of an open_clip `CLIP` that belong to the text tower (same names in TextTransformer).
+_CLIP_TEXT_PREFIXES = (
+    "token_embedding.",
+    "positional_embedding",
+    "transformer.",
+    "ln_final.",
+    "text_projection",
+)
+
+
+def make_tokenizer(name: str, context_length: int):
+    """open_clip's tokenizer for `name` ("clip" or an open_clip model name), padding to context_length."""
+    import open_clip
+
+    if name in (SIMPLE_TOKENIZER, "simple", ""):
+        return open_clip.SimpleTokenizer(context_length=context_length)
+    if name not in open_clip.list_models() and not name.startswith(("hf-hub:", "local-dir:")):
+        raise ZerosegError(
+            f"unknown tokenizer {name!r}: use 'clip' (CLIP BPE) or an open_clip model name such as ViT-B-16"
+        )
+    try:
+        return open_clip.get_tokenizer(name, context_length=context_length)
+    except Exception as exc:  # HF tokenizers need their files from the Hub
+        raise ZerosegError(
+            f"cannot load the tokenizer of {name} ({type(exc).__name__}): it needs Hugging Face files; "
+            "run once with network access to fill the HF cache"
+        ) from None
+
+
+class TextEncoder(nn.Module):
+    """open_clip's text tower rebuilt from data, plus its tokenizer and the teacher's logit scale.
+
+    `config` keys: format, version, embed_dim, text_cfg (open_clip CLIPTextCfg fields), quick_gelu,
+    tokenizer, context_length, logit_scale.
+    """
+
+    def __init__(self, config: dict, state_dict: dict[str, torch.Tensor] | None = None):
+        super().__init__()
+        from open_clip.model import _build_text_tower
+
+        if config.get("format") != TEXT_FORMAT:
+            raise ZerosegError(f"not a zeroseg text-tower config (format={config.get('format')!r})")
+        if int(config.get("version", 0)) > TEXT_VERSION:
+            raise ZerosegError(
+                f"text tower format version {config['version']} is newer than this zeroseg "
+                f"(supports {TEXT_VERSION}): upgrade zeroseg"
+            )
+        self.config = dict(config)
+        self.tower = _build_text_tower(
+            int(config["embed_dim"]), dict(config["text_cfg"]), quick_gelu=bool(config["quick_gelu"])
+        )
+        self.context_length = int(config["context_length"])
+        if self.context_length > self.tower.num_pos:
+            raise ZerosegError(
+                f"tokenizer context length {self.context_length} exceeds the text tower's "
+                f"{self.tower.num_pos} positions"
+            )
+        self.logit_scale = float(config.get("logit_scale", 100.0))
+        self._tokenizer = None
+        if state_dict is not None:
+            missing, unexpected = self.tower.load_state_dict(state_dict, strict=False)
+            if missing or unexpected:
+                raise ZerosegError(
+                    f"text tower weights do not fit its config (missing {sorted(missing)[:3]}, "
+                    f"unexpected {sorted(unexpected)[:3]}): the checkpoint is damaged or from another model"
+                )
+        self.eval()
+        self.requires_grad_(False)
+
+    @classmethod
+    def from_state(cls, state: dict) -> TextEncoder:
+        """Inverse of `text_state_from_clip` / `state()`."""
+        if not isinstance(state, dict) or "config" not in state or "state_dict" not in state:
+            raise ZerosegError("text state must be a dict with 'config' and 'state_dict'")
+        return cls(state["config"], state["state_dict"])
+
+    def state(self) -> dict:
+        """{"config": JSON, "state_dict": CPU tensors}, loadable with torch.load(weights_only=True)."""
+        sd = {k: v.detach().to("cpu").clone() for k, v in self.tower.state_dict().items()}
+        return {"config": dict(self.config), "state_dict": sd}
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.config["embed_dim"])
+
+    @property
+    def device(self) -> torch.device:
+        return self.tower.token_embedding.weight.device
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            self._tokenizer = make_tokenizer(str(self.config["tokenizer"]), self.context_length)
+        return self._tokenizer
+
+    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
+        """Token ids (N, context_length), int64, on the encoder's device."""
+        return self.tokenizer(list(texts)).to(self.device)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Unnormalised text features (N, E) from token ids (N, L): exactly `CLIP.encode_text`.
+
+        Bit-identical to a CLIP whose weights are frozen too (as a Teacher's are): PyTorch's masked
+        attention picks another kernel when weights require grad (about 1e-6 apart).
+        """
+        return self.tower(tokens)
+
+    @torch.no_grad()
+    def encode_texts(
+        self, texts: Sequence[str], *, normalize: bool = True, batch_size: int = 256
+    ) -> torch.Tensor:
+        """Embed strings in batches; (N, E) float32, L2-normalised unless normalize=False."""
+        outs = []
+        for start in range(0, len(texts), batch_size):
+            feats = self(self.tokenize(texts[start : start + batch_size])).float()
+            outs.append(F.normalize(feats, dim=-1) if normalize else feats)
+        if not outs:
+            return torch.empty(0, self.embed_dim, device=self.device)
+        return torch.cat(outs)
+
+
+def _text_tower_and_prefix(clip_model: nn.Module) -> tuple[nn.Module, str]:
+    from open_clip.transformer import TextTransformer
+
+    text = getattr(clip_model, "text", None)
+    if isinstance(text, TextTransformer):  # CustomTextCLIP
+        return text, "text."
+    if hasattr(clip_model, "token_embedding"):  # CLIP keeps the text tower's parts at top level
+        return clip_model, ""
+    raise ZerosegError(
+        f"{type(clip_model).__name__} has no open_clip text transformer (HF text towers are not supported)"
+    )
+
+
+def text_state_from_clip(
+    clip_model: nn.Module,
+    *,
+    model_cfg: dict | None = None,
+    tokenizer_name: str = SIMPLE_TOKENIZER,
+    context_length: int | None = None,
+    verify: bool = True,
+) -> dict:
+    """Extract {"config": JSON, "state_dict": tensors} of a CLIP's text side (see `TextEncoder`).
+
+    model_cfg: the open_clip config the model was built from; without it the text config is read off
+    the modules (standard towers only). verify: rebuild the tower and check it reproduces
+    `clip_model.encode_text` on a probe sentence.
+    """
+    tower, prefix = _text_tower_and_prefix(clip_model)
+    if model_cfg is not None:
+        text_cfg = dict(model_cfg["text_cfg"])
+        if text_cfg.get("hf_model_name"):
+            raise ZerosegError(
+                "Hugging Face text towers are not supported: use an open_clip text transformer"
+            )
+        embed_dim = int(model_cfg["embed_dim"])
+        quick_gelu = bool(model_cfg.get("quick_gelu", False))
+    else:
+        try:
+            text_cfg, quick_gelu = infer_text_cfg(tower)
+        except ConfigNotInferable as exc:
+            raise ZerosegError(
+                f"cannot read the text config off this model ({exc}): pass model_cfg"
+            ) from None
+        proj = tower.text_projection
+        if proj is None:
+            embed_dim = text_cfg["width"]
+        else:
+            embed_dim = proj.out_features if isinstance(proj, nn.Linear) else int(proj.shape[1])
+    num_pos = int(tower.positional_embedding.shape[0])
+    context_length = int(context_length or text_cfg.get("context_length", num_pos))
+    if prefix:
+        state = {k[len(prefix) :]: v for k, v in clip_model.state_dict().items() if k.startswith(prefix)}
+    else:
+        state = {k: v for k, v in clip_model.state_dict().items() if k.startswith(_CLIP_TEXT_PREFIXES)}
+    config = {
+        "format": TEXT_FORMAT,
+        "version": TEXT_VERSION,
+        "embed_dim": embed_dim,
+        "text_cfg": text_cfg,
+        "quick_gelu": quick_gelu,
+        "tokenizer": tokenizer_name,
+        "context_length": context_length,
+        "logit_scale": float(clip_model.logit_scale.detach().float().exp().reshape(-1)[0]),
+    }
+    result = {"config": config, "state_dict": {k: v.detach().to("cpu").clone() for k, v in state.items()}}
+    if verify:
+        _verify_text_state(clip_model, result)
+    return result
+
+
+@torch.no_grad()
+def _verify_text_state(clip_model: nn.Module, state: dict) -> None:
+    encoder = TextEncoder.from_state(state)
+    device = next(clip_model.parameters()).device
+    encoder.to(device)
+    tokens = encoder.tokenize(["a photo of a cat.", "zeroseg"])
+    want = clip_model.encode_text(tokens).float()
+    got = encoder(tokens).float()
+    if not torch.allclose(got, want, rtol=1e-4, atol=1e-5 * float(want.abs().max()) + 1e-6):
+        raise ZerosegError(
+            "the rebuilt text tower does not reproduce this CLIP's encode_text: pass the model_cfg "
+            "the model was built from"
+        )
+
+
+def _entries(text_or_lines: str | Iterable) -> list:
+    if isinstance(text_or_lines, str):
+        return [part for line in text_or_lines.splitlines() for part in line.split(";")]
+    return list(text_or_lines)
+
+
+def parse_class_names(text_or_lines: str | Iterable[str] | Iterable[Sequence[str]]) -> list[list[str]]:
+    """Class entries, each a list of synonyms (embeddings averaged).
+
+    A string holds one class per line or per ';'; a list holds one class per item. Within an entry
+    synonyms are comma-separated ("sofa, couch") or already a list. Blank entries and lines starting
+    with '#' are skipped; whitespace is collapsed. Raises ZerosegError for no classes or a class
+    given twice.
+    """
+    classes: list[list[str]] = []
+    seen: dict[str, int] = {}
+    for raw in _entries(text_or_lines):
+        parts = raw.split(",") if isinstance(raw, str) else [str(p) for p in raw]
+        if isinstance(raw, str) and raw.strip().startswith("#"):
+            continue
+        names: list[str] = []
+        for part in parts:
+            name = re.sub(r"\s+", " ", part).strip()
+            if name and name not in names:
+                names.append(name)
+        if not names:
+            continue
+        key = names[0].casefold()
+        if key in seen:
+            raise ZerosegError(
+                f"class {names[0]!r} is listed twice (entries {seen[key] + 1} and {len(classes) + 1}): "
+                "remove one, or put synonyms on one line separated by commas"
+            )
+        seen[key] = len(classes)
+        classes.append(names)
+    if not classes:
+        raise ZerosegError("no class names given: list one class per line (synonyms separated by commas)")
+    return classes
+
+
+def read_class_file(path: str | os.PathLike) -> list[list[str]]:
+    """Parse a class-name file: one class per line, synonyms comma-separated, '#' comments."""
+    path = Path(path)
+    if not path.is_file():
+        raise ZerosegError(f"class-name file not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ZerosegError(
+            f"cannot read class-name file {path} ({type(exc).__name__}): save it as UTF-8"
+        ) from None
+    try:
+        return parse_class_names(text.splitlines())
+    except ZerosegError as exc:
+        raise ZerosegError(f"{path}: {exc}") from None
+
+
+def check_templates(templates: Sequence[str]) -> tuple[str, ...]:
+    """Validate prompt templates: a non-empty list of strings with exactly one '{}' each."""
+    templates = tuple(templates)
+    if not templates:
+        raise ZerosegError("no prompt templates given")
+    for t in templates:
+        if not isinstance(t, str) or t.count("{}") != 1:
+            raise ZerosegError(f"prompt template {t!r} must contain exactly one '{{}}' for the class name")
+    return templates
+
+
+@torch.no_grad()
+def encode_classes(
+    encoder: TextEncoder,
+    classes: Sequence[Sequence[str]],
+    templates: Sequence[str] = IMAGENET_TEMPLATES,
+    *,
+    batch_size: int = 256,
+) -> torch.Tensor:
+    """Class embeddings (C, E), float32, unit norm, on the encoder's device.
+
+    Every synonym x template string is embedded and L2-normalised; a class's vectors are averaged
+    and the mean re-normalised.
+    """
+    templates = check_templates(templates)
+    if not classes or any(len(c) == 0 for c in classes):
+        raise ZerosegError("every class needs at least one name")
+    prompts = [t.format(name) for names in classes for name in names for t in templates]
+    feats = encoder.encode_texts(prompts, normalize=True, batch_size=batch_size)
+    counts = torch.tensor([len(names) * len(templates) for names in classes], device=feats.device)
+    owner = torch.repeat_interleave(torch.arange(len(classes), device=feats.device), counts)
+    sums = torch.zeros(len(classes), feats.shape[1], device=feats.device).index_add_(0, owner, feats)
+    return F.normalize(sums / counts[:, None], dim=-1)
+
+
+class Vocabulary:
+    """Class embeddings cached per (classes, templates), so a repeated vocabulary costs nothing.
+
+    An LRU of `max_entries` vocabularies; calls return copies, so callers may modify them.
+    """
+
+    def __init__(
+        self, encoder: TextEncoder, templates: Sequence[str] = IMAGENET_TEMPLATES, max_entries: int = 16
+    ):
+        self.encoder = encoder
+        self.templates = check_templates(templates)
+        self.max_entries = max(1, int(max_entries))
+        self._cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self.misses = 0
+
+    def __call__(self, classes, templates: Sequence[str] | None = None) -> torch.Tensor:
+        """(C, E) embeddings of `classes` (parsed entries, or anything `parse_class_names` accepts)."""
+        if not (isinstance(classes, list) and all(isinstance(c, list) for c in classes)):
+            classes = parse_class_names(classes)
+        templates = self.templates if templates is None else check_templates(templates)
+        key = (tuple(tuple(c) for c in classes), templates)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+        else:
+            self.misses += 1
+            self._cache[key] = encode_classes(self.encoder, classes, templates)
+            while len(self._cache) > self.max_entries:
+                self._cache.popitem(last=False)
+        return self._cache[key].clone()
+
+    def __len__(self) -> int:
+        return len(self._cache)
