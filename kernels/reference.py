@@ -1,0 +1,188 @@
+"""The PyTorch reference of ZeroSeg's inference head: the one place that defines its semantics.
+
+These functions are the CPU path of `zeroseg.kernels` and the oracle every other implementation (the
+Triton kernels, exported graphs, the model's inference) is tested against. They are written to be
+read, not to be fast: plain torch, `F.interpolate` for the resize. They assume validated inputs; the
+public functions in `zeroseg.kernels` check shapes, dtypes and devices before calling them.
+
+Similarity (`token_text_similarity_ref`)
+    t = normalize(tokens), e = normalize(text)   (L2, eps=1e-12, like `F.normalize`, in float32)
+    e is rounded to the tokens' dtype: the products run at the tokens' precision (fp16 tokens ->
+    fp16 text, as a tensor-core matmul would), always accumulated in float32.
+    logits = logit_scale * t @ e.T               (B, N, C) float32
+    probs = softmax(logits, dim=-1)
+    index = argmax(logits), ties -> lowest class index; max_prob = probs[index]
+    topk=k > 1: the k best classes ordered by logit descending, ties -> lower index first.
+
+Label upsampling (`upsample_labels_ref`)
+    up = F.interpolate(maps, size, mode="bilinear", align_corners=False) in float32
+    k* = argmax over K of up (ties -> first map)
+    score = probs[b, k*] if probs is given, else up[b, k*] (dense mode: maps are probability maps)
+    label = class_table[b, k*] if score >= bg_thresh else bg_label
+
+Non-finite inputs (both backends implement exactly this)
+    * Similarity: a NaN or inf in a token, or in any text embedding, makes that token's logit row
+      contain NaN (inf / inf after normalisation). Such a row gets `max_prob` NaN and all `probs` NaN
+      (softmax propagates NaN, as in torch), and `index` = the first class whose logit is NaN: NaN
+      counts as larger than every number, as in `torch.argmax`. For topk > 1 the NaN classes come
+      first (lowest index first), then the others by logit; all their probabilities are NaN.
+    * Upsampling: a pixel whose bilinear taps (the 2x2 source pixels it reads, see `source_taps`)
+      hold a non-finite value in any of the K maps gets `bg_label`. A NaN score (e.g. a NaN entry of
+      `probs`) is below every threshold, so it also gives `bg_label`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from zeroseg.kernels.results import HeadResult, SimilarityResult
+
+_NORM_EPS = 1e-12
+# Upper bound on elements of one upsampled chunk, so dense mode with many classes stays in memory.
+_CHUNK_ELEMENTS = 1 << 24
+
+
+def normalized_text_ref(text: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Text embeddings L2-normalised in float32, then rounded to the tokens' dtype."""
+    return F.normalize(text.float(), dim=-1, eps=_NORM_EPS).to(dtype)
+
+
+def similarity_logits_ref(tokens: torch.Tensor, text: torch.Tensor, logit_scale: float) -> torch.Tensor:
+    """Scaled cosine similarity (B, N, C) in float32 between tokens (B, N, D) and text (C, D)."""
+    t = F.normalize(tokens.float(), dim=-1, eps=_NORM_EPS)
+    e = normalized_text_ref(text, tokens.dtype).float()
+    return logit_scale * (t @ e.T)
+
+
+def token_text_similarity_ref(
+    tokens: torch.Tensor,
+    text: torch.Tensor,
+    logit_scale: float,
+    *,
+    topk: int = 1,
+    return_probs: bool = False,
+) -> SimilarityResult:
+    """Softmax over classes of the scaled cosine similarity; best class (or top-k) per token."""
+    logits = similarity_logits_ref(tokens, text, logit_scale)
+    probs = torch.softmax(logits, dim=-1)
+    # NaN ranks above every number (torch.argmax convention); only NaN logits can become +inf here.
+    key = torch.where(torch.isnan(logits), torch.inf, logits)
+    if topk == 1:
+        index = key.argmax(dim=-1)
+        max_prob = probs.gather(-1, index.unsqueeze(-1)).squeeze(-1)
+    else:
+        # A stable sort keeps equal logits in class order, so ties go to the lower index.
+        index = torch.sort(key, dim=-1, descending=True, stable=True).indices[..., :topk]
+        max_prob = probs.gather(-1, index)
+    return SimilarityResult(max_prob, index, probs if return_probs else None)
+
+
+def source_taps(n_in: int, n_out: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Source indices (i0, i1) that `F.interpolate(bilinear, align_corners=False)` reads per output.
+
+    src = (dst + 0.5) * (n_in / n_out) - 0.5 in float32, clamped at 0; i0 = floor(src) (at most
+    n_in - 1), i1 = min(i0 + 1, n_in - 1). When n_in == n_out the resize is a copy: i0 = i1 = dst.
+    """
+    dst = torch.arange(n_out)
+    if n_in == n_out:
+        return dst, dst
+    ratio = torch.tensor(np.float32(n_in) / np.float32(n_out))
+    src = ((dst.float() + 0.5) * ratio - 0.5).clamp_min(0.0)
+    i0 = src.floor().long().clamp_max(n_in - 1)
+    return i0, (i0 + 1).clamp_max(n_in - 1)
+
+
+def nonfinite_pixels_ref(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, H, W) bool: output pixels whose bilinear taps touch a non-finite value in any map."""
+    bad = ~torch.isfinite(maps).all(dim=1)  # (B, h, w)
+    y0, y1 = source_taps(maps.shape[-2], size[0])
+    x0, x1 = source_taps(maps.shape[-1], size[1])
+    rows0, rows1 = bad[:, y0], bad[:, y1]
+    return rows0[:, :, x0] | rows0[:, :, x1] | rows1[:, :, x0] | rows1[:, :, x1]
+
+
+def upsample_argmax_ref(maps: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Best interpolated value and its map index per output pixel, both (B, H, W).
+
+    Interpolates a few maps at a time so that a dense vocabulary never needs all (B, K, H, W) at once;
+    the strict `>` across chunks and `argmax` inside one keep the first map on ties.
+    """
+    b, k = maps.shape[:2]
+    chunk = max(1, _CHUNK_ELEMENTS // max(1, b * size[0] * size[1]))
+    best_val = torch.full((b, *size), -torch.inf, device=maps.device)
+    best_idx = torch.zeros((b, *size), dtype=torch.long, device=maps.device)
+    for k0 in range(0, k, chunk):
+        up = F.interpolate(maps[:, k0 : k0 + chunk].float(), size=size, mode="bilinear", align_corners=False)
+        idx = up.argmax(dim=1, keepdim=True)
+        val = up.gather(1, idx).squeeze(1)
+        better = (val > best_val) if k0 > 0 else torch.ones_like(val, dtype=torch.bool)
+        best_val = torch.where(better, val, best_val)
+        best_idx = torch.where(better, idx.squeeze(1) + k0, best_idx)
+    return best_val, best_idx
+
+
+def upsample_labels_ref(
+    maps: torch.Tensor,
+    class_table: torch.Tensor,
+    probs: torch.Tensor | None,
+    size: tuple[int, int],
+    bg_thresh: float,
+    *,
+    bg_label: int = 0,
+    out_dtype: torch.dtype = torch.int32,
+) -> torch.Tensor:
+    """Label map (B, H, W): bilinear upsample of K maps, argmax over K, class lookup, background."""
+    best_val, best_idx = upsample_argmax_ref(maps, size)
+    labels = class_table.long().gather(1, best_idx.flatten(1)).view_as(best_idx)
+    if probs is None:
+        score = best_val
+    else:
+        score = probs.float().gather(1, best_idx.flatten(1)).view_as(best_idx)
+    keep = (score >= bg_thresh) & ~nonfinite_pixels_ref(maps, size)
+    return torch.where(keep, labels, bg_label).to(out_dtype)
+
+
+def segment_head_ref(
+    tokens: torch.Tensor,
+    text: torch.Tensor,
+    logit_scale: float,
+    maps: torch.Tensor,
+    size: tuple[int, int],
+    bg_thresh: float,
+    *,
+    bg_label: int = 0,
+    label_offset: int = 1,
+    out_dtype: torch.dtype = torch.int32,
+) -> HeadResult:
+    """ZeroSeg head: name the K segment tokens (B, K, D), then paint their maps (B, K, h, w)."""
+    sim = token_text_similarity_ref(tokens, text, logit_scale)
+    labels = upsample_labels_ref(
+        maps, sim.index + label_offset, sim.max_prob, size, bg_thresh, bg_label=bg_label, out_dtype=out_dtype
+    )
+    return HeadResult(labels, sim.index, sim.max_prob)
+
+
+def dense_head_ref(
+    patch_tokens: torch.Tensor,
+    text: torch.Tensor,
+    logit_scale: float,
+    size: tuple[int, int],
+    bg_thresh: float,
+    *,
+    bg_label: int = 0,
+    label_offset: int = 1,
+    out_dtype: torch.dtype = torch.int32,
+) -> HeadResult:
+    """MaskCLIP-style head: classify every patch token (B, h, w, D), upsample the class probabilities.
+
+    The per-class probability maps (B, C, h, w) are upsampled, the best class per pixel wins, and a
+    pixel whose interpolated probability of that class is below `bg_thresh` becomes background.
+    """
+    b, h, w, d = patch_tokens.shape
+    sim = token_text_similarity_ref(patch_tokens.reshape(b, h * w, d), text, logit_scale, return_probs=True)
+    c = text.shape[0]
+    maps = sim.probs.transpose(1, 2).reshape(b, c, h, w)
+    table = (torch.arange(c, device=maps.device) + label_offset).expand(b, c)
+    labels = upsample_labels_ref(maps, table, None, size, bg_thresh, bg_label=bg_label, out_dtype=out_dtype)
+    return HeadResult(labels, sim.index.view(b, h, w), sim.max_prob.view(b, h, w))
