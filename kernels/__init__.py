@@ -10,6 +10,9 @@ The head turns tokens and class-name embeddings into a label map:
 Each runs as Triton kernels on CUDA tensors and as the reference (`zeroseg.kernels.reference`, plain
 torch, also the test oracle) elsewhere; `backend=` or `$ZEROSEG_HEAD_BACKEND` overrides the choice
 (see `zeroseg.kernels.dispatch`). Importing this package does not import triton.
+
+The ops are for inference: the Triton path records no autograd graph (the reference path does, as
+plain torch). Labels are int32 by default; uint8 / int16 halve or quarter the bytes written.
 """
 
 from zeroseg.kernels.api import dense_head, segment_head, token_text_similarity, upsample_labels

@@ -78,16 +78,18 @@ def token_text_similarity_ref(
     return SimilarityResult(max_prob, index, probs if return_probs else None)
 
 
-def source_taps(n_in: int, n_out: int) -> tuple[torch.Tensor, torch.Tensor]:
+def source_taps(
+    n_in: int, n_out: int, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Source indices (i0, i1) that `F.interpolate(bilinear, align_corners=False)` reads per output.
 
     src = (dst + 0.5) * (n_in / n_out) - 0.5 in float32, clamped at 0; i0 = floor(src) (at most
     n_in - 1), i1 = min(i0 + 1, n_in - 1). When n_in == n_out the resize is a copy: i0 = i1 = dst.
     """
-    dst = torch.arange(n_out)
+    dst = torch.arange(n_out, device=device)
     if n_in == n_out:
         return dst, dst
-    ratio = torch.tensor(np.float32(n_in) / np.float32(n_out))
+    ratio = torch.tensor(np.float32(n_in) / np.float32(n_out), device=device)
     src = ((dst.float() + 0.5) * ratio - 0.5).clamp_min(0.0)
     i0 = src.floor().long().clamp_max(n_in - 1)
     return i0, (i0 + 1).clamp_max(n_in - 1)
@@ -96,8 +98,8 @@ def source_taps(n_in: int, n_out: int) -> tuple[torch.Tensor, torch.Tensor]:
 def nonfinite_pixels_ref(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """(B, H, W) bool: output pixels whose bilinear taps touch a non-finite value in any map."""
     bad = ~torch.isfinite(maps).all(dim=1)  # (B, h, w)
-    y0, y1 = source_taps(maps.shape[-2], size[0])
-    x0, x1 = source_taps(maps.shape[-1], size[1])
+    y0, y1 = source_taps(maps.shape[-2], size[0], maps.device)
+    x0, x1 = source_taps(maps.shape[-1], size[1], maps.device)
     rows0, rows1 = bad[:, y0], bad[:, y1]
     return rows0[:, :, x0] | rows0[:, :, x1] | rows1[:, :, x0] | rows1[:, :, x1]
 

@@ -269,7 +269,13 @@ def token_text_similarity_triton(
     dev = tokens.device
     lead = (b, n) if topk == 1 else (b, n, topk)
     if m_rows == 0:
-        probs = torch.empty((b, n, c), dtype=torch.float32, device=dev) if return_probs else None
+        probs = None
+        if return_probs:
+            probs = (
+                probs_out
+                if probs_out is not None
+                else torch.empty((b, n, c), dtype=torch.float32, device=dev)
+            )
         return SimilarityResult(
             torch.empty(lead, dtype=torch.float32, device=dev),
             torch.empty(lead, dtype=torch.long, device=dev),

@@ -264,3 +264,16 @@ def test_bad_inputs_raise_one_line_errors(args, kwargs, message):
     with pytest.raises(ZerosegError, match=re.escape(message)) as err:
         upsample_labels(*args, **kwargs)
     assert "\n" not in str(err.value)
+
+
+def test_reference_chunking_over_maps_keeps_first_on_ties(monkeypatch):
+    """The reference interpolates a few maps at a time (dense vocabularies); chunks must not matter."""
+    maps, table, _ = _inputs(1, 7, 5, 6, False, seed=7)
+    maps[:, 5] = maps[:, 1] = maps[:, 1] + 0.5  # equal maps in different chunks
+    whole = reference.upsample_argmax_ref(maps, (20, 18))
+    monkeypatch.setattr(reference, "_CHUNK_ELEMENTS", 2 * 20 * 18)  # two maps per chunk
+    chunked = reference.upsample_argmax_ref(maps, (20, 18))
+    assert torch.equal(whole[0], chunked[0]) and torch.equal(whole[1], chunked[1])
+    assert (chunked[1] == 1).any() and not (chunked[1] == 5).any()
+    want, _, _ = _oracle(maps, table, None, (20, 18), 0.0)
+    assert torch.equal(reference.upsample_labels_ref(maps, table, None, (20, 18), 0.0), want.int())
