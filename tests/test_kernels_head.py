@@ -141,6 +141,10 @@ def test_dense_head_bad_inputs():
 # ---- dispatch -------------------------------------------------------------------------------------
 
 
+INTERPRETER_ONLY = pytest.mark.skipif(DEVICE == "cuda", reason="runs Triton on CPU tensors (interpreter)")
+
+
+@INTERPRETER_ONLY
 def test_available_backends():
     assert zk.available_backends("cpu") == ("torch", "triton")  # the interpreter is on in tests
     assert zk.available_backends("meta") == ("torch",)
@@ -149,6 +153,7 @@ def test_available_backends():
 @pytest.mark.parametrize(
     "env,expected", [(None, "torch"), ("auto", "torch"), ("torch", "torch"), ("TRITON", "triton")]
 )
+@INTERPRETER_ONLY
 def test_env_var_picks_backend_on_cpu(monkeypatch, env, expected):
     if env is None:
         monkeypatch.delenv(dispatch.ENV_VAR, raising=False)
@@ -158,6 +163,7 @@ def test_env_var_picks_backend_on_cpu(monkeypatch, env, expected):
     assert zk.resolve_backend("torch", torch.device("cpu")) == "torch"  # the argument wins
 
 
+@INTERPRETER_ONLY
 def test_env_var_reaches_the_ops(monkeypatch):
     from zeroseg.kernels import triton_similarity
 
