@@ -1,0 +1,139 @@
+"""ZeroSeg checkpoints: tensors plus a JSON config, loadable with `torch.load(weights_only=True)`.
+
+A checkpoint is self-contained for inference: the student's weights and config, the teacher's
+text tower (weights + open_clip config + tokenizer), the prompt templates, the logit scale and
+the preprocessing. Export and benchmarking never need the network or the teacher's image tower.
+Training checkpoints add a `train_state` (optimizer, scheduler, step, RNG, data position).
+
+Layout of the saved dict:
+    format: "zeroseg-checkpoint", version: int, config_json: str (JSON), student: state dict,
+    text: {"config_json": str, "state_dict": state dict}, train_state: dict | absent
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from zeroseg.atomic import atomic_torch_save
+from zeroseg.config import Preprocess
+from zeroseg.errors import ZerosegError
+from zeroseg.student_config import StudentConfig
+
+CHECKPOINT_FORMAT = "zeroseg-checkpoint"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint. `config` is plain JSON data; the rest are tensors."""
+
+    config: dict[str, Any]
+    student: dict[str, torch.Tensor]
+    text: dict[str, Any]
+    train_state: dict[str, Any] | None = None
+    path: Path | None = field(default=None, compare=False)
+
+    @property
+    def student_config(self) -> StudentConfig:
+        """The student's architecture."""
+        return StudentConfig.from_dict(self.config["student"])
+
+    @property
+    def preprocess(self) -> Preprocess:
+        """How images are normalised and sized for this model."""
+        return Preprocess.from_dict(self.config["preprocess"])
+
+    @property
+    def templates(self) -> list[str]:
+        """Prompt templates ("a photo of a {}.") used to embed class names."""
+        return list(self.config["templates"])
+
+    @property
+    def logit_scale(self) -> float:
+        """Multiplier of the cosine similarities before the softmax over classes."""
+        return float(self.config["logit_scale"])
+
+    def build_student(self, device: str | torch.device = "cpu") -> torch.nn.Module:
+        """The student network in eval mode with the saved weights."""
+        from zeroseg.model import ZeroSegStudent
+
+        model = ZeroSegStudent(self.student_config)
+        model.load_state_dict(self.student)
+        return model.to(device).eval()
+
+    def build_text_encoder(self, device: str | torch.device = "cpu") -> torch.nn.Module:
+        """The teacher's CLIP text tower, rebuilt from the saved config and weights."""
+        from zeroseg.text import TextEncoder
+
+        return TextEncoder.from_state(self.text).to(device).eval()
+
+
+def save_checkpoint(
+    path: str | Path,
+    *,
+    config: dict[str, Any],
+    student: dict[str, torch.Tensor],
+    text: dict[str, Any],
+    train_state: dict[str, Any] | None = None,
+) -> None:
+    """Write a checkpoint atomically. `config` must be JSON-serialisable (checked here)."""
+    try:
+        config_json = json.dumps(config)
+    except TypeError as exc:
+        raise ValueError(f"checkpoint config is not JSON-serialisable: {exc}") from None
+    payload: dict[str, Any] = {
+        "format": CHECKPOINT_FORMAT,
+        "version": FORMAT_VERSION,
+        "config_json": config_json,
+        "student": {k: v.detach().cpu() for k, v in student.items()},
+        "text": text,
+    }
+    if train_state is not None:
+        payload["train_state"] = train_state
+    atomic_torch_save(path, payload)
+
+
+def load_checkpoint(path: str | Path, *, with_train_state: bool = True) -> Checkpoint:
+    """Load and validate a checkpoint; every problem is a one-line ZerosegError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ZerosegError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ZerosegError(
+            f"{path} holds pickled Python objects, not a zeroseg checkpoint; refusing to load it"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
+        raise ZerosegError(
+            f"{path} is truncated or corrupt ({type(exc).__name__}); re-copy or re-train it"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise ZerosegError(f"{path} was not written by zeroseg (no '{CHECKPOINT_FORMAT}' header)")
+    version = payload.get("version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ZerosegError(
+            f"{path} has checkpoint format v{version}, newer than this zeroseg"
+            f" (v{FORMAT_VERSION}); upgrade zeroseg"
+        )
+    try:
+        config = json.loads(payload["config_json"])
+        ckpt = Checkpoint(
+            config=config,
+            student=payload["student"],
+            text=payload["text"],
+            train_state=payload.get("train_state") if with_train_state else None,
+            path=path,
+        )
+        ckpt.student_config  # noqa: B018 - validates the architecture early
+        ckpt.preprocess  # noqa: B018
+    except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
+        raise ZerosegError(f"{path} is an incomplete zeroseg checkpoint (missing {exc})") from None
+    return ckpt
