@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import pickle
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,12 @@ from zeroseg.student_config import StudentConfig
 
 CHECKPOINT_FORMAT = "zeroseg-checkpoint"
 FORMAT_VERSION = 1
+#: First bytes of a torch.save file: a zip archive, or a protocol-2 pickle (legacy format).
+_TORCH_MAGIC: tuple[bytes, ...] = (b"PK", b"\x80\x02")
+#: torch's weights-only unpickler messages for a damaged byte stream (the others refuse code references).
+_GARBLED_PICKLE: tuple[str, ...] = ("Unsupported operand", "String is too long")
+#: Student parts that only training needs (the MAE decoder and the global head that produces z).
+TRAINING_ONLY_PREFIXES: tuple[str, ...] = ("decoder.", "global_block.", "global_mlp.")
 
 
 @dataclass
@@ -65,7 +70,14 @@ class Checkpoint:
         from zeroseg.model import ZeroSegStudent
 
         model = ZeroSegStudent(self.student_config)
-        model.load_state_dict(self.student)
+        missing, unexpected = model.load_state_dict(self.student, strict=False)
+        missing = [k for k in missing if not k.startswith(TRAINING_ONLY_PREFIXES)]
+        if missing or unexpected:
+            where = self.path or "checkpoint"
+            raise ZerosegError(
+                f"{where}: student weights do not fit its config (missing {missing[:2]}, unexpected "
+                f"{unexpected[:2]}); the file is damaged"
+            )
         return model.to(device).eval()
 
     def build_text_encoder(self, device: str | torch.device = "cpu") -> torch.nn.Module:
@@ -82,8 +94,15 @@ def save_checkpoint(
     student: dict[str, torch.Tensor],
     text: dict[str, Any],
     train_state: dict[str, Any] | None = None,
+    inference_only: bool = False,
+    dtype: torch.dtype | None = None,
 ) -> None:
-    """Write a checkpoint atomically. `config` must be JSON-serialisable (checked here)."""
+    """Write a checkpoint atomically. `config` must be JSON-serialisable (checked here).
+
+    inference_only: leave out the training-only parts of the student (MAE decoder, global head).
+    dtype: store floating-point weights in this dtype (e.g. float16 for a small bundled model);
+    they are cast back to float32 when the model is built.
+    """
     try:
         config_json = json.dumps(config)
     except TypeError as exc:
@@ -92,12 +111,24 @@ def save_checkpoint(
         "format": CHECKPOINT_FORMAT,
         "version": FORMAT_VERSION,
         "config_json": config_json,
-        "student": {k: v.detach().cpu() for k, v in student.items()},
-        "text": text,
+        "student": {
+            k: _cast(v, dtype)
+            for k, v in student.items()
+            if not (inference_only and k.startswith(TRAINING_ONLY_PREFIXES))
+        },
+        "text": {
+            "config": text["config"],
+            "state_dict": {k: _cast(v, dtype) for k, v in text["state_dict"].items()},
+        },
     }
     if train_state is not None:
         payload["train_state"] = train_state
     atomic_torch_save(path, payload)
+
+
+def _cast(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    tensor = tensor.detach().cpu()
+    return tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor
 
 
 def load_checkpoint(path: str | Path, *, with_train_state: bool = True) -> Checkpoint:
@@ -105,26 +136,45 @@ def load_checkpoint(path: str | Path, *, with_train_state: bool = True) -> Check
     path = Path(path)
     if not path.is_file():
         raise ZerosegError(f"checkpoint not found: {path}")
+    with path.open("rb") as fh:
+        head = fh.read(2)
+    if not head:
+        raise ZerosegError(f"{path} is empty (0 bytes); re-copy or re-train it")
+    if not head.startswith(_TORCH_MAGIC):
+        raise ZerosegError(
+            f"{path} is not a zeroseg checkpoint (not a PyTorch file); pass the .pt file zeroseg train wrote"
+        )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError as exc:
+        if any(marker in str(exc) for marker in _GARBLED_PICKLE):
+            raise ZerosegError(
+                f"{path} is truncated or corrupt (UnpicklingError); re-copy or re-train it"
+            ) from None
+        # weights_only refused a class or function reference: loading it could run code
         raise ZerosegError(
             f"{path} holds pickled Python objects, not a zeroseg checkpoint; refusing to load it"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
+    except Exception as exc:  # any decoding failure of a damaged file (RuntimeError, EOFError, KeyError...)
         raise ZerosegError(
             f"{path} is truncated or corrupt ({type(exc).__name__}); re-copy or re-train it"
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ZerosegError(f"{path} was not written by zeroseg (no '{CHECKPOINT_FORMAT}' header)")
     version = payload.get("version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ZerosegError(
+            f"{path} has an invalid checkpoint format version {version!r}; the file is damaged"
+        )
+    if version > FORMAT_VERSION:
         raise ZerosegError(
             f"{path} has checkpoint format v{version}, newer than this zeroseg"
             f" (v{FORMAT_VERSION}); upgrade zeroseg"
         )
     try:
         config = json.loads(payload["config_json"])
+        if not isinstance(config, dict):
+            raise TypeError(f"config is a {type(config).__name__}, not an object")
         ckpt = Checkpoint(
             config=config,
             student=payload["student"],
@@ -134,6 +184,10 @@ def load_checkpoint(path: str | Path, *, with_train_state: bool = True) -> Check
         )
         ckpt.student_config  # noqa: B018 - validates the architecture early
         ckpt.preprocess  # noqa: B018
-    except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
+    except KeyError as exc:
         raise ZerosegError(f"{path} is an incomplete zeroseg checkpoint (missing {exc})") from None
+    except (TypeError, ValueError) as exc:  # json.JSONDecodeError is a ValueError
+        raise ZerosegError(f"{path} is a damaged zeroseg checkpoint ({exc})") from None
+    except ZerosegError as exc:  # e.g. a student config from a newer zeroseg
+        raise ZerosegError(f"{path}: {exc}") from None
     return ckpt

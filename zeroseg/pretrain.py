@@ -21,7 +21,8 @@ from tqdm import tqdm
 
 from zeroseg.config import CLIP_MEAN, CLIP_STD
 from zeroseg.errors import ZerosegError
-from zeroseg.synth import COLOURS, SHAPES, generate_caption_batch
+from zeroseg.synth import BACKGROUND_CAPTIONS, CAPTION_TEMPLATES, COLOURS, SHAPES, generate_caption_batch
+from zeroseg.text import SubsetTokenizer
 from zeroseg.train_utils import warmup_cosine
 
 #: Prompt templates for ShapeWorld classes, close to the caption styles the teacher is trained on.
@@ -208,8 +209,48 @@ def pretrain_teacher(
     return model.eval(), report
 
 
+def caption_corpus() -> list[str]:
+    """Every caption the generator can write: the only text the ShapeWorld teacher ever learns from."""
+    captions = [t.format(colour=c, shape=s) for t in CAPTION_TEMPLATES for c in COLOURS for s in SHAPES]
+    return captions + list(BACKGROUND_CAPTIONS)
+
+
+@torch.no_grad()
+def prune_text_vocabulary(
+    model: open_clip.model.CLIP, cfg: TinyClipConfig, corpus: list[str]
+) -> tuple[open_clip.model.CLIP, dict, list[int]]:
+    """Keep only the token-embedding rows of tokens that occur in `corpus` (see `SubsetTokenizer`).
+
+    Returns the pruned CLIP, its model config and the kept original token ids. Texts made of
+    corpus tokens embed exactly as before; other tokens become one "unknown" token whose embedding
+    is the mean of the kept ones. The 49,408-row table of a 128-wide tower is 6.3 M parameters;
+    ShapeWorld's captions use about a hundred tokens.
+    """
+    base = open_clip.tokenizer.SimpleTokenizer(context_length=cfg.context_length)
+    subset = sorted((set(base(corpus).unique().tolist()) | {base.sot_token_id, base.eot_token_id}) - {0})
+    model_cfg = cfg.model_cfg()
+    model_cfg["text_cfg"]["vocab_size"] = SubsetTokenizer.vocab_size(subset)
+    pruned = open_clip.model.CLIP(**model_cfg)
+    state = model.state_dict()
+    table = state["token_embedding.weight"]
+    kept = table[torch.tensor(subset)]
+    state["token_embedding.weight"] = torch.cat([table[:1], kept.mean(0, keepdim=True), kept])
+    pruned.load_state_dict(state)
+    pruned.eval()
+    check = corpus[:: max(1, len(corpus) // 64)]
+    want = model.eval().encode_text(base(check))
+    got = pruned.encode_text(SubsetTokenizer(base, subset)(check))
+    if not torch.allclose(got, want, atol=1e-5, rtol=1e-4):
+        raise RuntimeError("pruned text tower does not reproduce the original on its own corpus")
+    return pruned, model_cfg, subset
+
+
 def save_pretrained_teacher(path: str | Path, model: open_clip.model.CLIP, cfg: TinyClipConfig) -> None:
-    """Save the teacher so that `--teacher PATH` loads it (zeroseg teacher file format)."""
+    """Prune the text vocabulary to the caption corpus and save a teacher file for `--teacher PATH`."""
     from zeroseg.teacher import save_teacher
 
-    save_teacher(path, model, model_cfg=cfg.model_cfg(), context_length=cfg.context_length)
+    pruned, model_cfg, subset = prune_text_vocabulary(model, cfg, caption_corpus())
+    save_teacher(
+        path, pruned, model_cfg=model_cfg, context_length=cfg.context_length, token_subset=subset,
+        name="shapeworld-tiny-clip",
+    )  # fmt: skip

@@ -73,6 +73,7 @@ class Teacher:
         tokenizer_name: str,
         context_length: int,
         fingerprint: str,
+        token_subset: Sequence[int] | None = None,
     ):
         model.eval()
         model.requires_grad_(False)
@@ -84,6 +85,7 @@ class Teacher:
         self.std = tuple(float(v) for v in std)
         self.tokenizer_name = tokenizer_name
         self.context_length = int(context_length)
+        self.token_subset = list(token_subset) if token_subset else None
         self.fingerprint = fingerprint
         size = getattr(model.visual, "image_size", None) or model_cfg["vision_cfg"].get("image_size", 224)
         size = (size, size) if isinstance(size, int) else tuple(size)
@@ -110,6 +112,7 @@ class Teacher:
             model_cfg=self.model_cfg,
             tokenizer_name=self.tokenizer_name,
             context_length=self.context_length,
+            token_subset=self.token_subset,
         )
 
     def text_encoder(self) -> TextEncoder:
@@ -207,12 +210,14 @@ def save_teacher(
     mean: Sequence[float] = CLIP_MEAN,
     std: Sequence[float] = CLIP_STD,
     name: str = "teacher",
+    token_subset: Sequence[int] | None = None,
 ) -> None:
     """Write a zeroseg teacher file (atomic; loadable with torch.load(weights_only=True)).
 
     model_cfg: the kwargs of `open_clip.model.CLIP(**model_cfg)` the model was built with; if None
     it is read off the modules and verified by rebuilding the model. mean/std: the pixel statistics
-    the model was trained with. name: a label for fingerprints and messages.
+    the model was trained with. name: a label for fingerprints and messages. token_subset: the
+    original CLIP BPE ids of a pruned text vocabulary (`zeroseg.text.SubsetTokenizer`), if any.
     """
     if model_cfg is None:
         try:
@@ -231,6 +236,7 @@ def save_teacher(
         "model_cfg": model_cfg,
         "tokenizer": str(tokenizer_name),
         "context_length": ctx,
+        "token_subset": sorted(int(t) for t in token_subset) if token_subset else None,
         "preprocess": {"mean": [float(v) for v in mean], "std": [float(v) for v in std]},
         "state_dict": _state_of(clip_model),
     }
@@ -276,6 +282,7 @@ def _load_teacher_file(path: Path, spec: str, device) -> Teacher:
         mean=mean,
         std=std,
         tokenizer_name=str(data.get("tokenizer", SIMPLE_TOKENIZER)),
+        token_subset=data.get("token_subset"),
         context_length=int(
             data.get("context_length", data["model_cfg"]["text_cfg"].get("context_length", 77))
         ),

@@ -44,12 +44,46 @@ _CLIP_TEXT_PREFIXES = (
 )
 
 
-def make_tokenizer(name: str, context_length: int):
-    """open_clip's tokenizer for `name` ("clip" or an open_clip model name), padding to context_length."""
+class SubsetTokenizer:
+    """open_clip's CLIP BPE tokenizer followed by a map onto a pruned vocabulary.
+
+    A small teacher trained on a closed caption set (ShapeWorld) uses only a few hundred of CLIP's
+    49,408 BPE tokens; keeping just their embedding rows makes its text tower ~100x smaller. Kept
+    ids keep their order (so end-of-text stays the largest id and CLIP's argmax pooling still finds
+    it); id 0 (padding) stays 0; every token outside the subset maps to the unknown id 1.
+    """
+
+    UNKNOWN = 1
+
+    def __init__(self, base, token_subset: Sequence[int]):
+        self.base = base
+        self.context_length = base.context_length
+        kept = sorted({int(t) for t in token_subset} - {0})
+        self.table = torch.full((len(base.encoder),), self.UNKNOWN, dtype=torch.long)
+        self.table[0] = 0
+        self.table[torch.tensor(kept, dtype=torch.long)] = torch.arange(2, len(kept) + 2)
+
+    @staticmethod
+    def vocab_size(token_subset: Sequence[int]) -> int:
+        """Rows of the pruned embedding table: padding, unknown, then the kept tokens."""
+        return len({int(t) for t in token_subset} - {0}) + 2
+
+    def __call__(self, texts: str | Sequence[str], context_length: int | None = None) -> torch.Tensor:
+        return self.table[self.base(texts, context_length)]
+
+
+def make_tokenizer(name: str, context_length: int, token_subset: Sequence[int] | None = None):
+    """open_clip's tokenizer for `name` ("clip" or an open_clip model name), padding to context_length.
+
+    token_subset: original CLIP BPE ids of a pruned vocabulary (see `SubsetTokenizer`).
+    """
     import open_clip
 
     if name in (SIMPLE_TOKENIZER, "simple", ""):
-        return open_clip.SimpleTokenizer(context_length=context_length)
+        base = open_clip.SimpleTokenizer(context_length=context_length)
+        return SubsetTokenizer(base, token_subset) if token_subset else base
+    if token_subset:
+        raise ZerosegError("a pruned vocabulary (token_subset) needs the CLIP BPE tokenizer 'clip'")
     if name not in open_clip.list_models() and not name.startswith(("hf-hub:", "local-dir:")):
         raise ZerosegError(
             f"unknown tokenizer {name!r}: use 'clip' (CLIP BPE) or an open_clip model name such as ViT-B-16"
@@ -126,7 +160,9 @@ class TextEncoder(nn.Module):
     @property
     def tokenizer(self):
         if self._tokenizer is None:
-            self._tokenizer = make_tokenizer(str(self.config["tokenizer"]), self.context_length)
+            self._tokenizer = make_tokenizer(
+                str(self.config["tokenizer"]), self.context_length, self.config.get("token_subset")
+            )
         return self._tokenizer
 
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
@@ -174,6 +210,7 @@ def text_state_from_clip(
     model_cfg: dict | None = None,
     tokenizer_name: str = SIMPLE_TOKENIZER,
     context_length: int | None = None,
+    token_subset: Sequence[int] | None = None,
     verify: bool = True,
 ) -> dict:
     """Extract {"config": JSON, "state_dict": tensors} of a CLIP's text side (see `TextEncoder`).
@@ -219,6 +256,8 @@ def text_state_from_clip(
         "context_length": context_length,
         "logit_scale": float(clip_model.logit_scale.detach().float().exp().reshape(-1)[0]),
     }
+    if token_subset:
+        config["token_subset"] = sorted(int(t) for t in token_subset)
     result = {"config": config, "state_dict": {k: v.detach().to("cpu").clone() for k, v in state.items()}}
     if verify:
         _verify_text_state(clip_model, result)

@@ -131,6 +131,7 @@ class TrainResult:
     total_steps: int
     last_loss: float
     interrupted: bool
+    exit_code: int
     run_dir: Path
     history: list[dict[str, Any]]
 
@@ -256,7 +257,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
     if cfg.bg_thresh is not None:
         inference_defaults["bg_thresh"] = cfg.bg_thresh
 
-    def save(path: Path, with_state: bool) -> None:
+    def save(path: Path, with_state: bool, inference_only: bool = False) -> None:
         if not info.is_main:
             return
         train_state = None
@@ -280,8 +281,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
             "step": step,
         }
         save_checkpoint(
-            path, config=config, student=model.state_dict(), text=data.text_state, train_state=train_state
-        )
+            path, config=config, student=model.state_dict(), text=data.text_state, train_state=train_state,
+            inference_only=inference_only,
+        )  # fmt: skip
 
     history: list[dict[str, Any]] = []
     metrics_file = (run / "metrics.jsonl").open("a") if info.is_main else None
@@ -339,9 +341,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
                         "step": step,
                         "epoch": epoch,
                         "loss": last_loss,
-                        "distill": float(terms.distill),
-                        "match": float(terms.match),
-                        "reconstruction": float(terms.reconstruction),
+                        "distill": terms.distill.item(),
+                        "match": terms.match.item(),
+                        "reconstruction": terms.reconstruction.item(),
                         "lr": scheduler.get_last_lr()[0],
                         "images_per_s": images_seen * info.world_size / max(elapsed, 1e-9),
                         "groups_used": _groups_used(out.assignment.detach()),
@@ -367,7 +369,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
         bar.close()
         save(run / "last.pt", with_state=True)
         if step >= total:
-            save(run / "model.pt", with_state=False)
+            save(run / "model.pt", with_state=False, inference_only=True)
     if metrics_file:
         metrics_file.close()
-    return TrainResult(step, total, last_loss, stop.signal is not None, run, history)
+    return TrainResult(step, total, last_loss, stop.signal is not None, stop.exit_code, run, history)

@@ -104,7 +104,7 @@ def train_command(
         typer.echo(
             f"interrupted at step {result.step}: saved {out / 'last.pt'}; continue with --resume", err=True
         )
-        sys.exit(130)
+        sys.exit(result.exit_code)
     done = "finished" if result.step >= result.total_steps else "paused"
     typer.echo(
         f"{done} at step {result.step}/{result.total_steps}, loss {result.last_loss:.4f}; run folder {out}"
