@@ -259,7 +259,7 @@ def test_one_window_equals_down_and_interp_at_native_size(teacher):
 @pytest.mark.parametrize("mode", MODES)
 def test_labels_at_the_image_size_within_the_label_space(teacher, strategy, mode):
     seg = _segmenter(teacher, strategy=strategy, mode=mode, bg_thresh=0.3, short_side=96)
-    images = [_image(37, 53, 0), _image(61, 29, 1), _image(40, 150, 2)]
+    images = [_image(37, 53, 0), _image(61, 29, 1)]  # odd sides, landscape and portrait
     results = seg(images, CLASSES, batch_size=2)
     for image, result in zip(images, results, strict=True):
         assert result.labels.shape == (image.height, image.width) and result.labels.dtype == np.int32
