@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +65,14 @@ def _decode(source, path) -> Image.Image:
     previous_limit = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     try:
-        with Image.open(source) as img:
+        # PIL only warns between MAX_IMAGE_PIXELS and twice that, so the limit is checked here, from
+        # the header, before any pixel is decoded
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(source)
+        with img:
+            if img.width * img.height > MAX_PIXELS:
+                raise Image.DecompressionBombError(f"{img.width}x{img.height}")
             img = ImageOps.exif_transpose(img)
             img.load()
             if img.width == 0 or img.height == 0:
