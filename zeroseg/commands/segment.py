@@ -19,7 +19,14 @@ def parse_labels_option(labels: str | None, labels_file: Path | None) -> list[li
         raise ZerosegError('pass exactly one of --labels "cat,dog" or --labels-file FILE')
     if labels_file is not None:
         return read_class_file(labels_file)
-    entries = [[s for s in part.split("|")] for part in labels.split(",")]
+    entries = [[" ".join(s.split()) for s in part.split("|") if s.strip()] for part in labels.split(",")]
+    firsts = [e[0].casefold() for e in entries if e]
+    twice = next((name for i, name in enumerate(firsts) if name in firsts[:i]), None)
+    if twice is not None:  # parse_class_names' hint (commas join synonyms) is wrong for --labels
+        raise ZerosegError(
+            f'--labels names {twice!r} more than once: give each class once, join synonyms with "|"'
+            ' (e.g. "sofa|couch")'
+        )
     return parse_class_names(entries)
 
 
@@ -53,6 +60,8 @@ def segment(
         raise ZerosegError(f"--bg-thresh must be in [0, 1], got {bg_thresh}")
     if method not in METHODS:
         raise ZerosegError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    if out.exists() and not out.is_dir():
+        raise ZerosegError(f"--out {out} is a file; pass a folder for the outputs")
     stems = [p.stem for p in images]
     if len(set(stems)) != len(stems):
         raise ZerosegError("two input images share a file name; their outputs would collide")
