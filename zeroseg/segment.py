@@ -106,7 +106,7 @@ class Segmenter:
         self.vocabulary = Vocabulary(ckpt.build_text_encoder(self.device), ckpt.templates)
         self.preprocess = ckpt.preprocess
         self.patch = ckpt.student_config.patch_size
-        self.short_side = short_side or self.preprocess.test_short_side
+        self.short_side = self.preprocess.test_short_side if short_side is None else int(short_side)
         if self.short_side < self.patch:
             raise ZerosegError(f"short side {self.short_side} is smaller than the patch size {self.patch}")
         self.logit_scale = ckpt.logit_scale
@@ -123,7 +123,9 @@ class Segmenter:
     ) -> LabelSpace:
         """Parse user classes (a class list, or entries of synonyms) into a label space."""
         parsed = parse_class_names(classes)
-        return LabelSpace.build(parsed, self.default_bg_prompt if bg_prompt is None else bg_prompt, background)
+        return LabelSpace.build(
+            parsed, self.default_bg_prompt if bg_prompt is None else bg_prompt, background
+        )
 
     def input_size(self, height: int, width: int) -> tuple[int, int]:
         """Network input size for an image: shorter side `short_side`, longer side capped."""
