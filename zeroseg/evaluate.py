@@ -79,9 +79,11 @@ def evaluate(
         raise ZerosegError(f"--bg-thresh must be in [0, 1], got {bg_thresh}")
     if batch_size <= 0:
         raise ZerosegError(f"--batch-size must be positive, got {batch_size}")
+    if limit is not None and limit <= 0:
+        raise ZerosegError(f"--limit must be a positive number of images, got {limit}")
     count = len(dataset) if limit is None else min(len(dataset), limit)
     if count <= 0:
-        raise ZerosegError("nothing to evaluate: the split is empty or --limit is 0")
+        raise ZerosegError("nothing to evaluate: the split is empty")
     meter = SegmentationMeter(dataset.num_classes)
     background = dataset.has_background
     start = time.perf_counter()

@@ -42,6 +42,10 @@ def evaluate_command(
 
     if bg_thresh is not None and not 0.0 <= bg_thresh <= 1.0:
         raise ZerosegError(f"--bg-thresh must be in [0, 1], got {bg_thresh}")
+    if json_out is not None and json_out.is_dir():
+        raise ZerosegError(
+            f"--json {json_out} is a folder; pass a file name such as {json_out / 'eval.json'}"
+        )
     data = VOCDataset(dataset, split, classes, reduce_zero_label=reduce_zero_label)
     segmenter = build_segmenter(method, checkpoint, teacher, device, short_side)
     report = evaluate(
