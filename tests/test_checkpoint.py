@@ -1,0 +1,218 @@
+"""Checkpoints: exact round trip, weights_only loading, and a one-line refusal of every bad file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import fixtures
+import pytest
+import torch
+from fixtures import assert_one_line_error
+from PIL import Image
+
+from zeroseg.checkpoint import CHECKPOINT_FORMAT, FORMAT_VERSION, load_checkpoint, save_checkpoint
+from zeroseg.errors import ZerosegError
+from zeroseg.model import ZeroSegStudent
+from zeroseg.segment import Segmenter
+from zeroseg.text import encode_classes
+
+# the shared fixtures, registered in this module (one_thread is autouse)
+world, cli, one_thread = fixtures.world, fixtures.cli, fixtures.one_thread
+
+CLASSES = [["cat"], ["dog", "puppy"], ["traffic light"]]
+
+
+def _touch(path: str) -> None:
+    """What a malicious pickle would run on load (it must not)."""
+    Path(path).write_text("code ran")
+
+
+class Payload:
+    """An object whose unpickling runs `_touch`: what weights_only=True exists to refuse."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (_touch, (self.marker,))
+
+
+def test_round_trip_gives_identical_student_and_text(world, tmp_path):
+    ckpt = load_checkpoint(world.checkpoint)
+    assert ckpt.config == json.loads(json.dumps(world.config))
+    assert ckpt.student_config == world.student_cfg
+    assert ckpt.templates == world.config["templates"]
+    assert ckpt.logit_scale == pytest.approx(world.teacher.logit_scale, rel=1e-6)
+    assert ckpt.train_state is None and ckpt.path == world.checkpoint
+
+    original = ZeroSegStudent(world.student_cfg).eval()
+    original.load_state_dict(world.student_state)
+    loaded = ckpt.build_student()
+    assert not loaded.training
+    x = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want, got = original.segment(x), loaded.segment(x)
+    assert torch.equal(want.segments, got.segments)
+    assert torch.equal(want.maps, got.maps)
+
+    want_text = encode_classes(world.teacher.text_encoder(), CLASSES, ckpt.templates)
+    got_text = encode_classes(ckpt.build_text_encoder(), CLASSES, ckpt.templates)
+    assert torch.equal(want_text, got_text)
+
+    # save -> load -> save again: the same tensors and config
+    again = tmp_path / "again.pt"
+    save_checkpoint(again, config=ckpt.config, student=ckpt.student, text=ckpt.text)
+    reloaded = load_checkpoint(again)
+    assert reloaded.config == ckpt.config
+    assert reloaded.student.keys() == ckpt.student.keys()
+    assert all(torch.equal(reloaded.student[k], ckpt.student[k]) for k in ckpt.student)
+
+
+def test_loaded_with_weights_only(world, monkeypatch):
+    calls = []
+    real_load = torch.load
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
+    load_checkpoint(world.checkpoint)
+    assert calls and all(c.get("weights_only") is True for c in calls)
+    # the contract for export and bench: plain torch.load(weights_only=True) reads it, with its header
+    payload = real_load(world.checkpoint, weights_only=True)
+    assert payload["format"] == CHECKPOINT_FORMAT and payload["version"] == FORMAT_VERSION
+    json.loads(payload["config_json"])
+
+
+def test_train_state_round_trip_and_skip(world, tmp_path):
+    ckpt = load_checkpoint(world.checkpoint)
+    path = tmp_path / "train.pt"
+    state = {"step": 7, "epoch": 1, "rng": {"torch": torch.get_rng_state()}}
+    save_checkpoint(path, config=ckpt.config, student=ckpt.student, text=ckpt.text, train_state=state)
+    loaded = load_checkpoint(path)
+    assert loaded.train_state["step"] == 7 and torch.equal(
+        loaded.train_state["rng"]["torch"], state["rng"]["torch"]
+    )
+    assert load_checkpoint(path, with_train_state=False).train_state is None
+
+
+def test_config_must_be_json(world, tmp_path):
+    ckpt = load_checkpoint(world.checkpoint)
+    with pytest.raises(ValueError, match="JSON"):
+        save_checkpoint(tmp_path / "x.pt", config={"bad": object()}, student=ckpt.student, text=ckpt.text)
+    assert not (tmp_path / "x.pt").exists()
+
+
+def test_pickled_code_is_refused_without_running_it(world, tmp_path):
+    marker = tmp_path / "ran.txt"
+    path = tmp_path / "evil.pt"
+    payload = torch.load(world.checkpoint, weights_only=True)
+    payload["extra"] = Payload(marker)
+    torch.save(payload, path)
+    with pytest.raises(ZerosegError, match="pickled Python objects.*refusing") as info:
+        load_checkpoint(path)
+    assert "\n" not in str(info.value) and str(path) in str(info.value)
+    assert not marker.exists()
+
+
+def _damaged(world, tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    """Bad checkpoint files, each with the words its error must contain."""
+    good = world.checkpoint.read_bytes()
+    files: dict[str, tuple[bytes | None, str]] = {}
+
+    def write(name: str, data: bytes | None, expect: str) -> None:
+        files[name] = (data, expect)
+
+    write("truncated_half.pt", good[: len(good) // 2], "truncated or corrupt")
+    write("truncated_head.pt", good[:64], "truncated or corrupt")
+    write("empty.pt", b"", "empty")
+    write("notes.pt", b"just some text\n", "not a PyTorch file")
+    write("image.pt", b"\x89PNG\r\n\x1a\n" + bytes(64), "not a PyTorch file")
+    out: dict[str, tuple[Path, str]] = {}
+    for name, (data, expect) in files.items():
+        (tmp_path / name).write_bytes(data)
+        out[name] = (tmp_path / name, expect)
+
+    def saved(name: str, obj, expect: str) -> None:
+        torch.save(obj, tmp_path / name)
+        out[name] = (tmp_path / name, expect)
+
+    saved("other_program.pt", {"a": 1}, "not written by zeroseg")
+    saved("state_dict_only.pt", world.student_state, "not written by zeroseg")
+    saved("a_list.pt", [1, 2, 3], "not written by zeroseg")
+    payload = torch.load(world.checkpoint, weights_only=True)
+    saved("newer.pt", {**payload, "version": FORMAT_VERSION + 1}, f"v{FORMAT_VERSION + 1}, newer")
+    saved("version_text.pt", {**payload, "version": "1"}, "invalid checkpoint format version")
+    saved("no_student.pt", {k: v for k, v in payload.items() if k != "student"}, "missing 'student'")
+    saved("bad_json.pt", {**payload, "config_json": "{oops"}, "damaged")
+    config = json.loads(payload["config_json"])
+    config["student"]["from_the_future"] = 1
+    saved("future_key.pt", {**payload, "config_json": json.dumps(config)}, "upgrade zeroseg")
+    legacy = tmp_path / "legacy.pt"
+    torch.save({"a": torch.zeros(2)}, legacy, _use_new_zipfile_serialization=False)
+    out["legacy_other.pt"] = (legacy, "not written by zeroseg")
+    return out
+
+
+BAD_NAMES = [
+    "truncated_half.pt",
+    "truncated_head.pt",
+    "empty.pt",
+    "notes.pt",
+    "image.pt",
+    "other_program.pt",
+    "state_dict_only.pt",
+    "a_list.pt",
+    "newer.pt",
+    "version_text.pt",
+    "no_student.pt",
+    "bad_json.pt",
+    "future_key.pt",
+    "legacy_other.pt",
+]
+
+
+@pytest.fixture(scope="module")
+def damaged(world, tmp_path_factory):
+    files = _damaged(world, tmp_path_factory.mktemp("damaged"))
+    assert sorted(files) == sorted(BAD_NAMES)
+    return files
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+def test_bad_file_is_one_line_error(damaged, name):
+    path, expect = damaged[name]
+    with pytest.raises(ZerosegError) as info:
+        load_checkpoint(path)
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message
+    assert expect.lower() in message.lower(), message
+
+
+def test_missing_file_and_folder(tmp_path):
+    with pytest.raises(ZerosegError, match="checkpoint not found"):
+        load_checkpoint(tmp_path / "nope.pt")
+    with pytest.raises(ZerosegError, match="checkpoint not found"):
+        load_checkpoint(tmp_path)
+
+
+def test_weights_that_do_not_fit_are_refused_on_build(world, tmp_path):
+    payload = torch.load(world.checkpoint, weights_only=True)
+    name = next(k for k in payload["student"] if k.startswith("encoder."))
+    del payload["student"][name]
+    torch.save(payload, tmp_path / "holes.pt")
+    with pytest.raises(ZerosegError, match="damaged|do not fit|missing"):
+        Segmenter(tmp_path / "holes.pt")
+
+
+@pytest.mark.parametrize("name", ["truncated_half.pt", "other_program.pt", "newer.pt", "notes.pt"])
+def test_cli_reports_bad_checkpoint_in_one_line(cli, damaged, tmp_path, name):
+    path, expect = damaged[name]
+    image = tmp_path / "img.png"
+    Image.new("RGB", (20, 30), (10, 200, 30)).save(image)
+    out = tmp_path / "out"
+    result = cli("segment", path, image, "--labels", "cat,dog", "--out", out)
+    assert_one_line_error(result, expect)
+    assert not out.exists()
