@@ -60,6 +60,11 @@ class LabelSpace:
         background: tuple[str, ...] = ("background",)
         if entries and entries[0][0].strip().lower() == "background":
             background = entries.pop(0)
+        if any(e[0].strip().lower() == "background" for e in entries):
+            raise ZerosegError(
+                "'background' is label 0: list it first or leave it out (bg_prompt decides whether the "
+                "text side may name it)"
+            )
         if not entries:
             raise ZerosegError("no foreground class given: pass at least one class name besides background")
         names = ("background", *(e[0] for e in entries))
