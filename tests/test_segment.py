@@ -260,6 +260,7 @@ def _refused(cli, world, tmp_path, images, *options, expect: str) -> None:
         (("--labels", "cat,cat"), "more than once"),
         (("--labels", "cat,dog,Cat"), "more than once"),
         (("--labels", "background"), "no foreground class"),
+        (("--labels", "cat,background"), "list it first"),
         ((), "exactly one of"),
         (("--labels", "cat", "--labels-file", "x.txt"), "exactly one of"),
         (("--labels", "cat", "--bg-thresh", "1.5"), "[0, 1]"),
@@ -427,6 +428,12 @@ def test_leading_background_entry_only_declares_label_zero(segmenter):
     )
     with pytest.raises(ZerosegError, match="no foreground class"):
         segmenter(images, ["background"])
+    # anywhere else it would be a second, foreground label also called "background"
+    for classes in (["cat", "background"], ["cat", "Background, sky", "dog"]):
+        with pytest.raises(ZerosegError, match="list it first"):
+            segmenter(images, classes)
+    # without a background label it is an ordinary class name
+    assert segmenter.label_space(["cat", "background"], background=False).names == ("cat", "background")
 
 
 def test_no_background_label_space(segmenter):
