@@ -59,6 +59,8 @@ def _make_inputs(folder: Path) -> dict[str, tuple[int, int]]:
 
     save("odd_rgb.png", Image.fromarray(rgb))
     save("wide.png", Image.fromarray(_rgb(40, 97, 1)))
+    save("thin.png", Image.fromarray(_rgb(1, 300, 4)))  # extreme aspect: the longer side gets capped
+    save("dot.png", Image.fromarray(_rgb(1, 1, 5)))
     save("grey_L.png", Image.fromarray(rgb).convert("L"))
     save("grey_alpha_LA.png", Image.fromarray(rgb).convert("LA"))
     save("palette_P.png", Image.fromarray(rgb).convert("P", palette=Image.ADAPTIVE, colors=16))
@@ -111,6 +113,8 @@ def read_labels(path: Path) -> np.ndarray:
     [
         "odd_rgb.png",
         "wide.png",
+        "thin.png",
+        "dot.png",
         "grey_L.png",
         "grey_alpha_LA.png",
         "palette_P.png",
