@@ -23,13 +23,14 @@ import argparse
 import json
 import platform
 import statistics
-import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+from zeroseg.bench.timing import sample_times
 from zeroseg.kernels import reference, segment_head, token_text_similarity
 
 # Datasheet peak memory bandwidth, bytes/s; first matching rule wins (all words in the name).
@@ -57,24 +58,7 @@ LABEL_DTYPE = torch.int32
 
 def time_call(fn: Callable[[], object], device: torch.device, warmup: int, iters: int) -> dict[str, float]:
     """Median / p10 / p90 / min of `iters` timed calls after `warmup` untimed ones, in ms."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        for _ in range(iters):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-    else:
-        for _ in range(iters):
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
-    times.sort()
+    times = sorted(sample_times(fn, device, warmup=warmup, iters=iters, cuda_events=True))
     q = lambda f: times[min(len(times) - 1, int(f * len(times)))]  # noqa: E731
     return {"median_ms": statistics.median(times), "p10_ms": q(0.1), "p90_ms": q(0.9), "min_ms": times[0]}
 
