@@ -1,0 +1,321 @@
+"""`zeroseg-bench train` and `zeroseg-bench cache`: training and teacher-cache throughput.
+
+train: the **student's** cost per training step — forward with MAE masking, the three losses,
+backward, gradient clipping and AdamW, as `zeroseg.train` runs it — on a fixed batch of ShapeWorld
+scenes with synthetic teacher targets of the right shape (unit-norm random (B, V, E) features). The
+teacher (live encoding or cache reads) and data loading are deliberately left out: `cache` measures
+the teacher side. Peak memory: on CUDA `torch.cuda.max_memory_allocated` over the steps, minus what
+was allocated before them (model, inputs, targets); on CPU the process's peak resident set size
+(`resource.getrusage`, after resetting the kernel's high-water mark where Linux allows it) minus the
+RSS just before the first step.
+
+cache: `zeroseg.teacher_cache.build_cache` on N ShapeWorld scenes written as JPEG to a temporary
+folder (writing is not timed; decoding, centre-cropping, cutting views, the teacher forward and the
+memmap writes are), after one discarded teacher batch.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from zeroseg.bench.common import (
+    SCHEMA_VERSION,
+    check_non_negative,
+    check_positive,
+    resolve_device,
+    scene_images,
+)
+from zeroseg.bench.env import collect_env, mark_end
+from zeroseg.bench.timing import describe, rate, sample_times
+from zeroseg.errors import ZerosegError
+
+AMP_CHOICES: tuple[str, ...] = ("auto", "bf16", "fp16", "off")
+TRAIN_WHAT = (
+    "student training step (masked forward, distillation + segment matching + reconstruction losses, "
+    "backward, grad-norm clipping, AdamW) on synthetic teacher targets; teacher and data loading excluded"
+)
+
+
+@dataclass(frozen=True)
+class TrainBenchSettings:
+    """One training-throughput run; embed_dim is the teacher's width (default: the preset's out_dim)."""
+
+    preset: str = "tiny"
+    batch_size: int = 32
+    steps: int = 20
+    warmup_steps: int = 3
+    image_size: int | None = None
+    embed_dim: int | None = None
+    grids: tuple[int, ...] = (1, 2, 3, 4)
+    match: str = "paper"
+    amp: str = "auto"
+    device: str = "auto"
+    seed: int = 0
+
+    def validate(self) -> TrainBenchSettings:
+        check_positive(self.batch_size, "--batch-size")
+        check_positive(self.steps, "--steps")
+        check_non_negative(self.warmup_steps, "--warmup-steps")
+        if self.image_size is not None:
+            check_positive(self.image_size, "--image-size")
+        if self.embed_dim is not None:
+            check_positive(self.embed_dim, "--embed-dim")
+        if self.amp not in AMP_CHOICES:
+            raise ZerosegError(f"--amp must be one of {', '.join(AMP_CHOICES)}, got {self.amp!r}")
+        return self
+
+
+def _page_rss_bytes() -> int | None:
+    """Current resident set size (Linux /proc/self/statm), or None elsewhere."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def _maxrss_bytes() -> int:
+    """The process's peak RSS from getrusage (kilobytes on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak) if sys.platform == "darwin" else int(peak) * 1024
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's RSS high-water mark to the current RSS (Linux >= 4.0); False if not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        return False
+    return True
+
+
+class MemoryProbe:
+    """Peak memory of what runs between `start()` and `stop()` (see the module docstring)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+
+    def start(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.before = torch.cuda.memory_allocated(self.device)
+        else:
+            self.reset = _reset_peak_rss()
+            self.before = _page_rss_bytes() or _maxrss_bytes()
+            self.max_before = _maxrss_bytes()
+
+    def stop(self) -> dict[str, Any]:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            peak = torch.cuda.max_memory_allocated(self.device)
+            return {
+                "kind": "cuda_allocated",
+                "before_bytes": self.before,
+                "peak_bytes": peak,
+                "peak_increase_bytes": peak - self.before,
+                "peak_reserved_bytes": torch.cuda.max_memory_reserved(self.device),
+                "what": "torch.cuda.max_memory_allocated over the warm-up and timed steps; 'before' holds "
+                "the model, the input batch and the targets; the increase is activations, gradients, "
+                "optimizer state and temporaries",
+            }
+        peak = _maxrss_bytes()
+        reliable = self.reset or peak > self.max_before
+        return {
+            "kind": "cpu_rss",
+            "before_bytes": self.before,
+            "peak_bytes": peak,
+            "peak_increase_bytes": max(0, peak - self.before),
+            "high_water_mark_reset": self.reset,
+            "reliable": reliable,
+            "what": "process peak RSS (resource.getrusage ru_maxrss) over the warm-up and timed steps minus "
+            "the RSS just before them (model, input batch and targets already resident); the increase is "
+            "activations, gradients, AdamW state, temporaries and allocator growth"
+            + ("" if reliable else "; UNRELIABLE: the run never exceeded an earlier peak of this process"),
+        }
+
+
+def run_train_bench(settings: TrainBenchSettings, *, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Time `steps` training steps after `warmup_steps` discarded ones; peak memory; images/s."""
+    from zeroseg.config import Preprocess
+    from zeroseg.imageio import normalize, to_unit_tensor
+    from zeroseg.losses import MATCH_MODES, zeroseg_loss
+    from zeroseg.model import ZeroSegStudent
+    from zeroseg.student_config import student_preset
+    from zeroseg.teacher_views import check_grids, num_views
+    from zeroseg.train import TrainConfig, _amp_dtype, _build_optimizer
+
+    s = settings.validate()
+    if s.match not in MATCH_MODES:
+        raise ZerosegError(f"--match must be one of {', '.join(MATCH_MODES)}, got {s.match!r}")
+    grids = check_grids(s.grids)
+    device = resolve_device(s.device)
+    overrides: dict[str, Any] = {}
+    if s.image_size is not None:
+        overrides["image_size"] = s.image_size
+    if s.embed_dim is not None:
+        overrides["out_dim"] = s.embed_dim
+    cfg = student_preset(s.preset, **overrides)
+    torch.manual_seed(s.seed)
+    model = ZeroSegStudent(cfg).to(device).train()
+    train_cfg = TrainConfig(data="-", out="-", preset=s.preset, amp=s.amp, match=s.match, grids=grids)
+    optimizer = _build_optimizer(model, train_cfg, lr=1e-4)  # the training loop's own parameter groups
+    amp_dtype = _amp_dtype(s.amp, device)
+    pre = Preprocess(train_size=cfg.image_size)
+    scenes = scene_images(s.batch_size, (cfg.image_size, cfg.image_size), s.seed)
+    images01 = torch.stack([to_unit_tensor(img) for img in scenes]).to(device)
+    gen = torch.Generator().manual_seed(s.seed)
+    views = torch.randn(s.batch_size, num_views(grids), cfg.out_dim, generator=gen)
+    views = torch.nn.functional.normalize(views, dim=-1).to(device)  # unit norm, like teacher features
+    env = collect_env(device)
+    log(
+        f"train: preset {s.preset} ({cfg.image_size} px, {cfg.out_dim}-d targets x {num_views(grids)} "
+        "views), "
+        f"batch {s.batch_size}, on {env['device_name']} ({device}), amp {amp_dtype or 'off'}, "
+        f"{env['cpu']['torch_threads']} threads"
+    )
+
+    def step() -> None:
+        x = normalize(images01, pre)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            out = model(x)
+            terms = zeroseg_loss(
+                segments=out.segments.float(), z=out.z.float(), views=views,
+                reconstruction=None if out.reconstruction is None else out.reconstruction.float(),
+                target_patches=model.patchify(x), mask=out.mask, match_mode=s.match,
+            )  # fmt: skip
+        terms.total.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    probe = MemoryProbe(device)
+    probe.start()
+    times = sample_times(step, device, warmup=s.warmup_steps, iters=s.steps)
+    memory = probe.stop()
+    stats = describe([times])
+    ips = rate(s.batch_size, [times])
+    log(f"  step {stats['mean_ms']:.1f} ms mean ({stats['p50_ms']:.1f} p50): {ips['mean']:.1f} images/s")
+    params = sum(p.numel() for p in model.parameters())
+    return {
+        "schema": f"zeroseg-bench/train/v{SCHEMA_VERSION}",
+        "command": "train",
+        "env": mark_end(env),
+        "settings": {
+            **asdict(s),
+            "grids": list(grids),
+            "image_size": cfg.image_size,
+            "embed_dim": cfg.out_dim,
+            "views": num_views(grids),
+            "amp_dtype": None if amp_dtype is None else str(amp_dtype).removeprefix("torch."),
+            "what": TRAIN_WHAT,
+            "timing": "wall clock per step, device synchronised after each; warm-up steps discarded",
+        },
+        "model": {
+            "parameters": params,
+            "param_bytes": sum(p.numel() * p.element_size() for p in model.parameters()),
+            "student": cfg.to_dict(),
+        },
+        "step": stats,
+        "images_per_s": ips["mean"],
+        "memory": memory,
+    }
+
+
+@dataclass(frozen=True)
+class CacheBenchSettings:
+    """One teacher-cache run (teacher None: the bundled ShapeWorld teacher)."""
+
+    teacher: str | None = None
+    images: int = 64
+    batch_size: int = 16
+    image_size: int | None = None
+    grids: tuple[int, ...] = (1, 2, 3, 4)
+    dtype: str = "float16"
+    workers: int = 0
+    device: str = "auto"
+    seed: int = 0
+
+    def validate(self) -> CacheBenchSettings:
+        check_positive(self.images, "--images")
+        check_positive(self.batch_size, "--batch-size")
+        check_non_negative(self.workers, "--workers")
+        if self.image_size is not None:
+            check_positive(self.image_size, "--image-size")
+        return self
+
+
+def run_cache_bench(settings: CacheBenchSettings, *, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Teacher-cache throughput (images/s, views/s) of `build_cache` on generated scenes."""
+    from zeroseg import bundled
+    from zeroseg.data import ImageSource
+    from zeroseg.teacher import load_teacher
+    from zeroseg.teacher_cache import FEATURES, build_cache, check_cache_args
+    from zeroseg.teacher_views import num_views
+
+    s = settings.validate()
+    device = resolve_device(s.device)
+    spec = s.teacher if s.teacher is not None else str(bundled.bundled_teacher())
+    teacher = load_teacher(spec, device=device)
+    size = s.image_size or teacher.image_size
+    grids = check_cache_args(s.grids, size, s.dtype, s.batch_size)
+    views = num_views(grids)
+    amp = device.type == "cuda"  # as `zeroseg cache-teacher` does by default
+    env = collect_env(device)
+    log(
+        f"cache: teacher {spec} ({teacher.image_size} px input, {teacher.embed_dim}-d) on "
+        f"{env['device_name']} ({device}); {s.images} scenes at {size} px x {views} views, "
+        f"batch {s.batch_size}"
+    )
+    with tempfile.TemporaryDirectory(prefix="zeroseg-bench-cache-") as tmp:
+        folder = Path(tmp) / "images"
+        folder.mkdir()
+        for i, img in enumerate(scene_images(s.images, (size, size), s.seed)):
+            img.save(folder / f"{i:06d}.jpg", quality=95)
+        source = ImageSource.open(folder)
+        gen = torch.Generator().manual_seed(0)
+        warm = torch.rand(min(s.batch_size, s.images), 3, size, size, generator=gen)
+        teacher.encode_views(warm, grids, amp=amp)  # discarded: first-call allocations, kernel selection
+        summary = build_cache(
+            source, teacher, Path(tmp) / "cache", grids=grids, image_size=size, batch_size=s.batch_size,
+            dtype=s.dtype, num_workers=s.workers, amp=amp, rank=0, world_size=1, progress=False,
+        )  # fmt: skip
+        cache_bytes = (Path(tmp) / "cache" / FEATURES).stat().st_size
+    if summary.done != s.images or summary.seconds <= 0:
+        raise ZerosegError(f"the cache run encoded {summary.done} of {s.images} generated images")
+    images_per_s = summary.processed / summary.seconds
+    log(f"  {summary.processed} images in {summary.seconds:.2f} s: {images_per_s:.1f} images/s, "
+        f"{images_per_s * views:.0f} views/s")  # fmt: skip
+    return {
+        "schema": f"zeroseg-bench/cache/v{SCHEMA_VERSION}",
+        "command": "cache",
+        "env": mark_end(env),
+        "settings": {
+            **asdict(s),
+            "teacher": spec,
+            "teacher_input_size": teacher.image_size,
+            "embed_dim": teacher.embed_dim,
+            "image_size": size,
+            "grids": list(grids),
+            "views_per_image": views,
+            "amp": amp,
+            "what": "zeroseg.teacher_cache.build_cache end to end: JPEG decode + centre crop (DataLoader, "
+            f"{s.workers} workers), grid views, teacher forward, memmap writes; one teacher batch "
+            "discarded first",
+        },
+        "images": summary.processed,
+        "seconds": summary.seconds,
+        "images_per_s": images_per_s,
+        "views_per_s": images_per_s * views,
+        "cache_bytes": cache_bytes,
+    }

@@ -1,0 +1,292 @@
+"""`zeroseg-bench`: every command on tiny settings writes the JSON it promises; statistics; bad input.
+
+The commands run in-process through the console entry point (`zeroseg.bench.cli.main`, so `run_app`
+turns errors into one line and exit status 2), on a checkpoint built here: a random tiny student and
+the text tower of a tiny random open_clip CLIP, saved with `save_checkpoint`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tiny_clip import tiny_clip
+
+from zeroseg.bench import cli as bench_cli
+from zeroseg.bench.timing import describe, percentile, rate, sample_times
+from zeroseg.checkpoint import save_checkpoint
+from zeroseg.config import Preprocess
+from zeroseg.model import ZeroSegStudent
+from zeroseg.student_config import student_preset
+from zeroseg.teacher import load_teacher, save_teacher
+
+STAT_KEYS = {"n", "repeats", "mean_ms", "sd_ms", "min_ms", "max_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms"}
+TINY_LATENCY = [
+    "--warmup",
+    "1",
+    "--iters",
+    "2",
+    "--repeat",
+    "2",
+    "--text-iters",
+    "2",
+    "--image-size",
+    "64x48",
+]
+
+
+@dataclass(frozen=True)
+class Assets:
+    checkpoint: Path
+    teacher: Path
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory) -> Assets:
+    root = tmp_path_factory.mktemp("bench_assets")
+    save_teacher(root / "teacher.pt", tiny_clip(seed=0), name="tiny")
+    teacher = load_teacher(str(root / "teacher.pt"))
+    torch.manual_seed(0)
+    cfg = student_preset("tiny", out_dim=teacher.embed_dim)
+    config = {
+        "student": cfg.to_dict(),
+        "preprocess": Preprocess(train_size=cfg.image_size, test_short_side=32).to_dict(),
+        "teacher": {"name": "tiny"},
+        "templates": ["a photo of a {}.", "a {}."],
+        "logit_scale": teacher.logit_scale,
+        "inference": {},
+    }
+    state = ZeroSegStudent(cfg).state_dict()
+    save_checkpoint(root / "ckpt.pt", config=config, student=state, text=teacher.text_state())
+    return Assets(root / "ckpt.pt", root / "teacher.pt")
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def bench(capsys, monkeypatch):
+    """Run `zeroseg-bench ARGS...` in-process, as the console script does."""
+
+    def run(*args) -> Run:
+        capsys.readouterr()
+        monkeypatch.setattr(sys, "argv", ["zeroseg-bench", *(str(a) for a in args)])
+        code = 0
+        try:
+            bench_cli.main()
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        out, err = capsys.readouterr()
+        return Run(code, out, err)
+
+    return run
+
+
+def _ok(run: Run) -> Run:
+    assert run.code == 0, (run.code, run.out, run.err)
+    return run
+
+
+def _positive_finite(value) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value) and value > 0
+
+
+def _check_stats(stats: dict, n: int) -> None:
+    assert STAT_KEYS <= stats.keys()
+    assert stats["n"] == n
+    assert all(_positive_finite(stats[k]) for k in STAT_KEYS if k.endswith("_ms") and k != "sd_ms")
+    assert stats["min_ms"] <= stats["p50_ms"] <= stats["p90_ms"] <= stats["p99_ms"] <= stats["max_ms"]
+
+
+# ---- statistics -------------------------------------------------------------------------------------
+
+
+def test_percentiles_and_stats_match_numpy() -> None:
+    rng = np.random.default_rng(0)
+    for values in ([3.0], [5.0, 1.0], list(rng.gamma(2.0, 3.0, size=37)), [1.0, 2.0, 3.0, 4.0, 100.0]):
+        for q in (0, 1, 5, 25, 50, 90, 95, 99, 100):
+            assert percentile(values, q) == pytest.approx(np.percentile(values, q), rel=1e-12, abs=1e-12)
+    reps = [[1.0, 2.0, 3.0, 10.0], [2.0, 2.5, 3.5, 4.0], [1.5, 1.0, 9.0, 2.0]]
+    pooled = np.array(reps).ravel()
+    st = describe(reps)
+    assert st["n"] == 12 and st["repeats"] == 3
+    assert st["mean_ms"] == pytest.approx(pooled.mean())
+    assert st["sd_ms"] == pytest.approx(pooled.std(ddof=1))
+    assert (st["min_ms"], st["max_ms"]) == (1.0, 10.0)
+    for q in (50, 90, 95, 99):
+        assert st[f"p{q}_ms"] == pytest.approx(np.percentile(pooled, q))
+    means = np.array(reps).mean(axis=1)
+    assert st["repeat_means_ms"] == pytest.approx(list(means))
+    assert st["repeat_sd_ms"] == pytest.approx(means.std(ddof=1))
+    assert st["repeat_cv"] == pytest.approx(means.std(ddof=1) / means.mean())
+    thr = rate(8, [[100.0, 100.0], [200.0, 200.0]])  # 8 images per call of 100 ms, then of 200 ms
+    assert thr["per_repeat"] == pytest.approx([80.0, 40.0]) and thr["mean"] == pytest.approx(60.0)
+    with pytest.raises(ValueError):
+        percentile([], 50)
+
+
+def test_sample_times_discards_the_warmup() -> None:
+    calls = []
+    times = sample_times(lambda: calls.append(1), torch.device("cpu"), warmup=3, iters=5)
+    assert len(calls) == 8 and len(times) == 5 and all(t >= 0 for t in times)
+
+
+# ---- commands ---------------------------------------------------------------------------------------
+
+
+def test_latency_writes_per_stage_distributions(assets, bench, tmp_path) -> None:
+    out = tmp_path / "lat.json"
+    run = _ok(bench("latency", assets.checkpoint, "--batch", "1,2", *TINY_LATENCY, "--json", out))
+    data = json.loads(out.read_text())
+    assert data["schema"] == "zeroseg-bench/latency/v1" and data["command"] == "latency"
+    env = data["env"]
+    assert {"torch", "triton", "open_clip", "zeroseg"} <= env["versions"].keys()
+    assert env["cpu"]["model"] and env["cpu"]["torch_threads"] >= 1 and "available" in env["cuda"]
+    settings = data["settings"]
+    assert settings["batches"] == [1, 2] and settings["backend_resolved"] == "torch"
+    assert settings["image_size_hw"] == [48, 64] and settings["network_input_hw"] == [32, 40]
+    assert settings["checkpoint"]["sha256"] and set(settings["stages"]) >= {"preprocess", "head", "full"}
+    text = data["text"]
+    assert _positive_finite(text["cold_ms"]) and text["prompts"] == 6 * 2  # 6 colours x 2 templates
+    _check_stats(text["encode"], 2)
+    _check_stats(text["cached"], 4)
+    assert [b["batch"] for b in data["batches"]] == [1, 2]
+    for b in data["batches"]:
+        assert set(b["stages"]) == {"preprocess", "forward", "head", "full"}
+        for stats in b["stages"].values():
+            _check_stats(stats, 4)
+            assert len(stats["repeat_means_ms"]) == 2
+        assert _positive_finite(b["images_per_s"]["mean"]) and len(b["images_per_s"]["per_repeat"]) == 2
+    summary = data["summary"]
+    assert _positive_finite(summary["bs1_latency_ms"]["p50"]) and summary["throughput"]["batch"] in (1, 2)
+    assert "bs1 latency" in run.out and "preprocess" in run.out and f"wrote {out}" in run.out
+
+
+def test_no_command_runs_latency_on_the_bundled_checkpoint(assets, bench, tmp_path, monkeypatch) -> None:
+    from zeroseg import bundled
+
+    monkeypatch.setattr(bundled, "bundled_checkpoint", lambda: assets.checkpoint)
+    tiny = {"batches": (1,), "warmup": 0, "iters": 2, "repeat": 1, "text_iters": 1, "image_size": (40, 40)}
+    monkeypatch.setattr(bench_cli, "MAIN_JOB", tiny)
+    monkeypatch.chdir(tmp_path)
+    run = _ok(bench())
+    data = json.loads((tmp_path / "bench-results" / "latency.json").read_text())
+    settings = data["settings"]
+    assert settings["device"] == "cpu" and settings["checkpoint"]["path"] == str(assets.checkpoint)
+    assert _positive_finite(data["summary"]["bs1_latency_ms"]["mean"])
+    assert "bs1 latency" in run.out
+
+
+def test_train_reports_throughput_and_peak_memory(bench, tmp_path) -> None:
+    out = tmp_path / "train.json"
+    run = _ok(
+        bench("train", "--batch-size", "2", "--steps", "2", "--warmup-steps", "1", "--image-size", "32",
+              "--grids", "1,2", "--device", "cpu", "--json", out)
+    )  # fmt: skip
+    data = json.loads(out.read_text())
+    assert (
+        data["command"] == "train" and data["settings"]["views"] == 5 and data["settings"]["image_size"] == 32
+    )
+    assert "synthetic teacher targets" in data["settings"]["what"]
+    _check_stats(data["step"], 2)
+    assert _positive_finite(data["images_per_s"])
+    assert data["images_per_s"] == pytest.approx(2 / (data["step"]["mean_ms"] / 1e3))
+    mem = data["memory"]
+    assert mem["kind"] == "cpu_rss" and mem["peak_bytes"] > 0 and mem["peak_increase_bytes"] >= 0
+    assert "getrusage" in mem["what"] and _positive_finite(data["model"]["parameters"])
+    assert "images/s" in run.out and "peak memory" in run.out
+
+
+def test_cache_reports_images_and_views_per_second(assets, bench, tmp_path, monkeypatch) -> None:
+    from zeroseg import bundled
+
+    monkeypatch.setattr(bundled, "bundled_teacher", lambda: assets.teacher)  # the default teacher
+    out = tmp_path / "cache.json"
+    run = _ok(bench("cache", "--images", "4", "--batch-size", "2", "--grids", "1,2", "--device", "cpu",
+                    "--json", out))  # fmt: skip
+    data = json.loads(out.read_text())
+    assert data["settings"]["teacher"] == str(assets.teacher) and data["settings"]["views_per_image"] == 5
+    assert data["images"] == 4 and _positive_finite(data["seconds"])
+    assert data["views_per_s"] == pytest.approx(5 * data["images_per_s"]) and _positive_finite(
+        data["images_per_s"]
+    )
+    assert data["cache_bytes"] > 0 and "views/s" in run.out
+
+
+def test_head_delegates_to_the_kernel_benchmark(bench, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    run = _ok(bench("head", "--device", "cpu", "--quick"))
+    data = json.loads((tmp_path / "bench-results" / "head.json").read_text())
+    assert any(r["op"] == "segment_head" for r in data["rows"]) and "segment_head" in run.out
+
+
+def test_env_lists_versions_and_runtimes(bench, tmp_path) -> None:
+    out = tmp_path / "env.json"
+    run = _ok(bench("env", "--json", out))
+    env = json.loads(out.read_text())["env"]
+    runtimes = env["runtimes"]
+    assert isinstance(runtimes["tensorrt"]["python_package"], bool) and "trtexec" in runtimes["tensorrt"]
+    assert "CPUExecutionProvider" in runtimes["onnxruntime"]["providers"]
+    assert env["versions"]["torch"] and "tensorrt" in run.out and "onnxruntime" in run.out
+
+
+# ---- bad input --------------------------------------------------------------------------------------
+
+
+def _one_line_error(run: Run, *fragments: str) -> None:
+    assert run.code == 2, (run.code, run.out, run.err)
+    lines = [line for line in run.err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), run.err
+    assert "Traceback" not in run.err + run.out
+    for fragment in fragments:
+        assert fragment.lower() in lines[0].lower(), (fragment, lines[0])
+
+
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["--batch", "0"], "--batch"),
+        (["--batch", "1,x"], "--batch"),
+        (["--iters", "0"], "--iters"),
+        (["--repeat", "0"], "--repeat"),
+        (["--warmup", "-1"], "--warmup"),
+        (["--backend", "tensorrt"], "--backend"),
+        (["--image-size", "640by480"], "--image-size"),
+        (["--classes", "cat,cat"], "more than once"),
+    ],
+)
+def test_bad_latency_options_are_one_line_errors(assets, bench, tmp_path, args, fragment) -> None:
+    _one_line_error(bench("latency", assets.checkpoint, *args, "--json", tmp_path / "x.json"), fragment)
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_missing_or_unusable_inputs_are_one_line_errors(bench, tmp_path, monkeypatch) -> None:
+    from zeroseg import bundled
+
+    _one_line_error(bench("latency", tmp_path / "missing.pt"), "checkpoint not found")
+    monkeypatch.setattr(bundled, "ASSETS", tmp_path / "no-assets")
+    _one_line_error(bench(), "bundled checkpoint")
+    _one_line_error(bench("cache", "--images", "2", "--device", "cpu"), "bundled teacher")
+    _one_line_error(bench("train", "--batch-size", "0"), "--batch-size")
+    _one_line_error(bench("train", "--steps", "0"), "--steps")
+    _one_line_error(bench("train", "--preset", "huge", "--device", "cpu"), "unknown preset")
+    _one_line_error(bench("train", "--image-size", "30", "--device", "cpu"), "multiple of patch_size")
+    _one_line_error(bench("cache", "--images", "0"), "--images")
+    _one_line_error(bench("latency", "--threads", "-1"), "--threads")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
+def test_cuda_without_a_gpu_is_a_one_line_error(assets, bench) -> None:
+    _one_line_error(bench("latency", assets.checkpoint, "--device", "cuda"), "no CUDA device")
+    _one_line_error(bench("train", "--device", "cuda"), "no CUDA device")
+    _one_line_error(bench("head", "--device", "cuda", "--quick"), "no CUDA device")
