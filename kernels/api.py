@@ -6,11 +6,11 @@ Semantics, NaN rules included, are defined once in `zeroseg.kernels.reference`; 
 from __future__ import annotations
 
 import torch
+
+from zeroseg.errors import ZerosegError
 from zeroseg.kernels import reference, validate
 from zeroseg.kernels.dispatch import resolve_backend
 from zeroseg.kernels.results import HeadResult, SimilarityResult
-
-from zeroseg.errors import ZerosegError
 
 MAX_TRITON_TOPK = 16  # the Triton kernel keeps top-k in registers; larger k runs on the reference
 

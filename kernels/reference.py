@@ -36,6 +36,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+
 from zeroseg.kernels.results import HeadResult, SimilarityResult
 
 _NORM_EPS = 1e-12

@@ -22,6 +22,7 @@ import functools
 import torch
 import triton
 import triton.language as tl
+
 from zeroseg.kernels.reference import normalized_text_ref
 from zeroseg.kernels.results import SimilarityResult
 

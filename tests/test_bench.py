@@ -11,20 +11,13 @@ import json
 import math
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from tiny_clip import tiny_clip
 
 from zeroseg.bench import cli as bench_cli
 from zeroseg.bench.timing import describe, percentile, rate, sample_times
-from zeroseg.checkpoint import save_checkpoint
-from zeroseg.config import Preprocess
-from zeroseg.model import ZeroSegStudent
-from zeroseg.student_config import student_preset
-from zeroseg.teacher import load_teacher, save_teacher
 
 STAT_KEYS = {"n", "repeats", "mean_ms", "sd_ms", "min_ms", "max_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms"}
 TINY_LATENCY = [
@@ -39,32 +32,6 @@ TINY_LATENCY = [
     "--image-size",
     "64x48",
 ]
-
-
-@dataclass(frozen=True)
-class Assets:
-    checkpoint: Path
-    teacher: Path
-
-
-@pytest.fixture(scope="module")
-def assets(tmp_path_factory) -> Assets:
-    root = tmp_path_factory.mktemp("bench_assets")
-    save_teacher(root / "teacher.pt", tiny_clip(seed=0), name="tiny")
-    teacher = load_teacher(str(root / "teacher.pt"))
-    torch.manual_seed(0)
-    cfg = student_preset("tiny", out_dim=teacher.embed_dim)
-    config = {
-        "student": cfg.to_dict(),
-        "preprocess": Preprocess(train_size=cfg.image_size, test_short_side=32).to_dict(),
-        "teacher": {"name": "tiny"},
-        "templates": ["a photo of a {}.", "a {}."],
-        "logit_scale": teacher.logit_scale,
-        "inference": {},
-    }
-    state = ZeroSegStudent(cfg).state_dict()
-    save_checkpoint(root / "ckpt.pt", config=config, student=state, text=teacher.text_state())
-    return Assets(root / "ckpt.pt", root / "teacher.pt")
 
 
 @dataclass

@@ -10,11 +10,11 @@ import sys
 
 import pytest
 import torch
+
 import zeroseg.kernels as zk
+from zeroseg.errors import ZerosegError
 from zeroseg.kernels import dispatch, reference
 from zeroseg.kernels.results import HeadResult
-
-from zeroseg.errors import ZerosegError
 
 BACKENDS = ["torch", "triton"]
 DEVICE = "cuda" if os.environ.get("ZEROSEG_TEST_GPU") == "1" else "cpu"

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from zeroseg.kernels import reference, token_text_similarity
-from zeroseg.kernels.results import SimilarityResult
 
 from zeroseg.errors import ZerosegError
+from zeroseg.kernels import reference, token_text_similarity
+from zeroseg.kernels.results import SimilarityResult
 
 BACKENDS = ["torch", "triton"]
 DEVICE = "cuda" if os.environ.get("ZEROSEG_TEST_GPU") == "1" else "cpu"

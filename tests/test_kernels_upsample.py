@@ -12,9 +12,9 @@ import re
 
 import pytest
 import torch
-from zeroseg.kernels import reference, upsample_labels
 
 from zeroseg.errors import ZerosegError
+from zeroseg.kernels import reference, upsample_labels
 
 BACKENDS = ["torch", "triton"]
 DEVICE = "cuda" if os.environ.get("ZEROSEG_TEST_GPU") == "1" else "cpu"

@@ -47,6 +47,7 @@ def test_hard_assignment_is_one_hot_and_soft_sums_to_one(tiny: ZeroSegStudent) -
     assert seg.maps.shape == (1, 8, 8, 12)
     assert torch.allclose(seg.maps.sum(1), torch.ones(1, 8, 12), atol=1e-5)
     assert seg.maps.min() >= 0
+    assert set(seg.maps.unique().tolist()) <= {0.0, 1.0}  # hard argmax at eval
 
 
 def test_segment_other_sizes_interpolates_position_embeddings(tiny: ZeroSegStudent) -> None:

@@ -1,6 +1,31 @@
-"""ZeroSeg: open-vocabulary semantic segmentation distilled from CLIP without human labels."""
+"""ZeroSeg: open-vocabulary semantic segmentation distilled from CLIP without human labels.
+
+The public API is imported lazily (`zeroseg.Segmenter`, ...) so that `import zeroseg` and the CLI's
+`--help` stay fast and do not load torch.
+"""
+
+from importlib import import_module
 
 from zeroseg.errors import ZerosegError
 
 __version__ = "0.1.0"
-__all__ = ["ZerosegError", "__version__"]
+
+#: Public name -> the module that defines it.
+_LAZY = {
+    "Segmenter": "zeroseg.segment",
+    "MaskCLIPSegmenter": "zeroseg.maskclip",
+    "load_checkpoint": "zeroseg.checkpoint",
+    "load_teacher": "zeroseg.teacher",
+    "evaluate": "zeroseg.evaluate",
+    "VOCDataset": "zeroseg.voc",
+    "ZeroSegStudent": "zeroseg.model",
+    "student_preset": "zeroseg.student_config",
+    "bundled_checkpoint": "zeroseg.bundled",
+}
+__all__ = ["ZerosegError", "__version__", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'zeroseg' has no attribute {name!r}")

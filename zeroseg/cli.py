@@ -13,7 +13,7 @@ from zeroseg.cliutil import new_app, run_app
 app = new_app("ZeroSeg: label-free open-vocabulary segmentation distilled from CLIP.")
 
 #: Modules under zeroseg.commands, each with a `register(app)` function.
-COMMAND_MODULES: tuple[str, ...] = ("train", "cache", "synth", "pretrain", "segment", "evaluate")
+COMMAND_MODULES: tuple[str, ...] = ("train", "cache", "synth", "pretrain", "segment", "evaluate", "demo")
 
 for _name in COMMAND_MODULES:
     try:

@@ -4,7 +4,7 @@ Training (`forward`): the encoder sees a random 40 % of the patches (MAE masking
 reconstructs the rest; the segmentation head groups the visible tokens into 32, then 8 segment
 tokens g_i; a global head turns them into z. g_i and z are projected into the teacher's CLIP space.
 
-Inference (`segment`): no masking; returns the segment embeddings and the composed soft
+Inference (`segment`): no masking; returns the segment embeddings and the composed hard (one-hot)
 patch->segment assignment as maps (B, m, h, w), which the head kernels upsample into labels.
 """
 
@@ -39,7 +39,7 @@ class StudentOutput(NamedTuple):
 
 
 class SegmentationOutput(NamedTuple):
-    """Inference output: segment embeddings (B,m,E) and soft assignment maps (B,m,h,w)."""
+    """Inference output: segment embeddings (B,m,E) and one-hot assignment maps (B,m,h,w)."""
 
     segments: torch.Tensor
     maps: torch.Tensor
@@ -178,7 +178,10 @@ class SegmentationHead(nn.Module):
             ]
         )
         self.grouping = nn.ModuleList(
-            [GroupingBlock(dim, cfg.seg_heads, g, g, gumbel_tau=cfg.gumbel_tau) for g in cfg.num_groups]
+            [
+                GroupingBlock(dim, cfg.seg_heads, g, g, gumbel=cfg.gumbel, gumbel_tau=cfg.gumbel_tau)
+                for g in cfg.num_groups
+            ]
         )
         self.projectors = nn.ModuleList(
             [
@@ -265,8 +268,10 @@ class ZeroSegStudent(nn.Module):
             raise ZerosegError(f"expected (B,3,H,W) with H and W multiples of {p}, got {tuple(images.shape)}")
         tokens, (h, w) = self.encoder(images)
         seg, assignments = self.seg_head(tokens[:, 1:])
-        soft = compose_assignments([a.soft for a in assignments])  # (B, h*w, m)
-        maps = soft.transpose(1, 2).reshape(images.shape[0], -1, h, w)
+        # hard argmax per stage (GroupViT's eval), composed: one-hot patch->segment maps. Composing
+        # the soft assignments instead blurs near-uniform early stages into one dominant segment.
+        hard = compose_assignments([a.hard for a in assignments])  # (B, h*w, m)
+        maps = hard.transpose(1, 2).reshape(images.shape[0], -1, h, w)
         return SegmentationOutput(self.segment_proj(seg), maps)
 
 

@@ -35,6 +35,9 @@ class StudentConfig:
     mask_ratio: float = 0.6
     norm_pix_loss: bool = False
     gumbel_tau: float = 1.0
+    #: Gumbel noise on the assignment logits in training (GroupViT); False = plain straight-through
+    #: hard argmax, so training groups exactly as inference does.
+    gumbel: bool = True
 
     @property
     def num_segments(self) -> int:

@@ -60,6 +60,7 @@ class TrainConfig:
     warmup_fraction: float = 0.25
     clip_grad: float | None = 1.0
     mask_ratio: float | None = None
+    gumbel: bool = True
     match: str = "paper"
     weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
     norm_pix: bool = False
@@ -200,7 +201,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
     preset_overrides: dict[str, Any] = {"out_dim": data.embed_dim, "image_size": data.image_size}
     if cfg.mask_ratio is not None:
         preset_overrides["mask_ratio"] = cfg.mask_ratio
-    student_cfg = replace(student_preset(cfg.preset, **preset_overrides), norm_pix_loss=cfg.norm_pix)
+    student_cfg = replace(
+        student_preset(cfg.preset, **preset_overrides), norm_pix_loss=cfg.norm_pix, gumbel=cfg.gumbel
+    )
     model = ZeroSegStudent(student_cfg).to(device)
     if cfg.encoder_weights and not resume:
         model.encoder.load_pretrained(cfg.encoder_weights)

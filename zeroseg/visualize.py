@@ -108,7 +108,7 @@ def _name(value: int, class_names: Sequence[str]) -> str:
     return "ignore" if value == 255 else f"class {value}"
 
 
-def _font(height: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+def scaled_font(height: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     """PIL's built-in font, scaled to the image when this Pillow can (no font files needed)."""
     size = int(min(18, max(8, height // 28)))
     try:
@@ -162,7 +162,7 @@ def _draw_legend(
     if values.size == 0:
         return
     order = np.argsort(-counts, kind="stable")
-    font = _font(img.height)
+    font = scaled_font(img.height)
     draw = ImageDraw.Draw(img, "RGBA")
     line_h = int(draw.textbbox((0, 0), "Ag%", font=font)[3]) + 3
     rows = []

@@ -55,6 +55,9 @@ def train_command(
     ),
     clip_grad: float = typer.Option(1.0, "--clip-grad", help="Gradient-norm clip (0 = off)."),
     mask_ratio: float | None = typer.Option(None, "--mask-ratio", help="Masked patch share (paper: 0.6)."),
+    gumbel: bool = typer.Option(
+        True, "--gumbel/--no-gumbel", help="Gumbel noise on group assignment in training (GroupViT)."
+    ),
     match: str = typer.Option("paper", "--match", help="Segment matching: paper | two-way."),
     loss_weights: str = typer.Option("1,1,1", "--loss-weights", help="distill,match,reconstruction."),
     norm_pix: bool = typer.Option(
@@ -94,7 +97,8 @@ def train_command(
         image_size=image_size, encoder_weights=encoder_weights, steps=steps, epochs=epochs,
         batch_size=batch_size, grad_accum=grad_accum, lr=lr, blr=blr, weight_decay=weight_decay,
         warmup_fraction=warmup, clip_grad=clip_grad or None, mask_ratio=mask_ratio, match=match,
-        weights=_parse_weights(loss_weights), norm_pix=norm_pix, grids=parse_int_list(grids, "--grids"),
+        gumbel=gumbel, weights=_parse_weights(loss_weights), norm_pix=norm_pix,
+        grids=parse_int_list(grids, "--grids"),
         templates=templates, test_short_side=test_short_side, bg_thresh=bg_thresh, bg_prompt=bg_prompt,
         amp=amp, compile=compile_model, num_workers=workers, seed=seed, device=device, log_every=log_every,
         save_every=save_every, stop_after_steps=stop_after,
