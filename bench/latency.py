@@ -6,7 +6,7 @@ images, so no disk I/O happens inside a timed loop):
 * preprocess: what `Segmenter` does before the network: PIL -> [0,1] tensor, bicubic antialiased
   resize to the network size, stack, copy to the device, mean/std normalisation;
 * forward: `model.segment` on the preprocessed batch (encoder + grouping head -> segment tokens and
-  soft assignment maps);
+  one-hot assignment maps);
 * head: `zeroseg.kernels.segment_head` on the whole batch (similarity, softmax, background threshold,
   bilinear upsampling to the source image size, argmax, labels), through the requested backend;
 * full: `Segmenter(images, classes)` end to end with the vocabulary already cached, labels copied back
@@ -46,7 +46,7 @@ STAGES: tuple[str, ...] = ("preprocess", "forward", "head", "full")
 STAGE_DOC: dict[str, str] = {
     "preprocess": "PIL -> [0,1] tensor, bicubic antialiased resize to the network size, stack, copy to the "
     "device, mean/std normalisation (Segmenter's steps), for the whole batch",
-    "forward": "model.segment on the preprocessed batch: segment tokens + soft assignment maps",
+    "forward": "model.segment on the preprocessed batch: segment tokens + one-hot assignment maps",
     "head": "zeroseg.kernels.segment_head on the whole batch, labels at the source image size, on the device",
     "full": "Segmenter(images, classes) end to end, vocabulary cached, labels copied to host numpy",
     "text_cold": "first encoding of the vocabulary (fresh cache, one sample, nothing discarded)",
