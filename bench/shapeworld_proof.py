@@ -98,7 +98,7 @@ def oracle(teacher_spec: str, val: VOCDataset, templates) -> dict:
         image, mask, item = val[i]
         inst = np.asarray(Image.open(val.root / "SegmentationObject" / f"{item}.png"))
         pred = np.zeros_like(mask, dtype=np.int64)
-        pixels = torch.from_numpy(np.asarray(image)).permute(2, 0, 1).float() / 255
+        pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255
         for k in (v for v in np.unique(inst) if v not in (0, 255)):
             ys, xs = np.nonzero(inst == k)
             crop = pixels[:, ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
