@@ -66,7 +66,8 @@ def recipe(work: Path, steps: int) -> None:
         _zeroseg("train", "--data", str(work / "train" / "JPEGImages"), "--teacher-cache",
                  str(work / "cache"), "--out", str(work / "student"), "-q",
                  *TRAIN_ARGS.format(steps=steps).split())  # fmt: skip
-    if not (work / "untrained" / "model.pt").is_file():  # same recipe, zero steps
+    # the untrained student: the same recipe, one step at learning rate 0 (the initial weights)
+    if not (work / "untrained" / "model.pt").is_file():
         _zeroseg("train", "--data", str(work / "train" / "JPEGImages"), "--teacher-cache",
                  str(work / "cache"), "--out", str(work / "untrained"), "-q",
                  *TRAIN_ARGS.format(steps=1).split(), "--lr", "0")  # fmt: skip
@@ -146,7 +147,7 @@ def markdown(result: dict) -> str:
 
 def bundle(work: Path) -> None:
     """fp16 inference-only student with its tuned background settings, the teacher and the table."""
-    from zeroseg.bundled import ASSETS, CHECKPOINT_NAME, TEACHER_NAME
+    from zeroseg.bundled import ASSETS, CHECKPOINT_NAME, PROOF_NAME, TEACHER_NAME
     from zeroseg.checkpoint import load_checkpoint, save_checkpoint
 
     result = json.loads((work / "proof.json").read_text())
@@ -156,7 +157,7 @@ def bundle(work: Path) -> None:
     save_checkpoint(ASSETS / CHECKPOINT_NAME, config=config, student=ckpt.student, text=ckpt.text,
                     inference_only=True, dtype=torch.float16)  # fmt: skip
     shutil.copyfile(work / "teacher.pt", ASSETS / TEACHER_NAME)
-    atomic_write_json(ASSETS / "shapeworld.json", result)
+    atomic_write_json(ASSETS / PROOF_NAME, result)
     print(f"bundled into {ASSETS}")
 
 

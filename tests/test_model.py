@@ -36,7 +36,7 @@ def test_base_preset_is_the_papers_model() -> None:
     assert cfg.mask_ratio == 0.6
 
 
-def test_hard_assignment_is_one_hot_and_soft_sums_to_one(tiny: ZeroSegStudent) -> None:
+def test_hard_assignment_is_one_hot_and_maps_sum_to_one(tiny: ZeroSegStudent) -> None:
     tiny.train()
     out = tiny(torch.randn(2, 3, 128, 128))
     hard = out.assignment

@@ -14,6 +14,8 @@ from zeroseg.errors import ZerosegError
 ASSETS = Path(__file__).resolve().parent / "assets"
 CHECKPOINT_NAME = "shapeworld.pt"
 TEACHER_NAME = "shapeworld_teacher.pt"
+#: The proof table of the bundled model (and each method's tuned background settings).
+PROOF_NAME = "shapeworld.json"
 REBUILD_HINT = "rebuild it with `python -m zeroseg.bench.shapeworld_proof --bundle`"
 
 

@@ -71,10 +71,10 @@ def scene_miou(pred: np.ndarray, truth: np.ndarray, num_classes: int) -> float:
 
 def bundled_baseline_settings() -> dict:
     """The background settings the ShapeWorld proof picked for MaskCLIP on the bundled teacher."""
-    from zeroseg.bundled import ASSETS
+    from zeroseg.bundled import ASSETS, PROOF_NAME
 
     try:
-        rows = json.loads((ASSETS / "shapeworld.json").read_text())["rows"]
+        rows = json.loads((ASSETS / PROOF_NAME).read_text())["rows"]
         row = next(r for name, r in rows.items() if name.startswith("MaskCLIP"))
         return {"bg_thresh": float(row["bg_thresh"]), "bg_prompt": bool(row["bg_prompt"])}
     except (OSError, ValueError, KeyError, StopIteration):

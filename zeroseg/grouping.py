@@ -4,9 +4,8 @@ ZeroSeg "builds upon GroupViT" for its segmentation head; the paper gives no mor
 module follows GroupViT's released design (Xu et al., CVPR 2022): an MLP-Mixer step projects the
 incoming group tokens to the new count, a cross-attention block lets them look at the image tokens,
 and a single-head *assign attention* gives every image token to exactly one group
-(straight-through hard Gumbel-softmax in training, hard argmax at eval). The soft assignment
-(softmax over groups, no noise) is returned as well: it is what inference composes and upsamples
-into pixel masks.
+(straight-through hard Gumbel-softmax in training, hard argmax at eval). Inference composes the
+stages' hard assignments and upsamples them into pixel masks.
 """
 
 from __future__ import annotations
@@ -20,13 +19,12 @@ from torch import nn
 
 
 class Assignment(NamedTuple):
-    """Token-to-group assignment of one grouping block, each of shape (B, N_tokens, N_groups).
+    """Token-to-group assignment of one grouping block, shape (B, N_tokens, N_groups).
 
-    hard: one-hot rows (straight-through gradients in training); soft: softmax rows summing to one.
+    hard: one-hot rows (straight-through gradients in training).
     """
 
     hard: torch.Tensor
-    soft: torch.Tensor
 
 
 def hard_softmax(logits: torch.Tensor, dim: int) -> torch.Tensor:
@@ -106,10 +104,9 @@ class AssignAttention(nn.Module):
     def forward(self, groups: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, Assignment]:
         logits = (self.q(groups) @ self.k(tokens).transpose(-2, -1)) * self.scale  # (B, G, N)
         attn = self._assign(logits)
-        soft = logits.softmax(dim=-2)
         weights = attn / (attn.sum(dim=-1, keepdim=True) + 1.0)
         out = self.proj(weights @ self.v(tokens))
-        return out, Assignment(hard=attn.transpose(1, 2), soft=soft.transpose(1, 2))
+        return out, Assignment(hard=attn.transpose(1, 2))
 
 
 class GroupingBlock(nn.Module):
