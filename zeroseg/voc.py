@@ -19,6 +19,7 @@ from PIL import Image, UnidentifiedImageError
 
 from zeroseg.errors import ZerosegError
 from zeroseg.imageio import open_rgb
+from zeroseg.text import parse_class_names, read_class_file
 
 # Stuff words standing in for "background" in VOC21 (as SCLIP does), "background" itself first.
 _VOC_BACKGROUND = (
@@ -77,8 +78,8 @@ _COCO80 = (
 ).split("|")
 
 
-def _parse(lines) -> list[list[str]]:
-    return [[s.strip() for s in line.split(",") if s.strip()] for line in lines]
+def _parse(lines: list[str]) -> list[list[str]]:
+    return parse_class_names(lines)
 
 
 #: Built-in class sets by name: each class is a list of synonyms, the first naming it.
@@ -92,30 +93,6 @@ BUILTIN_CLASS_SETS: dict[str, list[list[str]]] = {
 
 _DATASET_HINT = "expected the PASCAL VOC layout: JPEGImages/, SegmentationClass/, ImageSets/Segmentation/"
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
-
-
-def read_class_file(path: str | os.PathLike) -> list[list[str]]:
-    """Read a class file: one class per non-blank line, synonyms comma-separated ('#' lines skipped)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ZerosegError(f"class file not found: {path} (give a file with one class name per line)")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ZerosegError(
-            f"cannot read class file {path} ({type(exc).__name__}); save it as UTF-8 text"
-        ) from None
-    classes = _parse(line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#"))
-    classes = [c for c in classes if c]
-    if not classes:
-        raise ZerosegError(f"class file {path} lists no classes; write one class name per line")
-    names = [c[0].lower() for c in classes]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise ZerosegError(
-            f"class file {path} names {', '.join(duplicates)} more than once; merge them as synonyms"
-        )
-    return classes
 
 
 def load_classes(spec: str | os.PathLike) -> list[list[str]]:

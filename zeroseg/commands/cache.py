@@ -72,7 +72,9 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option(
             "auto", "--device", help="auto, cpu or cuda (cuda:LOCAL_RANK under torchrun)."
         ),
-        workers: int = typer.Option(4, "--workers", help="DataLoader worker processes per rank."),
+        workers: int | None = typer.Option(
+            None, "--workers", help="DataLoader worker processes per rank (default: min(4, CPU cores - 1))."
+        ),
         max_views: int = typer.Option(
             0, "--max-views", help="Max views per teacher forward (0: whole batch)."
         ),
@@ -88,6 +90,8 @@ def register(app: typer.Typer) -> None:
         from zeroseg.teacher_cache import build_cache, check_cache_args
 
         grid_values = check_cache_args(parse_int_list(grids, "--grids"), image_size, dtype, batch_size)
+        if workers is None:
+            workers = min(4, max(0, (os.cpu_count() or 1) - 1))
         if workers < 0 or max_views < 0:
             raise ZerosegError("--workers and --max-views must not be negative")
         local_rank = _env_int("LOCAL_RANK", 0)
