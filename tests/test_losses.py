@@ -76,3 +76,65 @@ def test_total_is_the_weighted_sum_and_gradients_reach_segments() -> None:
     assert terms.total.item() == pytest.approx(expected.item())
     terms.total.backward()
     assert segments.grad.abs().sum() > 0 and z.grad.abs().sum() > 0
+
+
+def test_view_patch_weights_are_pixel_shares_of_each_view() -> None:
+    from zeroseg.teacher_views import view_patch_weights
+
+    w = view_patch_weights(8, 2, grids=(1, 2))  # 4x4 patches; views: full, then 2x2 cells
+    assert w.shape == (5, 16)
+    assert torch.allclose(w.sum(dim=1), torch.ones(5))
+    assert torch.allclose(w[0], torch.full((16,), 1 / 16))
+    top_left = torch.zeros(4, 4)
+    top_left[:2, :2] = 0.25
+    assert torch.equal(w[1], top_left.reshape(-1))
+    odd = view_patch_weights(6, 2, grids=(1, 2))  # 3x3 patches, cells of 3 px split the middle patch
+    assert torch.allclose(odd[1].reshape(3, 3), torch.tensor([[4, 2, 0], [2, 1, 0], [0, 0, 0]]) / 9)
+
+
+def test_seen_view_weights_renormalise_over_the_visible_patches() -> None:
+    from zeroseg.losses import seen_view_weights
+
+    full = torch.tensor([[0.25, 0.25, 0.25, 0.25], [0.5, 0.5, 0.0, 0.0]])
+    assert seen_view_weights(full, None, 2).shape == (2, 2, 4)
+    seen = seen_view_weights(full, torch.tensor([[0, 2], [3, 2]]), 2)
+    assert torch.allclose(seen[0], torch.tensor([[0.5, 0.5], [1.0, 0.0]]))
+    assert torch.allclose(seen[1], torch.tensor([[0.5, 0.5], [0.0, 0.0]]))  # view 2 unseen: all zero
+
+
+def test_region_loss_is_zero_when_segments_explain_every_cell_and_trains_the_assignment() -> None:
+    from zeroseg.grouping import hard_softmax
+    from zeroseg.losses import region_loss
+
+    segments = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
+    # 4 patches; patches 0,1 -> segment 0, patches 2,3 -> segment 1; views: full, cell A (0,1), cell B (1,2)
+    weights = torch.tensor([[[0.25, 0.25, 0.25, 0.25], [0.5, 0.5, 0, 0], [0, 0.5, 0.5, 0]]])
+    logits = torch.tensor([[[5.0, 0.0], [5.0, 0.0], [0.0, 5.0], [0.0, 5.0]]], requires_grad=True)
+    assignment = hard_softmax(logits, dim=-1)
+    views = torch.tensor([[[9.0, 9.0], [1.0, 0.0], [0.5, 0.5]]])  # full image ignored
+    assert region_loss(segments, assignment, weights, views).item() == pytest.approx(0.0, abs=1e-6)
+    wrong = torch.tensor([[[9.0, 9.0], [0.0, 1.0], [0.5, 0.5]]])
+    # cell A mixes to (1,0) but the teacher says (0,1): mean |.| = 1 over 2 cells, x m=2 -> 1
+    loss = region_loss(segments, assignment, weights, wrong)
+    assert loss.item() == pytest.approx(1.0)
+    loss.backward()
+    assert logits.grad.abs().sum() > 0
+
+
+def test_region_term_is_weighted_into_the_total_and_needs_the_assignment() -> None:
+    args = dict(
+        segments=torch.randn(1, 2, 3), z=torch.randn(1, 3), views=torch.randn(1, 5, 3),
+        reconstruction=None, target_patches=None, mask=None,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="region loss needs"):
+        zeroseg_loss(**args, weights=LossWeights(region=1.0))
+    plain = zeroseg_loss(**args)
+    assert plain.region.item() == 0.0
+    from zeroseg.teacher_views import view_patch_weights
+
+    vw = view_patch_weights(4, 2, grids=(1, 2)).unsqueeze(0)
+    terms = zeroseg_loss(
+        **args, weights=LossWeights(region=2.0), assignment=torch.eye(2)[[0, 1, 1, 0]][None], view_weights=vw
+    )
+    assert terms.region.item() > 0
+    assert terms.total.item() == pytest.approx((plain.total + 2 * terms.region).item())

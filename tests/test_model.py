@@ -26,6 +26,18 @@ def test_training_forward_shapes(name: str, size: int) -> None:
     assert out.reconstruction.shape == (2, n, cfg.patch_size**2 * 3)
     assert out.mask.shape == (2, n) and int(out.mask[0].sum()) == n - visible
     assert out.assignment.shape == (2, visible, 8)
+    assert out.visible.shape == (2, visible)
+    assert bool((out.mask.gather(1, out.visible) == 0).all())  # the listed patches are the unmasked ones
+
+
+def test_shapeworld_preset_groups_every_patch_once_without_masking() -> None:
+    torch.manual_seed(0)
+    cfg = student_preset("shapeworld")
+    assert cfg.num_groups == (8,) and cfg.mask_ratio == 0.0
+    out = ZeroSegStudent(cfg)(torch.randn(2, 3, 128, 128))
+    assert out.reconstruction is None and out.mask is None and out.visible is None
+    assert out.assignment.shape == (2, 256, 8)
+    assert torch.allclose(out.assignment.sum(-1), torch.ones(2, 256))
 
 
 def test_base_preset_is_the_papers_model() -> None:

@@ -57,6 +57,16 @@ def test_thirty_steps_lower_the_loss_and_write_a_self_contained_model(world, tmp
     assert ckpt.config["teacher"]["spec"] == str(world["teacher"])
 
 
+def test_region_loss_trains_with_and_without_masking(world, tmp_path) -> None:
+    for ratio in (0.6, 0.0):
+        cfg = _cfg(world, tmp_path / f"r{ratio}", steps=3, region_weight=1.0, mask_ratio=ratio)
+        result = train(cfg, progress=False)
+        assert all(row["region"] > 0 for row in result.history)
+        assert all((row["reconstruction"] > 0) == (ratio > 0) for row in result.history)
+    with pytest.raises(ZerosegError, match="region-weight"):
+        train(_cfg(world, tmp_path / "bad", region_weight=-1.0))
+
+
 def test_resumed_run_reproduces_the_uninterrupted_one(world, tmp_path) -> None:
     full = train(_cfg(world, tmp_path / "full", steps=6), progress=False)
     first = train(_cfg(world, tmp_path / "split", steps=6, stop_after_steps=3), progress=False)

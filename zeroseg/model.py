@@ -28,7 +28,8 @@ class StudentOutput(NamedTuple):
 
     segments (B,m,E) and z (B,E) live in the teacher's embedding space; reconstruction (B,N,p*p*3)
     predicts every patch and mask (B,N) marks the masked ones (1 = masked, reconstruct it);
-    assignment (B,N_visible,m) is the composed hard assignment of the visible patches.
+    assignment (B,K,m) is the composed hard assignment of the K patches the head saw, and
+    visible (B,K) their indices in the full patch grid (None when nothing was masked: all, in order).
     """
 
     segments: torch.Tensor
@@ -36,6 +37,7 @@ class StudentOutput(NamedTuple):
     reconstruction: torch.Tensor | None
     mask: torch.Tensor | None
     assignment: torch.Tensor
+    visible: torch.Tensor | None
 
 
 class SegmentationOutput(NamedTuple):
@@ -258,7 +260,7 @@ class ZeroSegStudent(nn.Module):
         segments = self.segment_proj(seg)
         z = self.global_mlp(self.global_block(seg).mean(dim=1))
         hard = compose_assignments([a.hard for a in assignments])
-        return StudentOutput(segments, z, reconstruction, mask, hard)
+        return StudentOutput(segments, z, reconstruction, mask, hard, ids_keep)
 
     @torch.no_grad()
     def segment(self, images: torch.Tensor) -> SegmentationOutput:

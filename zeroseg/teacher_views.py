@@ -72,3 +72,22 @@ def grid_views(
         cell = images01[:, :, top : top + h, left : left + w]
         views.append(resize_tensor(cell, (out_size, out_size)))
     return torch.stack(views, dim=1)
+
+
+def view_patch_weights(size: int, patch: int, grids: Sequence[int] = PAPER_GRIDS) -> torch.Tensor:
+    """(V, N) share of each view's pixels that falls in each patch of a size x size image.
+
+    Row v sums to 1; N = (size/patch)^2 in the patch-embedding's row-major order. A view's teacher
+    feature can then be compared with the student's segments mixed by how much of the view each
+    segment owns (the region loss). Cells that do not align with the patch grid split a patch's
+    weight by pixel overlap, exactly.
+    """
+    if size % patch:
+        raise ZerosegError(f"image size {size} is not a multiple of the patch size {patch}")
+    starts = torch.arange(0, size, patch)
+    rows = []
+    for top, left, h, w in view_boxes(size, check_grids(grids)):
+        overlap_y = ((starts + patch).clamp(max=top + h) - starts.clamp(min=top)).clamp(min=0)
+        overlap_x = ((starts + patch).clamp(max=left + w) - starts.clamp(min=left)).clamp(min=0)
+        rows.append((overlap_y[:, None] * overlap_x[None, :]).reshape(-1).float() / (h * w))
+    return torch.stack(rows)

@@ -24,9 +24,10 @@ from zeroseg.checkpoint import load_checkpoint, save_checkpoint
 from zeroseg.config import Preprocess
 from zeroseg.errors import ZerosegError
 from zeroseg.imageio import normalize
-from zeroseg.losses import MATCH_MODES, LossWeights, zeroseg_loss
+from zeroseg.losses import MATCH_MODES, LossWeights, seen_view_weights, zeroseg_loss
 from zeroseg.model import ZeroSegStudent
 from zeroseg.student_config import student_preset
+from zeroseg.teacher_views import view_patch_weights
 from zeroseg.train_utils import (
     DistInfo,
     SkipSampler,
@@ -63,6 +64,8 @@ class TrainConfig:
     gumbel: bool = True
     match: str = "paper"
     weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    #: weight of the region loss (zeroseg.losses.region_loss); 0 = the paper's losses only
+    region_weight: float = 0.0
     norm_pix: bool = False
     grids: tuple[int, ...] = (1, 2, 3, 4)
     templates: str = "imagenet"
@@ -95,6 +98,8 @@ class TrainConfig:
             raise ZerosegError(f"--match must be one of {', '.join(MATCH_MODES)}, got {self.match!r}")
         if any(w < 0 for w in self.weights):
             raise ZerosegError(f"loss weights must be non-negative, got {self.weights}")
+        if self.region_weight < 0:
+            raise ZerosegError(f"--region-weight must be non-negative, got {self.region_weight}")
         if not self.grids or any(g <= 0 for g in self.grids):
             raise ZerosegError(f"--grids must be positive integers, got {self.grids}")
         if max(self.grids) < 2:
@@ -254,7 +259,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
     if cfg.compile:
         net = torch.compile(net)
     amp_dtype = _amp_dtype(cfg.amp, device)
-    weights = LossWeights(*cfg.weights)
+    weights = LossWeights(*cfg.weights, region=cfg.region_weight)
+    region_weights = None
+    if weights.region > 0:
+        region_weights = view_patch_weights(student_cfg.image_size, student_cfg.patch_size, cfg.grids)
+        region_weights = region_weights.to(device)
     pre = Preprocess(train_size=student_cfg.image_size, test_short_side=cfg.test_short_side or 448)
     inference_defaults: dict[str, Any] = {"bg_prompt": cfg.bg_prompt}
     if cfg.bg_thresh is not None:
@@ -319,6 +328,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
                         weights=weights,
                         match_mode=cfg.match,
                         norm_pix=cfg.norm_pix,
+                        assignment=out.assignment.float(),
+                        view_weights=None
+                        if region_weights is None
+                        else seen_view_weights(region_weights, out.visible, images01.shape[0]),
                     )
                 (terms.total / cfg.grad_accum).backward()
                 images_seen += images01.shape[0]
@@ -347,6 +360,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
                         "distill": terms.distill.item(),
                         "match": terms.match.item(),
                         "reconstruction": terms.reconstruction.item(),
+                        "region": terms.region.item(),
                         "lr": scheduler.get_last_lr()[0],
                         "images_per_s": images_seen * info.world_size / max(elapsed, 1e-9),
                         "groups_used": _groups_used(out.assignment.detach()),

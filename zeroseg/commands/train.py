@@ -34,7 +34,9 @@ def train_command(
     teacher_cache: str | None = typer.Option(
         None, "--teacher-cache", help="Features from `zeroseg cache-teacher`."
     ),
-    preset: str = typer.Option("tiny", "--preset", help="Student size: base (the paper's) | tiny (CPU)."),
+    preset: str = typer.Option(
+        "tiny", "--preset", help="Student: base (the paper's) | tiny (CPU) | shapeworld."
+    ),
     image_size: int | None = typer.Option(
         None, "--image-size", help="Training crop (default: preset or cache)."
     ),
@@ -60,6 +62,9 @@ def train_command(
     ),
     match: str = typer.Option("paper", "--match", help="Segment matching: paper | two-way."),
     loss_weights: str = typer.Option("1,1,1", "--loss-weights", help="distill,match,reconstruction."),
+    region_weight: float = typer.Option(
+        0.0, "--region-weight", help="Region loss: cells vs segments mixed by assignment (0 = paper)."
+    ),
     norm_pix: bool = typer.Option(
         False, "--norm-pix/--no-norm-pix", help="MAE per-patch normalised targets."
     ),
@@ -97,8 +102,8 @@ def train_command(
         image_size=image_size, encoder_weights=encoder_weights, steps=steps, epochs=epochs,
         batch_size=batch_size, grad_accum=grad_accum, lr=lr, blr=blr, weight_decay=weight_decay,
         warmup_fraction=warmup, clip_grad=clip_grad or None, mask_ratio=mask_ratio, match=match,
-        gumbel=gumbel, weights=_parse_weights(loss_weights), norm_pix=norm_pix,
-        grids=parse_int_list(grids, "--grids"),
+        gumbel=gumbel, weights=_parse_weights(loss_weights), region_weight=region_weight,
+        norm_pix=norm_pix, grids=parse_int_list(grids, "--grids"),
         templates=templates, test_short_side=test_short_side, bg_thresh=bg_thresh, bg_prompt=bg_prompt,
         amp=amp, compile=compile_model, num_workers=workers, seed=seed, device=device, log_every=log_every,
         save_every=save_every, stop_after_steps=stop_after,
