@@ -70,13 +70,19 @@ def scene_miou(pred: np.ndarray, truth: np.ndarray, num_classes: int) -> float:
 
 
 def bundled_baseline_settings() -> dict:
-    """The background settings the ShapeWorld proof picked for MaskCLIP on the bundled teacher."""
+    """The settings the ShapeWorld proof picked for MaskCLIP on the bundled teacher.
+
+    bg_thresh and bg_prompt (call arguments) and, when recorded, short_side (a constructor argument).
+    """
     from zeroseg.bundled import ASSETS, PROOF_NAME
 
     try:
         rows = json.loads((ASSETS / PROOF_NAME).read_text())["rows"]
         row = next(r for name, r in rows.items() if name.startswith("MaskCLIP"))
-        return {"bg_thresh": float(row["bg_thresh"]), "bg_prompt": bool(row["bg_prompt"])}
+        settings = {"bg_thresh": float(row["bg_thresh"]), "bg_prompt": bool(row["bg_prompt"])}
+        if "short_side" in row:
+            settings["short_side"] = int(row["short_side"])
+        return settings
     except (OSError, ValueError, KeyError, StopIteration):
         return {}
 
@@ -119,8 +125,12 @@ def run_demo(
         from zeroseg.maskclip import MaskCLIPSegmenter
 
         spec = teacher if teacher is not None else str(bundled.bundled_teacher())
+        tuned = bundled_baseline_settings() if teacher is None else {}
         baseline_segmenter = MaskCLIPSegmenter.from_spec(
-            spec, device=device, templates=segmenter.checkpoint.templates
+            spec,
+            device=device,
+            templates=segmenter.checkpoint.templates,
+            short_side=tuned.pop("short_side", None),
         )
 
     scene = generate_scene(seed, size, index=0)
@@ -130,7 +140,6 @@ def run_demo(
     classes = [[n] for n in names[1:]]  # index 0 is background, added by the label space
     results = {"ZeroSeg": segmenter([image], classes)[0]}
     if baseline_segmenter is not None:
-        tuned = bundled_baseline_settings() if teacher is None else {}
         results["MaskCLIP"] = baseline_segmenter([image], classes, **tuned)[0]
 
     tiles = [("input", image), ("ground truth", overlay(image, truth, names))]
