@@ -32,6 +32,7 @@ from PIL import Image
 
 from zeroseg.atomic import atomic_write_bytes, atomic_write_json
 from zeroseg.evaluate import evaluate
+from zeroseg.metrics import chance_mious
 from zeroseg.voc import VOCDataset
 
 SPLITS = {"train": (1, 1000, 0.0), "tune": (777, 50, 1.0), "val": (999, 200, 1.0)}
@@ -140,8 +141,9 @@ def prove(work: Path) -> dict:
         ),
         "oracle: teacher names GT crops": oracle(str(work / "teacher.pt"), val, templates),
     }
-    counts = np.bincount(np.concatenate([np.asarray(val[i][1]).ravel() for i in range(len(val))]))
-    all_background = float(counts[0] / counts[counts > 0].sum() / len(val.class_names))
+    masks = [val.load_mask(i) for i in range(len(val))]
+    counts = np.bincount(np.concatenate([m[m != 255] for m in masks]), minlength=val.num_classes)
+    all_background = chance_mious(counts[: val.num_classes])[0]
     result = {"val_images": len(val), "classes": list(val.class_names), "rows": rows,
               "all_background_mIoU": all_background}  # fmt: skip
     atomic_write_json(work / "proof.json", result)

@@ -194,6 +194,22 @@ class SegmentationMeter:
         return "\n".join(lines)
 
 
+def chance_mious(class_pixels: Sequence[int] | np.ndarray) -> tuple[float, float]:
+    """Chance-level mIoUs from ground-truth pixel counts per class (ignore pixels excluded).
+
+    Returns (all background, frequency-matched random labels): labelling every pixel class 0 scores
+    p_0 on class 0 and 0 on every other class present; labelling pixels at random with the classes'
+    frequencies has expected IoU_c = p_c / (2 - p_c). Classes absent from the ground truth are left
+    out, as the nan-mean of `SegmentationMeter` leaves them out.
+    """
+    counts = np.asarray(class_pixels, dtype=np.float64)
+    present = counts > 0
+    if not present.any():
+        raise ZerosegError("no labelled pixels: cannot compute a chance level")
+    p = counts / counts.sum()
+    return float(p[0] / present.sum()), float(np.mean((p / (2 - p))[present]))
+
+
 def _nanmean(values: np.ndarray) -> float:
     values = np.asarray(values, dtype=np.float64)
     finite = values[~np.isnan(values)]
