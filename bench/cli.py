@@ -18,7 +18,7 @@ from pathlib import Path
 import typer
 
 from zeroseg.bench.common import json_path, parse_size, set_threads, write_result
-from zeroseg.cliutil import new_app, parse_int_list, run_app
+from zeroseg.cli._app import new_app, parse_int_list, run_app
 from zeroseg.errors import ZerosegError
 
 app = new_app(
@@ -59,8 +59,8 @@ def main_job(ctx: typer.Context) -> None:
     """With no command: latency of the bundled ShapeWorld checkpoint on CPU (bench-results/latency.json)."""
     if ctx.invoked_subcommand is not None:
         return
-    from zeroseg import bundled
     from zeroseg.bench.latency import LatencySettings
+    from zeroseg.shapeworld import bundled
 
     settings = LatencySettings(checkpoint=bundled.bundled_checkpoint(), device="cpu", **MAIN_JOB)
     _latency(settings, json_path(None, "latency.json"))
@@ -86,8 +86,8 @@ def latency(
     out: Path | None = typer.Option(None, "--json", help=JSON_HELP.format("latency")),
 ) -> None:
     """Per-stage latency (preprocess, forward, head, text, full pipeline), bs1 latency and bsN throughput."""
-    from zeroseg import bundled
     from zeroseg.bench.latency import DEFAULT_CLASSES, LatencySettings
+    from zeroseg.shapeworld import bundled
 
     set_threads(threads)
     settings = LatencySettings(

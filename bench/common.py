@@ -12,8 +12,8 @@ from typing import Any
 import torch
 from PIL import Image
 
-from zeroseg.atomic import atomic_write_json
 from zeroseg.errors import ZerosegError
+from zeroseg.utils.atomic import atomic_write_json
 
 #: Where results go when --json is not given (relative to the working directory).
 RESULTS_DIR = Path("bench-results")
@@ -37,7 +37,7 @@ def check_non_negative(value: int, option: str) -> int:
 def resolve_device(name: str) -> torch.device:
     """'auto', 'cpu', 'cuda' or 'cuda:N' as a device (`zeroseg cache-teacher`'s rules: CUDA without a
     GPU is a one-line error)."""
-    from zeroseg.commands.cache import resolve_device as resolve
+    from zeroseg.cli.cache import resolve_device as resolve
 
     try:
         return torch.device(resolve(name.strip().lower(), 0))
@@ -70,7 +70,7 @@ def scene_images(count: int, size_hw: tuple[int, int], seed: int = 0) -> list[Im
 
     A scene is drawn square at the longer side (32..4096 px) and centre-cropped, so shapes stay round.
     """
-    from zeroseg.synth import generate_scene
+    from zeroseg.shapeworld.write import generate_scene
 
     height, width = size_hw
     side = min(4096, max(32, height, width))

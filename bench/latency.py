@@ -133,10 +133,11 @@ def model_info(segmenter) -> dict[str, Any]:
 def run_latency(settings: LatencySettings, *, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Time the pipeline as `settings` says; returns the JSON-able result (see the module docstring)."""
     from zeroseg.checkpoint import load_checkpoint
-    from zeroseg.commands.segment import parse_labels_option
-    from zeroseg.imageio import normalize, resize_tensor, to_unit_tensor
+    from zeroseg.classes import parse_labels_option
+    from zeroseg.data.images import to_unit_tensor
+    from zeroseg.infer.segmenter import Segmenter
     from zeroseg.kernels import resolve_backend, segment_head
-    from zeroseg.segment import Segmenter
+    from zeroseg.preprocess import normalize, resize_tensor
     from zeroseg.text import encode_classes
 
     s = settings.validate()
@@ -232,7 +233,7 @@ def run_latency(settings: LatencySettings, *, log: Callable[[str], None] = print
             "network_input_hw": list(net_size),
             "short_side": seg.short_side,
             "bg_thresh": thresh,
-            "inputs": "ShapeWorld scenes (zeroseg.synth.generate_scene), in memory as PIL RGB images",
+            "inputs": "ShapeWorld scenes (zeroseg.shapeworld.write.generate_scene), in memory as PIL RGB",
             "timing": TIMING_DOC,
             "stages": STAGE_DOC,
         },

@@ -1,7 +1,7 @@
 """`zeroseg-bench train` and `zeroseg-bench cache`: training and teacher-cache throughput.
 
 train: the **student's** cost per training step — forward with MAE masking, the three losses,
-backward, gradient clipping and AdamW, as `zeroseg.train` runs it — on a fixed batch of ShapeWorld
+backward, gradient clipping and AdamW, as `zeroseg.train.loop` runs it — on a fixed batch of ShapeWorld
 scenes with synthetic teacher targets of the right shape (unit-norm random (B, V, E) features). The
 teacher (live encoding or cache reads) and data loading are deliberately left out: `cache` measures
 the teacher side. Peak memory: on CUDA `torch.cuda.max_memory_allocated` over the steps, minus what
@@ -9,7 +9,7 @@ was allocated before them (model, inputs, targets); on CPU the process's peak re
 (`resource.getrusage`, after resetting the kernel's high-water mark where Linux allows it) minus the
 RSS just before the first step.
 
-cache: `zeroseg.teacher_cache.build_cache` on N ShapeWorld scenes written as JPEG to a temporary
+cache: `zeroseg.teacher.cache.build_cache` on N ShapeWorld scenes written as JPEG to a temporary
 folder (writing is not timed; decoding, centre-cropping, cutting views, the teacher forward and the
 memmap writes are), after one discarded teacher batch.
 """
@@ -147,13 +147,13 @@ class MemoryProbe:
 
 def run_train_bench(settings: TrainBenchSettings, *, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Time `steps` training steps after `warmup_steps` discarded ones; peak memory; images/s."""
-    from zeroseg.config import Preprocess
-    from zeroseg.imageio import normalize, to_unit_tensor
-    from zeroseg.losses import MATCH_MODES, zeroseg_loss
-    from zeroseg.model import ZeroSegStudent
-    from zeroseg.student_config import student_preset
-    from zeroseg.teacher_views import check_grids, num_views
-    from zeroseg.train import TrainConfig, _amp_dtype, _build_optimizer
+    from zeroseg.data.images import to_unit_tensor
+    from zeroseg.model.config import student_preset
+    from zeroseg.model.student import ZeroSegStudent
+    from zeroseg.preprocess import Preprocess, normalize
+    from zeroseg.teacher.views import check_grids, num_views
+    from zeroseg.train.loop import TrainConfig, _amp_dtype, _build_optimizer
+    from zeroseg.train.losses import MATCH_MODES, zeroseg_loss
 
     s = settings.validate()
     if s.match not in MATCH_MODES:
@@ -257,11 +257,11 @@ class CacheBenchSettings:
 
 def run_cache_bench(settings: CacheBenchSettings, *, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Teacher-cache throughput (images/s, views/s) of `build_cache` on generated scenes."""
-    from zeroseg import bundled
-    from zeroseg.data import ImageSource
-    from zeroseg.teacher import load_teacher
-    from zeroseg.teacher_cache import FEATURES, build_cache, check_cache_args
-    from zeroseg.teacher_views import num_views
+    from zeroseg.data.sources import ImageSource
+    from zeroseg.shapeworld import bundled
+    from zeroseg.teacher.cache import FEATURES, build_cache, check_cache_args
+    from zeroseg.teacher.clip import load_teacher
+    from zeroseg.teacher.views import num_views
 
     s = settings.validate()
     device = resolve_device(s.device)
@@ -309,7 +309,7 @@ def run_cache_bench(settings: CacheBenchSettings, *, log: Callable[[str], None] 
             "grids": list(grids),
             "views_per_image": views,
             "amp": amp,
-            "what": "zeroseg.teacher_cache.build_cache end to end: JPEG decode + centre crop (DataLoader, "
+            "what": "zeroseg.teacher.cache.build_cache end to end: JPEG decode + centre crop (DataLoader, "
             f"{s.workers} workers), grid views, teacher forward, memmap writes; one teacher batch "
             "discarded first",
         },

@@ -34,10 +34,10 @@ def assets(tmp_path_factory) -> Assets:
     from tiny_clip import tiny_clip
 
     from zeroseg.checkpoint import save_checkpoint
-    from zeroseg.config import Preprocess
-    from zeroseg.model import ZeroSegStudent
-    from zeroseg.student_config import student_preset
-    from zeroseg.teacher import load_teacher, save_teacher
+    from zeroseg.model.config import student_preset
+    from zeroseg.model.student import ZeroSegStudent
+    from zeroseg.preprocess import Preprocess
+    from zeroseg.teacher.clip import load_teacher, save_teacher
 
     root = tmp_path_factory.mktemp("bench_assets")
     save_teacher(root / "teacher.pt", tiny_clip(seed=0), name="tiny")

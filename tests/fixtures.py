@@ -23,10 +23,10 @@ from tiny_clip import TINY_CFG, tiny_clip
 
 from zeroseg import cli as zeroseg_cli
 from zeroseg.checkpoint import save_checkpoint
-from zeroseg.config import Preprocess
-from zeroseg.model import ZeroSegStudent
-from zeroseg.student_config import StudentConfig, student_preset
-from zeroseg.teacher import Teacher, load_teacher, save_teacher
+from zeroseg.model.config import StudentConfig, student_preset
+from zeroseg.model.student import ZeroSegStudent
+from zeroseg.preprocess import Preprocess
+from zeroseg.teacher.clip import Teacher, load_teacher, save_teacher
 
 #: Inference short side stored in the test checkpoint (small, so CPU runs stay fast).
 SHORT_SIDE = 64

@@ -140,7 +140,7 @@ def test_latency_writes_per_stage_distributions(assets, bench, tmp_path) -> None
 
 
 def test_no_command_runs_latency_on_the_bundled_checkpoint(assets, bench, tmp_path, monkeypatch) -> None:
-    from zeroseg import bundled
+    from zeroseg.shapeworld import bundled
 
     monkeypatch.setattr(bundled, "bundled_checkpoint", lambda: assets.checkpoint)
     tiny = {"batches": (1,), "warmup": 0, "iters": 2, "repeat": 1, "text_iters": 1, "image_size": (40, 40)}
@@ -175,7 +175,7 @@ def test_train_reports_throughput_and_peak_memory(bench, tmp_path) -> None:
 
 
 def test_cache_reports_images_and_views_per_second(assets, bench, tmp_path, monkeypatch) -> None:
-    from zeroseg import bundled
+    from zeroseg.shapeworld import bundled
 
     monkeypatch.setattr(bundled, "bundled_teacher", lambda: assets.teacher)  # the default teacher
     out = tmp_path / "cache.json"
@@ -238,7 +238,7 @@ def test_bad_latency_options_are_one_line_errors(assets, bench, tmp_path, args, 
 
 
 def test_missing_or_unusable_inputs_are_one_line_errors(bench, tmp_path, monkeypatch) -> None:
-    from zeroseg import bundled
+    from zeroseg.shapeworld import bundled
 
     _one_line_error(bench("latency", tmp_path / "missing.pt"), "checkpoint not found")
     monkeypatch.setattr(bundled, "ASSETS", tmp_path / "no-assets")

@@ -13,8 +13,8 @@ from PIL import Image
 
 from zeroseg.checkpoint import CHECKPOINT_FORMAT, FORMAT_VERSION, load_checkpoint, save_checkpoint
 from zeroseg.errors import ZerosegError
-from zeroseg.model import ZeroSegStudent
-from zeroseg.segment import Segmenter
+from zeroseg.infer.segmenter import Segmenter
+from zeroseg.model.student import ZeroSegStudent
 from zeroseg.text import encode_classes
 
 # the shared fixtures, registered in this module (one_thread is autouse)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from tiny_clip import write_images
 
-from zeroseg.data import CropDataset, ImageSource, collate_skip_none
+from zeroseg.data.sources import CropDataset, ImageSource, collate_skip_none
 from zeroseg.errors import ZerosegError
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from zeroseg.demo import run_demo, scene_miou
+from zeroseg.shapeworld.demo import run_demo, scene_miou
 
 
 def test_demo_writes_panel_overlays_and_scores(assets, tmp_path) -> None:

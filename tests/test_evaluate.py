@@ -16,12 +16,12 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from zeroseg.cli import app
+from zeroseg.data.voc import VOCDataset
 from zeroseg.errors import ZerosegError
-from zeroseg.evaluate import evaluate
-from zeroseg.segment import Segmenter
-from zeroseg.synth import write_scenes
-from zeroseg.visualize import encode_label_png
-from zeroseg.voc import VOCDataset
+from zeroseg.evaluation.evaluate import evaluate
+from zeroseg.infer.segmenter import Segmenter
+from zeroseg.infer.visualize import encode_label_png
+from zeroseg.shapeworld.write import write_scenes
 
 # the shared fixtures, registered in this module (one_thread is autouse)
 world, cli, one_thread = fixtures.world, fixtures.cli, fixtures.one_thread
@@ -49,7 +49,7 @@ def _mask(path: Path) -> np.ndarray:
 
 
 def _miou(preds: list[np.ndarray], masks: list[np.ndarray], num_classes: int) -> float:
-    """mmseg's mIoU, written out independently of zeroseg.metrics: areas summed over the set,
+    """mmseg's mIoU, written out independently of zeroseg.evaluation.metrics: areas summed over the set,
     255 and out-of-range labels left out, classes absent from both prediction and label skipped."""
     inter = np.zeros(num_classes)
     union = np.zeros(num_classes)

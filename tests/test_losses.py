@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from zeroseg.losses import (
+from zeroseg.train.losses import (
     LossWeights,
     distillation_loss,
     reconstruction_loss,
@@ -79,7 +79,7 @@ def test_total_is_the_weighted_sum_and_gradients_reach_segments() -> None:
 
 
 def test_view_patch_weights_are_pixel_shares_of_each_view() -> None:
-    from zeroseg.teacher_views import view_patch_weights
+    from zeroseg.teacher.views import view_patch_weights
 
     w = view_patch_weights(8, 2, grids=(1, 2))  # 4x4 patches; views: full, then 2x2 cells
     assert w.shape == (5, 16)
@@ -93,7 +93,7 @@ def test_view_patch_weights_are_pixel_shares_of_each_view() -> None:
 
 
 def test_seen_view_weights_renormalise_over_the_visible_patches() -> None:
-    from zeroseg.losses import seen_view_weights
+    from zeroseg.train.losses import seen_view_weights
 
     full = torch.tensor([[0.25, 0.25, 0.25, 0.25], [0.5, 0.5, 0.0, 0.0]])
     assert seen_view_weights(full, None, 2).shape == (2, 2, 4)
@@ -103,8 +103,8 @@ def test_seen_view_weights_renormalise_over_the_visible_patches() -> None:
 
 
 def test_region_loss_is_zero_when_segments_explain_every_cell_and_trains_the_assignment() -> None:
-    from zeroseg.grouping import hard_softmax
-    from zeroseg.losses import region_loss
+    from zeroseg.model.grouping import hard_softmax
+    from zeroseg.train.losses import region_loss
 
     segments = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
     # 4 patches; patches 0,1 -> segment 0, patches 2,3 -> segment 1; views: full, cell A (0,1), cell B (1,2)
@@ -130,7 +130,7 @@ def test_region_term_is_weighted_into_the_total_and_needs_the_assignment() -> No
         zeroseg_loss(**args, weights=LossWeights(region=1.0))
     plain = zeroseg_loss(**args)
     assert plain.region.item() == 0.0
-    from zeroseg.teacher_views import view_patch_weights
+    from zeroseg.teacher.views import view_patch_weights
 
     vw = view_patch_weights(4, 2, grids=(1, 2)).unsqueeze(0)
     terms = zeroseg_loss(

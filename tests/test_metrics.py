@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from zeroseg.errors import ZerosegError
-from zeroseg.metrics import SegmentationMeter, confusion_matrix, intersect_and_union
+from zeroseg.evaluation.metrics import SegmentationMeter, confusion_matrix, intersect_and_union
 
 # label / prediction, 3 classes, one ignored pixel. Valid (label, pred) pairs:
 # (0,0) (0,1) (1,1) (1,1) (2,0)

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from zeroseg.errors import ZerosegError
-from zeroseg.model import ZeroSegStudent, compose_assignments, random_masking, sincos_pos_embed_2d
-from zeroseg.student_config import PRESETS, StudentConfig, student_preset
+from zeroseg.model.config import PRESETS, StudentConfig, student_preset
+from zeroseg.model.student import ZeroSegStudent, compose_assignments, random_masking, sincos_pos_embed_2d
 
 
 @pytest.fixture(scope="module")

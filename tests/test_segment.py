@@ -18,12 +18,12 @@ from fixtures import SHORT_SIDE, assert_one_line_error, make_config
 from PIL import Image, ImageOps
 from typer.testing import CliRunner
 
-import zeroseg.imageio
+import zeroseg.data.images
 from zeroseg.checkpoint import load_checkpoint, save_checkpoint
 from zeroseg.cli import app
+from zeroseg.data.images import open_rgb
 from zeroseg.errors import ZerosegError
-from zeroseg.imageio import open_rgb
-from zeroseg.segment import LabelSpace, Segmenter
+from zeroseg.infer.segmenter import LabelSpace, Segmenter
 
 # the shared fixtures, registered in this module (one_thread is autouse)
 world, cli, one_thread = fixtures.world, fixtures.cli, fixtures.one_thread
@@ -310,7 +310,7 @@ def test_bad_image_is_refused_and_nothing_is_written(cli, world, tmp_path, good_
 @pytest.mark.parametrize("size", [(40, 30), (200, 100)])
 def test_too_large_image_is_refused(cli, world, tmp_path, good_image, monkeypatch, size):
     """Both just over the limit (PIL itself only warns below twice its limit) and far over it."""
-    monkeypatch.setattr(zeroseg.imageio, "MAX_PIXELS", 1000)
+    monkeypatch.setattr(zeroseg.data.images, "MAX_PIXELS", 1000)
     big = tmp_path / "big.png"
     Image.fromarray(_rgb(size[1], size[0], 2)).save(big)
     small = tmp_path / "small.png"

@@ -11,16 +11,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from zeroseg.bundled import bundled_teacher
-from zeroseg.data import ImageSource
-from zeroseg.evaluate import evaluate
-from zeroseg.metrics import chance_mious
-from zeroseg.segment import Segmenter
-from zeroseg.synth import write_scenes
-from zeroseg.teacher import load_teacher
-from zeroseg.teacher_cache import build_cache
-from zeroseg.train import TrainConfig, train
-from zeroseg.voc import VOCDataset
+from zeroseg.data.sources import ImageSource
+from zeroseg.data.voc import VOCDataset
+from zeroseg.evaluation.evaluate import evaluate
+from zeroseg.evaluation.metrics import chance_mious
+from zeroseg.infer.segmenter import Segmenter
+from zeroseg.shapeworld.bundled import bundled_teacher
+from zeroseg.shapeworld.write import write_scenes
+from zeroseg.teacher.cache import build_cache
+from zeroseg.teacher.clip import load_teacher
+from zeroseg.train.loop import TrainConfig, train
 
 SIZE = 64
 

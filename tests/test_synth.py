@@ -7,10 +7,12 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from zeroseg.cliutil import new_app
-from zeroseg.commands import synth as synth_command
+from zeroseg.cli import synth as synth_command
+from zeroseg.cli._app import new_app
+from zeroseg.data.voc import VOCDataset
 from zeroseg.errors import ZerosegError
-from zeroseg.synth import (
+from zeroseg.shapeworld.scenes import BASE_RGB
+from zeroseg.shapeworld.write import (
     BACKGROUND_CAPTIONS,
     COLOURS,
     SHAPES,
@@ -24,8 +26,6 @@ from zeroseg.synth import (
     write_captions,
     write_scenes,
 )
-from zeroseg.synth_shapes import BASE_RGB
-from zeroseg.voc import VOCDataset
 
 
 def _files(root):

@@ -8,8 +8,8 @@ import torch
 from tiny_clip import TINY_CFG, tiny_clip
 
 from zeroseg.errors import ZerosegError
-from zeroseg.imageio import resize_tensor
-from zeroseg.teacher import (
+from zeroseg.preprocess import resize_tensor
+from zeroseg.teacher.clip import (
     check_grids,
     grid_boxes,
     grid_views,

@@ -18,10 +18,10 @@ from tiny_clip import tiny_clip, write_images
 from typer.testing import CliRunner
 
 from zeroseg.cli import app
-from zeroseg.data import CropDataset, ImageSource
+from zeroseg.data.sources import CropDataset, ImageSource
 from zeroseg.errors import ZerosegError
-from zeroseg.teacher import load_teacher, save_teacher
-from zeroseg.teacher_cache import DONE, TODO, UNREADABLE, TeacherCache, build_cache
+from zeroseg.teacher.cache import DONE, TODO, UNREADABLE, TeacherCache, build_cache
+from zeroseg.teacher.clip import load_teacher, save_teacher
 
 SIZE = 32
 

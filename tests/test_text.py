@@ -11,18 +11,9 @@ import torch
 import torch.nn.functional as F
 from tiny_clip import TINY_CFG, tiny_clip
 
+from zeroseg.classes import IMAGENET_TEMPLATES, SINGLE_TEMPLATE, parse_class_names, read_class_file
 from zeroseg.errors import ZerosegError
-from zeroseg.text import (
-    IMAGENET_TEMPLATES,
-    SINGLE_TEMPLATE,
-    TextEncoder,
-    Vocabulary,
-    encode_classes,
-    make_tokenizer,
-    parse_class_names,
-    read_class_file,
-    text_state_from_clip,
-)
+from zeroseg.text import TextEncoder, Vocabulary, encode_classes, make_tokenizer, text_state_from_clip
 
 VARIANT = {
     **TINY_CFG["text_cfg"],

@@ -17,9 +17,9 @@ from tiny_clip import tiny_clip
 
 from zeroseg.checkpoint import load_checkpoint
 from zeroseg.errors import ZerosegError
-from zeroseg.synth import write_scenes
-from zeroseg.teacher import save_teacher
-from zeroseg.train import TrainConfig, train
+from zeroseg.shapeworld.write import write_scenes
+from zeroseg.teacher.clip import save_teacher
+from zeroseg.train.loop import TrainConfig, train
 
 
 @pytest.fixture(scope="module")
@@ -81,9 +81,9 @@ def test_resumed_run_reproduces_the_uninterrupted_one(world, tmp_path) -> None:
 
 
 def test_training_from_a_teacher_cache(world, tmp_path) -> None:
-    from zeroseg.data import ImageSource
-    from zeroseg.teacher import load_teacher
-    from zeroseg.teacher_cache import build_cache
+    from zeroseg.data.sources import ImageSource
+    from zeroseg.teacher.cache import build_cache
+    from zeroseg.teacher.clip import load_teacher
 
     build_cache(
         ImageSource.open(world["data"]), load_teacher(str(world["teacher"])), tmp_path / "cache",

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from zeroseg.data.voc import read_mask
 from zeroseg.errors import ZerosegError
-from zeroseg.visualize import label_fractions, overlay, save_label_png, save_overlay, voc_palette
-from zeroseg.voc import read_mask
+from zeroseg.infer.visualize import label_fractions, overlay, save_label_png, save_overlay, voc_palette
 
 
 def test_voc_palette_known_entries():

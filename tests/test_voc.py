@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from zeroseg.classes import BUILTIN_CLASS_SETS, load_classes, read_class_file
+from zeroseg.data.voc import VOCDataset, read_mask
 from zeroseg.errors import ZerosegError
-from zeroseg.visualize import save_label_png
-from zeroseg.voc import BUILTIN_CLASS_SETS, VOCDataset, load_classes, read_class_file, read_mask
+from zeroseg.infer.visualize import save_label_png
 
 
 def _make_voc(root, ids=("a", "b"), classes="background\nred, crimson\ngreen\n", image_suffix=".jpg"):

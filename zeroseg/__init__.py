@@ -12,15 +12,15 @@ __version__ = "0.1.0"
 
 #: Public name -> the module that defines it.
 _LAZY = {
-    "Segmenter": "zeroseg.segment",
-    "MaskCLIPSegmenter": "zeroseg.maskclip",
+    "Segmenter": "zeroseg.infer.segmenter",
+    "MaskCLIPSegmenter": "zeroseg.infer.maskclip",
     "load_checkpoint": "zeroseg.checkpoint",
-    "load_teacher": "zeroseg.teacher",
-    "evaluate": "zeroseg.evaluate",
-    "VOCDataset": "zeroseg.voc",
-    "ZeroSegStudent": "zeroseg.model",
-    "student_preset": "zeroseg.student_config",
-    "bundled_checkpoint": "zeroseg.bundled",
+    "load_teacher": "zeroseg.teacher.clip",
+    "evaluate": "zeroseg.evaluation.evaluate",
+    "VOCDataset": "zeroseg.data.voc",
+    "ZeroSegStudent": "zeroseg.model.student",
+    "student_preset": "zeroseg.model.config",
+    "bundled_checkpoint": "zeroseg.shapeworld.bundled",
 }
 __all__ = ["ZerosegError", "__version__", *_LAZY]
 

@@ -20,10 +20,10 @@ from typing import Any
 
 import torch
 
-from zeroseg.atomic import atomic_torch_save
-from zeroseg.config import Preprocess
 from zeroseg.errors import ZerosegError
-from zeroseg.student_config import StudentConfig
+from zeroseg.model.config import StudentConfig
+from zeroseg.preprocess import Preprocess
+from zeroseg.utils.atomic import atomic_torch_save
 
 CHECKPOINT_FORMAT = "zeroseg-checkpoint"
 FORMAT_VERSION = 1
@@ -67,7 +67,7 @@ class Checkpoint:
 
     def build_student(self, device: str | torch.device = "cpu") -> torch.nn.Module:
         """The student network in eval mode with the saved weights."""
-        from zeroseg.model import ZeroSegStudent
+        from zeroseg.model.student import ZeroSegStudent
 
         model = ZeroSegStudent(self.student_config)
         missing, unexpected = model.load_state_dict(self.student, strict=False)

@@ -12,23 +12,16 @@ one class are averaged and the mean is re-normalised.
 
 from __future__ import annotations
 
-import os
-import re
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 from torch import nn
 
-from zeroseg.clip_config import ConfigNotInferable, infer_text_cfg
+from zeroseg.classes import IMAGENET_TEMPLATES, check_templates, parse_class_names
+from zeroseg.clip_arch import ConfigNotInferable, infer_text_cfg
 from zeroseg.errors import ZerosegError
-
-#: The 80 OpenAI ImageNet prompt templates, as format strings with one "{}".
-IMAGENET_TEMPLATES: tuple[str, ...] = tuple(t("{}") for t in OPENAI_IMAGENET_TEMPLATES)
-SINGLE_TEMPLATE: tuple[str, ...] = ("a photo of a {}.",)
 
 TEXT_FORMAT = "zeroseg-text"
 TEXT_VERSION = 1
@@ -277,74 +270,6 @@ def _verify_text_state(clip_model: nn.Module, state: dict) -> None:
             "the rebuilt text tower does not reproduce this CLIP's encode_text: pass the model_cfg "
             "the model was built from"
         )
-
-
-def _entries(text_or_lines: str | Iterable) -> list:
-    if isinstance(text_or_lines, str):
-        return [part for line in text_or_lines.splitlines() for part in line.split(";")]
-    return list(text_or_lines)
-
-
-def parse_class_names(text_or_lines: str | Iterable[str] | Iterable[Sequence[str]]) -> list[list[str]]:
-    """Class entries, each a list of synonyms (embeddings averaged).
-
-    A string holds one class per line or per ';'; a list holds one class per item. Within an entry
-    synonyms are comma-separated ("sofa, couch") or already a list. Blank entries and lines starting
-    with '#' are skipped; whitespace is collapsed. Raises ZerosegError for no classes or a class
-    given twice.
-    """
-    classes: list[list[str]] = []
-    seen: dict[str, int] = {}
-    for raw in _entries(text_or_lines):
-        parts = raw.split(",") if isinstance(raw, str) else [str(p) for p in raw]
-        if isinstance(raw, str) and raw.strip().startswith("#"):
-            continue
-        names: list[str] = []
-        for part in parts:
-            name = re.sub(r"\s+", " ", part).strip()
-            if name and name not in names:
-                names.append(name)
-        if not names:
-            continue
-        key = names[0].casefold()
-        if key in seen:
-            raise ZerosegError(
-                f"class {names[0]!r} is listed twice (entries {seen[key] + 1} and {len(classes) + 1}): "
-                "remove one, or put synonyms on one line separated by commas"
-            )
-        seen[key] = len(classes)
-        classes.append(names)
-    if not classes:
-        raise ZerosegError("no class names given: list one class per line (synonyms separated by commas)")
-    return classes
-
-
-def read_class_file(path: str | os.PathLike) -> list[list[str]]:
-    """Parse a class-name file: one class per line, synonyms comma-separated, '#' comments."""
-    path = Path(path)
-    if not path.is_file():
-        raise ZerosegError(f"class-name file not found: {path}")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ZerosegError(
-            f"cannot read class-name file {path} ({type(exc).__name__}): save it as UTF-8"
-        ) from None
-    try:
-        return parse_class_names(text.splitlines())
-    except ZerosegError as exc:
-        raise ZerosegError(f"{path}: {exc}") from None
-
-
-def check_templates(templates: Sequence[str]) -> tuple[str, ...]:
-    """Validate prompt templates: a non-empty list of strings with exactly one '{}' each."""
-    templates = tuple(templates)
-    if not templates:
-        raise ZerosegError("no prompt templates given")
-    for t in templates:
-        if not isinstance(t, str) or t.count("{}") != 1:
-            raise ZerosegError(f"prompt template {t!r} must contain exactly one '{{}}' for the class name")
-    return templates
 
 
 @torch.no_grad()

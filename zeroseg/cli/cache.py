@@ -1,0 +1,121 @@
+"""`zeroseg cache-teacher`: encode every training image's grid views with the frozen CLIP teacher, once.
+
+Single process:  zeroseg cache-teacher --data D --teacher ViT-L-14:openai --out C
+Sharded:         torchrun --nproc_per_node 8 $(which zeroseg) cache-teacher --data D --teacher T --out C
+Re-running the same command resumes an interrupted cache.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+
+from zeroseg.cli._app import parse_int_list
+from zeroseg.errors import ZerosegError
+
+
+def _env_int(name: str, default: int) -> int:
+    try:
+        return int(os.environ.get(name, default))
+    except ValueError:
+        raise ZerosegError(f"environment variable {name} must be an integer") from None
+
+
+def resolve_device(device: str, local_rank: int) -> str:
+    """'auto', 'cpu', 'cuda' or 'cuda:N' -> a concrete device ('cuda' means cuda:LOCAL_RANK)."""
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ZerosegError("--device cuda given but no CUDA device is available: use --device cpu")
+        if device == "cuda":
+            device = f"cuda:{local_rank}"
+    elif device != "cpu":
+        raise ZerosegError(f"--device must be auto, cpu or cuda, got {device!r}")
+    return device
+
+
+def init_distributed(device: str) -> bool:
+    """Join torchrun's process group when WORLD_SIZE > 1 (nccl on CUDA, gloo on CPU); True if joined."""
+    import torch
+
+    if _env_int("WORLD_SIZE", 1) <= 1 or torch.distributed.is_initialized():
+        return False
+    if device.startswith("cuda"):
+        torch.cuda.set_device(torch.device(device))
+        torch.distributed.init_process_group("nccl", device_id=torch.device(device))
+    else:
+        torch.distributed.init_process_group("gloo")
+    return True
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("cache-teacher")
+    def cache_teacher(
+        data: str = typer.Option(
+            ..., "--data", help="Folder of images, folder of .tar shards, or a .tar glob."
+        ),
+        teacher: str = typer.Option(
+            ..., "--teacher", help="MODEL:TAG, MODEL:/path/to/weights, or a teacher file."
+        ),
+        out: Path = typer.Option(
+            ..., "--out", help="Cache folder (created; resumed if it holds this cache)."
+        ),
+        grids: str = typer.Option("1,2,3,4", "--grids", help="Grid sizes; views = sum of g*g (paper: 30)."),
+        image_size: int = typer.Option(224, "--image-size", help="Centre-crop side of the training images."),
+        batch_size: int = typer.Option(64, "--batch-size", help="Images per batch (x views per forward)."),
+        dtype: str = typer.Option("float16", "--dtype", help="Storage dtype: float16 or float32."),
+        device: str = typer.Option(
+            "auto", "--device", help="auto, cpu or cuda (cuda:LOCAL_RANK under torchrun)."
+        ),
+        workers: int | None = typer.Option(
+            None, "--workers", help="DataLoader worker processes per rank (default: min(4, CPU cores - 1))."
+        ),
+        max_views: int = typer.Option(
+            0, "--max-views", help="Max views per teacher forward (0: whole batch)."
+        ),
+        amp: bool = typer.Option(True, "--amp/--no-amp", help="float16 autocast for the teacher on CUDA."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Delete an existing cache at --out first."),
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    ) -> None:
+        """Cache the teacher's CLIP features of every image's grid views (resumable, shardable)."""
+        import torch
+
+        from zeroseg.data.sources import ImageSource
+        from zeroseg.teacher.cache import build_cache, check_cache_args
+        from zeroseg.teacher.clip import load_teacher
+
+        grid_values = check_cache_args(parse_int_list(grids, "--grids"), image_size, dtype, batch_size)
+        if workers is None:
+            workers = min(4, max(0, (os.cpu_count() or 1) - 1))
+        if workers < 0 or max_views < 0:
+            raise ZerosegError("--workers and --max-views must not be negative")
+        local_rank = _env_int("LOCAL_RANK", 0)
+        dev = resolve_device(device, local_rank)
+        joined = init_distributed(dev)
+        try:
+            source = ImageSource.open(data)
+            model = load_teacher(teacher, device=dev)
+            summary = build_cache(
+                source,
+                model,
+                out,
+                grids=grid_values,
+                image_size=image_size,
+                batch_size=batch_size,
+                dtype=dtype,
+                num_workers=workers,
+                overwrite=overwrite,
+                max_batch=max_views or None,
+                amp=amp,
+                progress=progress,
+            )
+            if summary.rank == 0:
+                typer.echo(summary.line())
+        finally:
+            if joined:
+                torch.distributed.destroy_process_group()

@@ -1,0 +1,125 @@
+"""`zeroseg train`: distil a ZeroSeg student from a CLIP teacher on unlabeled images."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from zeroseg.cli._app import parse_int_list
+from zeroseg.errors import ZerosegError
+
+
+def _parse_weights(text: str) -> tuple[float, float, float]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise ZerosegError(
+            f"--loss-weights must be three numbers distill,match,reconstruction; got {text!r}"
+        ) from None
+    if len(values) != 3:
+        raise ZerosegError(f"--loss-weights needs three numbers distill,match,reconstruction; got {text!r}")
+    return values  # type: ignore[return-value]
+
+
+def train_command(
+    data: str = typer.Option(
+        ..., "--data", help="Image folder (recursive), .tar shard(s), folder of shards or glob."
+    ),
+    out: Path = typer.Option(..., "--out", help="Run folder: config.json, metrics.jsonl, last.pt, model.pt."),
+    teacher: str | None = typer.Option(
+        None, "--teacher", help="CLIP teacher: MODEL:TAG, MODEL:/weights or teacher.pt."
+    ),
+    teacher_cache: str | None = typer.Option(
+        None, "--teacher-cache", help="Features from `zeroseg cache-teacher`."
+    ),
+    preset: str = typer.Option(
+        "tiny", "--preset", help="Student: base (the paper's) | tiny (CPU) | shapeworld."
+    ),
+    image_size: int | None = typer.Option(
+        None, "--image-size", help="Training crop (default: preset or cache)."
+    ),
+    encoder_weights: str | None = typer.Option(None, "--encoder-weights", help="timm/MAE ViT weights file."),
+    steps: int | None = typer.Option(None, "--steps", help="Optimizer steps (default: --epochs)."),
+    epochs: float | None = typer.Option(
+        None, "--epochs", help="Epochs when --steps is not given (default 1)."
+    ),
+    batch_size: int = typer.Option(32, "--batch-size", help="Images per device per micro-batch."),
+    grad_accum: int = typer.Option(1, "--grad-accum", help="Micro-batches per optimizer step."),
+    lr: float | None = typer.Option(None, "--lr", help="Absolute LR (default: --blr x batch / 256)."),
+    blr: float = typer.Option(
+        1.5e-4, "--blr", help="Base LR, scaled by the effective batch (paper: 1.5e-4)."
+    ),
+    weight_decay: float = typer.Option(0.05, "--weight-decay", help="AdamW weight decay."),
+    warmup: float = typer.Option(
+        0.25, "--warmup", help="Warm-up share of the steps (paper: 20 of 80 epochs)."
+    ),
+    clip_grad: float = typer.Option(1.0, "--clip-grad", help="Gradient-norm clip (0 = off)."),
+    mask_ratio: float | None = typer.Option(None, "--mask-ratio", help="Masked patch share (paper: 0.6)."),
+    gumbel: bool = typer.Option(
+        True, "--gumbel/--no-gumbel", help="Gumbel noise on group assignment in training (GroupViT)."
+    ),
+    match: str = typer.Option("paper", "--match", help="Segment matching: paper | two-way."),
+    loss_weights: str = typer.Option("1,1,1", "--loss-weights", help="distill,match,reconstruction."),
+    region_weight: float = typer.Option(
+        0.0, "--region-weight", help="Region loss: cells vs segments mixed by assignment (0 = paper)."
+    ),
+    norm_pix: bool = typer.Option(
+        False, "--norm-pix/--no-norm-pix", help="MAE per-patch normalised targets."
+    ),
+    grids: str = typer.Option("1,2,3,4", "--grids", help="Teacher grid views (1 = the full image)."),
+    templates: str = typer.Option(
+        "imagenet", "--templates", help="Prompts: imagenet | single | shapeworld | file."
+    ),
+    test_short_side: int | None = typer.Option(None, "--test-short-side", help="Inference short side (448)."),
+    bg_thresh: float | None = typer.Option(None, "--bg-thresh", help="Default background threshold to save."),
+    bg_prompt: bool = typer.Option(False, "--bg-prompt/--no-bg-prompt", help="Default: prompt 'background'."),
+    amp: str = typer.Option("auto", "--amp", help="auto (bf16 on CUDA) | bf16 | fp16 | off."),
+    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the student."),
+    workers: int = typer.Option(0, "--workers", help="DataLoader worker processes."),
+    seed: int = typer.Option(0, "--seed", help="Seed of initialisation, masking and data order."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+    log_every: int = typer.Option(10, "--log-every", help="Steps between metrics rows."),
+    save_every: int = typer.Option(500, "--save-every", help="Steps between last.pt checkpoints."),
+    stop_after: int | None = typer.Option(None, "--stop-after-steps", help="Stop (resumably) after N steps."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue the run in --out exactly where it stopped."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Train ZeroSeg without labels: MAE masking + multi-scale CLIP distillation + segment matching.
+
+    Multi-GPU / multi-node: `torchrun --nproc_per_node N -m zeroseg train ...`.
+    """
+    from zeroseg.train.loop import TrainConfig, train
+
+    for value, name in ((log_every, "--log-every"), (save_every, "--save-every"), (workers + 1, "--workers")):
+        if value <= 0:
+            raise ZerosegError(f"{name} must be positive, got {value}")
+    cfg = TrainConfig(
+        data=data, out=str(out), teacher=teacher, teacher_cache=teacher_cache, preset=preset,
+        image_size=image_size, encoder_weights=encoder_weights, steps=steps, epochs=epochs,
+        batch_size=batch_size, grad_accum=grad_accum, lr=lr, blr=blr, weight_decay=weight_decay,
+        warmup_fraction=warmup, clip_grad=clip_grad or None, mask_ratio=mask_ratio, match=match,
+        gumbel=gumbel, weights=_parse_weights(loss_weights), region_weight=region_weight,
+        norm_pix=norm_pix, grids=parse_int_list(grids, "--grids"),
+        templates=templates, test_short_side=test_short_side, bg_thresh=bg_thresh, bg_prompt=bg_prompt,
+        amp=amp, compile=compile_model, num_workers=workers, seed=seed, device=device, log_every=log_every,
+        save_every=save_every, stop_after_steps=stop_after,
+    )  # fmt: skip
+    result = train(cfg, resume=resume, progress=not quiet)
+    if result.interrupted:
+        typer.echo(
+            f"interrupted at step {result.step}: saved {out / 'last.pt'}; continue with --resume", err=True
+        )
+        sys.exit(result.exit_code)
+    done = "finished" if result.step >= result.total_steps else "paused"
+    typer.echo(
+        f"{done} at step {result.step}/{result.total_steps}, loss {result.last_loss:.4f}; run folder {out}"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Add `train` to the `zeroseg` CLI."""
+    app.command("train")(train_command)

@@ -1,0 +1,1 @@
+"""mIoU evaluation: the meter with mmseg semantics (`metrics`) and the data-set loop (`evaluate`)."""

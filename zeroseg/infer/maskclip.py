@@ -1,0 +1,418 @@
+"""The training-free MaskCLIP baseline: dense labels straight from the teacher CLIP, `MaskCLIPSegmenter`.
+
+Zhou et al., "Extract Free Dense Labels from CLIP" (ECCV 2022): run CLIP's ViT up to its last
+residual block and, in that block, replace the attention output by the *value* embeddings, so every
+patch keeps its own content instead of being mixed towards the global token. The projected patch
+features are then named by cosine with the text embeddings, like CLIP names whole images.
+
+Dense-feature modes (`mode`), each followed by the tower's own `ln_post` and `proj`:
+
+* ``"v_only"`` — ln_1 -> value projection -> out_proj (the block's attention branch with the
+  attention replaced by the identity; LayerScale kept if the tower has one). Classic MaskCLIP.
+* ``"vv_res"`` — the last block as usual but with that value branch instead of attention:
+  x + v(x), then + MLP(ln_2(.)).
+* ``"tokens"`` — the ordinary patch tokens after the last block (what a mean-pooled tower averages
+  into its image embedding).
+
+Resolution strategies (`strategy`):
+
+* ``"slide"`` — the image at `short_side`, cut into windows of the teacher's native input size with
+  stride half a window (rounded to whole patches; the last window sits flush with the border). All
+  windows go through the tower as one batch (chunks of `max_batch`); each window's class
+  probabilities are averaged over the windows covering a patch, at patch resolution.
+* ``"interp"`` — the whole image at `short_side`, positional embeddings interpolated bicubically.
+* ``"down"`` — the image resized (squashed) to the teacher's native square input.
+
+Defaults, and why:
+
+* mode: ``"vv_res"`` for a mean-pooled tower (``pool_type="avg"``), else ``"v_only"``: the ShapeWorld
+  prototype (shared/reference/shapeworld_feasibility.md, "C (MaskCLIP)") found vv_res best on its
+  mean-pooled teacher (0.355 colour mIoU) and v_only best on the CLS-pooled one, whose last-block
+  tokens were near useless; v_only is also MaskCLIP's choice for OpenAI's CLS-pooled CLIP.
+* strategy: ``"slide"``: native-size windows show the tower inputs at the scale it was trained on
+  (the prototype's best with the mean-pooled teacher; the CLS-pooled one preferred "interp"). The
+  SCLIP family of training-free baselines slides 224 windows with stride 112 as well.
+* short side: twice the native input. For real CLIP (224) that is 448, the ZeroSeg / GroupViT test
+  protocol, so the baseline and `Segmenter` see images at one scale (SCLIP's VOC setting is 336:
+  pass short_side=336 for it); for the ShapeWorld teacher (64) it is 128, the scenes' own size,
+  i.e. the prototype's 3x3 grid of 64-px windows.
+* Text: `IMAGENET_TEMPLATES`, background below probability 0.5, no background prompt (on ShapeWorld,
+  whose teacher learnt a "background" caption, the prototype's tuning picked bg_prompt=True).
+
+The labels come from the kernels' dense head (`zeroseg.kernels.dense_head`; for "slide" its two
+halves with the averaging in between), in the same label space as `zeroseg.Segmenter`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from zeroseg.classes import IMAGENET_TEMPLATES, parse_class_names
+from zeroseg.data.images import open_rgb, to_unit_tensor
+from zeroseg.errors import ZerosegError
+from zeroseg.infer.segmenter import DEFAULT_BG_THRESH, MAX_INFERENCE_SIDE, LabelSpace, SegmentationResult
+from zeroseg.kernels import dense_head, token_text_similarity, upsample_labels
+from zeroseg.preprocess import inference_size, resize_tensor
+from zeroseg.teacher.clip import Teacher, load_teacher
+from zeroseg.text import Vocabulary
+
+MODES: tuple[str, ...] = ("v_only", "vv_res", "tokens")
+STRATEGIES: tuple[str, ...] = ("slide", "interp", "down")
+DEFAULT_STRATEGY = "slide"
+#: Views (windows or images) per forward pass through the tower.
+DEFAULT_MAX_BATCH = 32
+
+
+def default_mode(visual: nn.Module) -> str:
+    """vv_res for a mean-pooled tower, v_only otherwise (see the module docstring)."""
+    return "vv_res" if getattr(visual, "pool_type", "tok") == "avg" else "v_only"
+
+
+def window_starts(length: int, window: int, stride: int) -> list[int]:
+    """Offsets of windows covering [0, length): every `stride`, the last flush with the end.
+
+    A window longer than `length` shrinks to it (one window).
+    """
+    window = min(window, length)
+    count = -(-(length - window) // stride) + 1
+    return sorted({min(i * stride, length - window) for i in range(count)})
+
+
+def _check_choice(value: str, choices: tuple[str, ...], what: str) -> str:
+    if value not in choices:
+        raise ZerosegError(f"unknown MaskCLIP {what} {value!r}: use one of {', '.join(choices)}")
+    return value
+
+
+def _check_tower(visual: nn.Module) -> None:
+    from open_clip.transformer import Attention, VisionTransformer
+
+    if not isinstance(visual, VisionTransformer):
+        raise ZerosegError(
+            f"MaskCLIP needs an open_clip VisionTransformer image tower, this teacher has "
+            f"{type(visual).__name__}: use a ViT CLIP"
+        )
+    if visual.attn_pool is not None:
+        raise ZerosegError("MaskCLIP does not support attentional-pooler towers (CoCa): use a plain ViT CLIP")
+    if len(visual.transformer.resblocks) == 0 or not isinstance(
+        visual.transformer.resblocks[-1].attn, (nn.MultiheadAttention, Attention)
+    ):
+        raise ZerosegError("MaskCLIP needs the tower's last block to be an open_clip attention block")
+    if visual.patch_size[0] != visual.patch_size[1]:
+        raise ZerosegError(f"MaskCLIP needs square patches, this tower has {visual.patch_size}")
+
+
+def value_branch(block: nn.Module, y: torch.Tensor) -> torch.Tensor:
+    """A block's attention branch with attention replaced by the identity, on y = ln_1(x): (N, L, D).
+
+    out_proj(W_v y + b_v), with the extras of open_clip's custom blocks (head scale, inner norm,
+    ln_attn) and LayerScale (ls_1) applied where the block has them.
+    """
+    attn = block.attn
+    d = y.shape[-1]
+    weight = attn.in_proj_weight
+    weight = attn.v_proj_weight if weight is None else weight[2 * d :]
+    bias = None if attn.in_proj_bias is None else attn.in_proj_bias[2 * d :]
+    v = F.linear(y, weight, bias)
+    if not isinstance(attn, nn.MultiheadAttention):  # open_clip.transformer.Attention
+        if attn.head_scale is not None:
+            n, length = v.shape[:2]
+            v = (v.view(n, length, attn.num_heads, -1) * attn.head_scale.view(attn.num_heads, 1)).flatten(2)
+        v = attn.ln_inner(v)
+    out = attn.out_proj(v)
+    if hasattr(block, "ln_attn"):
+        out = block.ln_attn(out)
+    return block.ls_1(out)
+
+
+class MaskCLIPSegmenter:
+    """Training-free dense segmentation with a teacher CLIP; same call as `zeroseg.Segmenter`."""
+
+    def __init__(
+        self,
+        teacher: Teacher,
+        *,
+        device: str | torch.device | None = None,
+        short_side: int | None = None,
+        mode: str | None = None,
+        strategy: str = DEFAULT_STRATEGY,
+        templates: Sequence[str] | None = None,
+        bg_thresh: float = DEFAULT_BG_THRESH,
+        bg_prompt: bool = False,
+        backend: str | None = None,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        vocabulary: Vocabulary | None = None,
+    ) -> None:
+        """teacher: its image tower gives the dense features, its text tower names them.
+
+        device: where to run (the teacher is moved there; None keeps the teacher's device).
+        short_side: image short side for "slide" and "interp" (default: 2x the native input; "down"
+        ignores it). mode / strategy: see the module docstring (mode None: by the tower's pooling).
+        templates: prompt templates (default the 80 ImageNet ones). bg_thresh / bg_prompt: defaults
+        of the call's arguments. backend: the kernels' backend. max_batch: views per tower forward.
+        vocabulary: a text-embedding cache to share between segmenters on the same teacher (e.g. a
+        sweep over modes and strategies); by default one is built from the teacher's text tower.
+        """
+        visual = teacher.model.visual
+        _check_tower(visual)
+        self.mode = _check_choice(default_mode(visual) if mode is None else mode, MODES, "mode")
+        self.strategy = _check_choice(strategy, STRATEGIES, "strategy")
+        self.teacher = teacher
+        self.visual = visual
+        self.patch = int(visual.patch_size[0])
+        grid_h, grid_w = (int(g) for g in visual.grid_size)
+        self.native_grid = (grid_h, grid_w)
+        self.window = grid_h * self.patch  # native input side (Teacher guarantees a square tower)
+        self.stride = max(self.patch, self.window // 2 // self.patch * self.patch)
+        self.short_side = int(short_side) if short_side is not None else 2 * teacher.image_size
+        if self.short_side < self.patch:
+            raise ZerosegError(f"short side {self.short_side} is smaller than the patch size {self.patch}")
+        self.num_prefix = int(visual.positional_embedding.shape[0]) - grid_h * grid_w
+        if self.num_prefix not in (0, 1) or (self.num_prefix and visual.class_embedding is None):
+            raise ZerosegError(
+                f"cannot read the tower's positional embedding ({visual.positional_embedding.shape[0]} "
+                f"rows for a {grid_h}x{grid_w} grid)"
+            )
+        if not 0.0 <= float(bg_thresh) <= 1.0:
+            raise ZerosegError(f"background threshold must be in [0, 1], got {bg_thresh}")
+        if int(max_batch) <= 0:
+            raise ZerosegError(f"max_batch must be positive, got {max_batch}")
+        self.default_bg_thresh = float(bg_thresh)
+        self.default_bg_prompt = bool(bg_prompt)
+        self.max_batch = int(max_batch)
+        if vocabulary is not None and templates is not None:
+            raise ZerosegError("pass templates or a vocabulary, not both (a vocabulary has its templates)")
+        self.backend = backend
+        self.logit_scale = teacher.logit_scale
+        if device is not None:
+            teacher.to(device)
+        self.device = teacher.device
+        if vocabulary is None:
+            encoder = teacher.text_encoder().to(self.device)
+            vocabulary = Vocabulary(encoder, IMAGENET_TEMPLATES if templates is None else templates)
+        self.vocabulary = vocabulary
+        self._pos_cache: dict[tuple, torch.Tensor] = {}
+
+    @classmethod
+    def from_spec(
+        cls,
+        spec: str,
+        *,
+        device: str | torch.device = "cpu",
+        short_side: int | None = None,
+        mode: str | None = None,
+        strategy: str = DEFAULT_STRATEGY,
+        templates: Sequence[str] | None = None,
+        **kwargs,
+    ) -> MaskCLIPSegmenter:
+        """Load the teacher named by `spec` (see `zeroseg.teacher.clip.load_teacher`) and wrap it."""
+        teacher = load_teacher(spec, device=device)
+        return cls(
+            teacher, short_side=short_side, mode=mode, strategy=strategy, templates=templates, **kwargs
+        )
+
+    # ---- dense features -------------------------------------------------------------------------
+
+    def _pos_embed(self, grid: tuple[int, int]) -> torch.Tensor:
+        """Positional embeddings for a (gh, gw) patch grid; the grid part resized bicubically."""
+        pos = self.visual.positional_embedding
+        if grid == self.native_grid:
+            return pos
+        key = (grid, pos.device, pos.dtype)
+        if key not in self._pos_cache:
+            prefix, table = pos[: self.num_prefix], pos[self.num_prefix :]
+            table = table.reshape(1, *self.native_grid, -1).permute(0, 3, 1, 2).float()
+            table = F.interpolate(table, size=grid, mode="bicubic", align_corners=False)
+            table = table.permute(0, 2, 3, 1).reshape(grid[0] * grid[1], -1).to(pos.dtype)
+            self._pos_cache[key] = torch.cat([prefix, table])
+        return self._pos_cache[key]
+
+    def _run_blocks(self, x: torch.Tensor, blocks) -> torch.Tensor:
+        batch_first = getattr(self.visual.transformer, "batch_first", True)
+        if not batch_first:
+            x = x.transpose(0, 1)
+        for block in blocks:
+            x = block(x)
+        return x if batch_first else x.transpose(0, 1)
+
+    @torch.no_grad()
+    def dense_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Projected patch features (N, h, w, E) float32 of normalised images (N, 3, H, W).
+
+        H and W must be multiples of the patch size; other sizes than the native one use
+        interpolated positional embeddings. Follows open_clip's VisionTransformer.forward (embed,
+        class token, ln_pre, blocks, ln_post, proj) with the last block per `mode`; ln_post goes on
+        every patch token even where the tower applies it after pooling (final_ln_after_pool).
+        """
+        visual = self.visual
+        h, w = pixels.shape[-2:]
+        if h % self.patch or w % self.patch:
+            raise ZerosegError(f"input {h}x{w} is not a multiple of the patch size {self.patch}")
+        x = visual.conv1(pixels.to(self.device, visual.conv1.weight.dtype))
+        n, _, gh, gw = x.shape
+        x = x.flatten(2).transpose(1, 2)
+        if self.num_prefix:
+            cls_token = visual.class_embedding.to(x.dtype).view(1, 1, -1).expand(n, -1, -1)
+            x = torch.cat([cls_token, x], dim=1)
+        x = visual.ln_pre(x + self._pos_embed((gh, gw)).to(x.dtype))
+        blocks = visual.transformer.resblocks
+        if self.mode == "tokens":
+            x = self._run_blocks(x, blocks)
+        else:
+            x = self._run_blocks(x, blocks[:-1])
+            last = blocks[-1]
+            v = value_branch(last, last.ln_1(x))
+            if self.mode == "v_only":
+                x = v
+            else:
+                x = x + v
+                x = x + last.ls_2(last.mlp(last.ln_2(x)))
+        x = visual.ln_post(x[:, self.num_prefix :])
+        if visual.proj is not None:
+            x = x @ visual.proj
+        return x.float().reshape(n, gh, gw, -1)
+
+    def _features_chunked(self, pixels: torch.Tensor) -> torch.Tensor:
+        step = self.max_batch
+        return torch.cat([self.dense_features(pixels[i : i + step]) for i in range(0, len(pixels), step)])
+
+    # ---- geometry -------------------------------------------------------------------------------
+
+    def input_size(self, height: int, width: int) -> tuple[int, int]:
+        """Network input size (H, W) of an image: native square for "down", else short side scaled."""
+        if self.strategy == "down":
+            return self.window, self.window
+        h, w = inference_size(height, width, self.short_side, self.patch)
+        if max(h, w) > MAX_INFERENCE_SIDE:
+            scale = MAX_INFERENCE_SIDE / max(h, w)
+            h = max(self.patch, int(h * scale) // self.patch * self.patch)
+            w = max(self.patch, int(w * scale) // self.patch * self.patch)
+        return h, w
+
+    def windows(self, height: int, width: int) -> list[tuple[int, int, int, int]]:
+        """Sliding windows (top, left, h, w) in pixels over an input of height x width (multiples of
+        the patch): native-size windows, stride half a window, the last flush with the border."""
+        wh, ww = min(self.window, height), min(self.window, width)
+        return [
+            (top, left, wh, ww)
+            for top in window_starts(height, self.window, self.stride)
+            for left in window_starts(width, self.window, self.stride)
+        ]
+
+    # ---- segmentation ---------------------------------------------------------------------------
+
+    def label_space(
+        self,
+        classes: str | Sequence[str] | Sequence[Sequence[str]],
+        bg_prompt: bool | None = None,
+        background: bool = True,
+    ) -> LabelSpace:
+        """Parse user classes into the label space `Segmenter` uses (0 = background)."""
+        bg_prompt = self.default_bg_prompt if bg_prompt is None else bg_prompt
+        return LabelSpace.build(parse_class_names(classes), bg_prompt, background)
+
+    @torch.no_grad()
+    def slide_probs(self, pixels: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """Class probabilities (B, C, h, w) at patch resolution, averaged over the sliding windows."""
+        b, _, height, width = pixels.shape
+        p = self.patch
+        boxes = self.windows(height, width)
+        c = text.shape[0]
+        total = torch.zeros(b, c, height // p, width // p, device=self.device)
+        count = torch.zeros(1, 1, height // p, width // p, device=self.device)
+        for y, x, h, w in boxes:
+            count[..., y // p : (y + h) // p, x // p : (x + w) // p] += 1
+        crops = [(box, i) for box in boxes for i in range(b)]
+        for start in range(0, len(crops), self.max_batch):
+            chunk = crops[start : start + self.max_batch]
+            views = torch.stack([pixels[i, :, y : y + h, x : x + w] for (y, x, h, w), i in chunk])
+            feats = self.dense_features(views)
+            n, gh, gw, d = feats.shape
+            probs = token_text_similarity(
+                feats.reshape(n, gh * gw, d), text, self.logit_scale, return_probs=True, backend=self.backend
+            ).probs
+            probs = probs.transpose(1, 2).reshape(n, c, gh, gw)
+            for k, ((y, x, _, _), i) in enumerate(chunk):
+                total[i, :, y // p : y // p + gh, x // p : x // p + gw] += probs[k]
+        return total / count
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        images: Sequence[Image.Image | str | os.PathLike],
+        classes: str | Sequence[str] | Sequence[Sequence[str]],
+        *,
+        bg_thresh: float | None = None,
+        bg_prompt: bool | None = None,
+        background: bool = True,
+        batch_size: int = 8,
+    ) -> list[SegmentationResult]:
+        """Segment images (PIL or paths) into the given classes; one result per image, in order.
+
+        A result's `segment_labels` / `segment_probs` are per patch of the network input (row-major):
+        the best class's label (before thresholding) and its probability.
+        """
+        thresh = self.default_bg_thresh if bg_thresh is None else float(bg_thresh)
+        if not background:
+            thresh = 0.0
+        if not 0.0 <= thresh <= 1.0:
+            raise ZerosegError(f"background threshold must be in [0, 1], got {thresh}")
+        if batch_size <= 0:
+            raise ZerosegError(f"batch size must be positive, got {batch_size}")
+        space = self.label_space(classes, bg_prompt, background)
+        text = self.vocabulary([list(prompt) for prompt in space.prompts]).to(self.device)
+        pil = [img if isinstance(img, Image.Image) else open_rgb(img) for img in images]
+        groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+        for i, img in enumerate(pil):
+            groups[self.input_size(img.height, img.width)].append(i)
+        mean = torch.tensor(self.teacher.mean, device=self.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.teacher.std, device=self.device).view(1, 3, 1, 1)
+        results: list[SegmentationResult | None] = [None] * len(pil)
+        for size, indices in groups.items():
+            for start in range(0, len(indices), batch_size):
+                chunk = indices[start : start + batch_size]
+                batch = torch.stack([resize_tensor(to_unit_tensor(pil[i]), size) for i in chunk])
+                pixels = (batch.to(self.device) - mean) / std
+                if self.strategy == "slide":
+                    probs = self.slide_probs(pixels, text)
+                    for j, i in enumerate(chunk):
+                        results[i] = self._label_probs(probs[j : j + 1], pil[i], thresh, space)
+                else:
+                    feats = self._features_chunked(pixels)
+                    for j, i in enumerate(chunk):
+                        results[i] = self._label_features(feats[j : j + 1], text, pil[i], thresh, space)
+        return [r for r in results if r is not None]
+
+    def _label_features(self, feats, text, image, thresh, space: LabelSpace) -> SegmentationResult:
+        head = dense_head(
+            feats, text, self.logit_scale, (image.height, image.width), thresh,
+            bg_label=0, label_offset=space.label_offset, backend=self.backend,
+        )  # fmt: skip
+        return self._result(head.labels, head.index, head.prob, space)
+
+    def _label_probs(self, probs, image, thresh, space: LabelSpace) -> SegmentationResult:
+        c = probs.shape[1]
+        table = (torch.arange(c, device=probs.device, dtype=torch.int32) + space.label_offset).expand(1, c)
+        labels = upsample_labels(
+            probs, table, None, (image.height, image.width), thresh, bg_label=0, backend=self.backend
+        )
+        index = probs.argmax(dim=1)  # ties -> lowest class, like the head
+        prob = probs.gather(1, index.unsqueeze(1)).squeeze(1)
+        return self._result(labels, index, prob, space)
+
+    @staticmethod
+    def _result(labels, index, prob, space: LabelSpace) -> SegmentationResult:
+        return SegmentationResult(
+            labels=labels[0].cpu().numpy().astype(np.int32),
+            class_names=space.names,
+            segment_labels=(index[0].flatten() + space.label_offset).cpu().numpy(),
+            segment_probs=prob[0].flatten().float().cpu().numpy(),
+        )

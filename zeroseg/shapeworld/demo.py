@@ -1,0 +1,173 @@
+"""The demo: a generated ShapeWorld scene segmented by the bundled ZeroSeg model, next to the truth.
+
+`run_demo` needs no network and no data: it draws a scene with `zeroseg.shapeworld.write.generate_scene`,
+segments it into ShapeWorld's colour classes with a ZeroSeg checkpoint (the bundled one by default)
+and, when a teacher is at hand, with the training-free MaskCLIP baseline on that teacher, and writes
+one side-by-side picture (input | ground truth | ZeroSeg | MaskCLIP) plus each overlay and a JSON of
+the per-scene scores. The README's picture is this command's output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from zeroseg.errors import ZerosegError
+from zeroseg.evaluation.metrics import SegmentationMeter
+from zeroseg.infer.visualize import overlay, scaled_font
+from zeroseg.utils.atomic import atomic_path, atomic_write_json
+
+#: Label set the bundled model is scored on (ShapeWorld's default evaluation classes).
+DEMO_LABELS = "colour"
+#: The panel's tiles are drawn at least this large (nearest-neighbour upscaling of small scenes).
+TILE_MIN = 256
+
+
+@dataclass
+class DemoResult:
+    """What `run_demo` wrote and measured."""
+
+    panel: Path
+    files: list[Path]
+    scores: dict[str, float]
+
+
+def _tile(img: Image.Image, title: str, side: int) -> Image.Image:
+    """The image scaled to `side` with a title bar above it."""
+    img = img.convert("RGB").resize((side, side), Image.Resampling.NEAREST)
+    font = scaled_font(2 * side)
+    bar = int(side * 0.09) + 6
+    tile = Image.new("RGB", (side, side + bar), (255, 255, 255))
+    tile.paste(img, (0, bar))
+    ImageDraw.Draw(tile).text((4, 3), title, fill=(0, 0, 0), font=font)
+    return tile
+
+
+def panel(tiles: list[tuple[str, Image.Image]], side: int) -> Image.Image:
+    """Titled tiles side by side with a small gap."""
+    drawn = [_tile(img, title, side) for title, img in tiles]
+    gap = 6
+    out = Image.new(
+        "RGB", (sum(t.width for t in drawn) + gap * (len(drawn) - 1), drawn[0].height), (255, 255, 255)
+    )
+    x = 0
+    for t in drawn:
+        out.paste(t, (x, 0))
+        x += t.width + gap
+    return out
+
+
+def scene_miou(pred: np.ndarray, truth: np.ndarray, num_classes: int) -> float:
+    """mIoU of one scene (mmseg semantics: ignore 255, nan-mean over classes present)."""
+    meter = SegmentationMeter(num_classes)
+    meter.update(pred, truth)
+    return float(meter.miou())
+
+
+def bundled_baseline_settings() -> dict:
+    """The settings the ShapeWorld proof picked for MaskCLIP on the bundled teacher.
+
+    bg_thresh and bg_prompt (call arguments) and, when recorded, short_side (a constructor argument).
+    """
+    from zeroseg.shapeworld.bundled import ASSETS, PROOF_NAME
+
+    try:
+        rows = json.loads((ASSETS / PROOF_NAME).read_text())["rows"]
+        row = next(r for name, r in rows.items() if name.startswith("MaskCLIP"))
+        settings = {"bg_thresh": float(row["bg_thresh"]), "bg_prompt": bool(row["bg_prompt"])}
+        if "short_side" in row:
+            settings["short_side"] = int(row["short_side"])
+        return settings
+    except (OSError, ValueError, KeyError, StopIteration):
+        return {}
+
+
+def _save_png(path: Path, image: Image.Image) -> None:
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
+
+
+def run_demo(
+    out: str | os.PathLike,
+    *,
+    seed: int = 0,
+    size: int = 256,
+    checkpoint: str | os.PathLike | None = None,
+    teacher: str | None = None,
+    baseline: bool = True,
+    device: str = "cpu",
+) -> DemoResult:
+    """Segment ShapeWorld scene `seed` (side `size`) and write the demo picture into `out`.
+
+    checkpoint None means the bundled model; teacher None means the bundled teacher (used only for
+    the MaskCLIP column, which `baseline=False` leaves out).
+    """
+    from zeroseg.infer.segmenter import Segmenter
+    from zeroseg.shapeworld import bundled
+    from zeroseg.shapeworld.write import class_names, generate_scene
+
+    if size < 64 or size > 2048:
+        raise ZerosegError(f"--size must be in 64..2048 pixels, got {size}")
+    if seed < 0:
+        raise ZerosegError(f"--seed must be >= 0, got {seed}")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ZerosegError(f"--out {out} is a file; pass a folder for the demo outputs")
+    ckpt = Path(checkpoint) if checkpoint is not None else bundled.bundled_checkpoint()
+    segmenter = Segmenter(ckpt, device=device)
+    baseline_segmenter = None
+    if baseline:
+        from zeroseg.infer.maskclip import MaskCLIPSegmenter
+
+        spec = teacher if teacher is not None else str(bundled.bundled_teacher())
+        tuned = bundled_baseline_settings() if teacher is None else {}
+        baseline_segmenter = MaskCLIPSegmenter.from_spec(
+            spec,
+            device=device,
+            templates=segmenter.checkpoint.templates,
+            short_side=tuned.pop("short_side", None),
+        )
+
+    scene = generate_scene(seed, size, index=0)
+    image = Image.fromarray(scene.image)
+    truth = scene.label_mask(DEMO_LABELS)
+    names = class_names(DEMO_LABELS)
+    classes = [[n] for n in names[1:]]  # index 0 is background, added by the label space
+    results = {"ZeroSeg": segmenter([image], classes)[0]}
+    if baseline_segmenter is not None:
+        results["MaskCLIP"] = baseline_segmenter([image], classes, **tuned)[0]
+
+    tiles = [("input", image), ("ground truth", overlay(image, truth, names))]
+    scores: dict[str, float] = {}
+    files: list[Path] = []
+    for method, result in results.items():
+        scores[method] = scene_miou(result.labels, truth, len(names))
+        shown = overlay(image, result.labels, list(result.class_names))
+        tiles.append((f"{method} mIoU {scores[method]:.2f}", shown))
+        path = out / f"{method.lower()}_overlay.png"
+        _save_png(path, shown)
+        files.append(path)
+    side = max(TILE_MIN, size)
+    picture = panel(tiles, side)
+    panel_path = out / "demo.png"
+    _save_png(panel_path, picture)
+    scene_path = out / "scene.png"
+    _save_png(scene_path, image)
+    json_path = out / "demo.json"
+    atomic_write_json(
+        json_path,
+        {
+            "seed": seed,
+            "size": size,
+            "checkpoint": str(ckpt),
+            "classes": names,
+            "scene_mIoU": scores,
+            "objects": [{k: o[k] for k in ("colour", "shape")} for o in scene.objects],
+        },
+    )
+    return DemoResult(panel_path, [panel_path, scene_path, json_path, *files], scores)

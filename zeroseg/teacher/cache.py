@@ -1,0 +1,426 @@
+"""The teacher feature cache: CLIP features of every grid view of every training image, made once.
+
+Layout of a cache folder C:
+  C/manifest.json  format, version, teacher spec + fingerprint, grids, image size, embed dim, dtype,
+                   the ordered image keys with their signatures, counts. Written (atomically) first.
+  C/features.npy   (N, V, E) memmap of unit-norm features (float16 by default).
+  C/status.npy     (N,) uint8 memmap: 0 to do, 1 done, 2 unreadable (skipped, not retried).
+Features of a batch are flushed before its status, after every batch, so an interrupted run resumes
+where it stopped; re-running with another teacher, grid set, image list or size is refused.
+
+Sharding: under torchrun every rank encodes indices rank::world into its own rows of the same
+memmaps (ranks must share one file system with coherent shared mmaps, e.g. one machine).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from zeroseg.data.sources import CropDataset, ImageSource, collate_skip_none
+from zeroseg.errors import ZerosegError
+from zeroseg.teacher.clip import Teacher
+from zeroseg.teacher.views import check_grids, num_views
+from zeroseg.utils.atomic import atomic_write_json
+
+CACHE_FORMAT = "zeroseg-teacher-cache"
+CACHE_VERSION = 1
+MANIFEST, FEATURES, STATUS = "manifest.json", "features.npy", "status.npy"
+TODO, DONE, UNREADABLE = 0, 1, 2
+DTYPES = ("float16", "float32")
+VIEW_ORDER = "full image first, then each grid in increasing size, cells row-major"
+_REDO = "use a new --out, or --overwrite to rebuild it"
+
+
+def check_cache_args(grids, image_size: int, dtype: str, batch_size: int = 1) -> tuple[int, ...]:
+    """Validate cache parameters (one-line ZerosegErrors); returns the canonical grids."""
+    grids = check_grids(grids)
+    if int(image_size) < 16:
+        raise ZerosegError(f"--image-size must be at least 16 pixels, got {image_size}")
+    if max(grids) > int(image_size):
+        raise ZerosegError(f"a {max(grids)}x{max(grids)} grid does not fit {image_size}-pixel images")
+    if dtype not in DTYPES:
+        raise ZerosegError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if int(batch_size) < 1:
+        raise ZerosegError(f"--batch-size must be positive, got {batch_size}")
+    return grids
+
+
+def expected_manifest(source: ImageSource, teacher: Teacher, grids, image_size: int, dtype: str) -> dict:
+    """The manifest a cache of `source` under these settings must have."""
+    import open_clip
+
+    from zeroseg import __version__
+
+    return {
+        "format": CACHE_FORMAT,
+        "version": CACHE_VERSION,
+        "teacher": {
+            "spec": teacher.spec,
+            "fingerprint": teacher.fingerprint,
+            "input_size": teacher.image_size,
+            "mean": list(teacher.mean),
+            "std": list(teacher.std),
+        },
+        "grids": list(grids),
+        "num_views": num_views(grids),
+        "view_order": VIEW_ORDER,
+        "normalized": True,
+        "image_size": int(image_size),
+        "crop": "center",
+        "embed_dim": teacher.embed_dim,
+        "dtype": dtype,
+        "source": {
+            "kind": source.kind,
+            "root": str(Path(source.root).resolve()) if source.root else None,
+            "count": len(source),
+        },
+        "counts": {"total": len(source), "done": 0, "unreadable": 0, "todo": len(source)},
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": {"zeroseg": __version__, "torch": torch.__version__, "open_clip": open_clip.__version__},
+        "keys": list(source.keys),
+        "signatures": source.signatures(),
+    }
+
+
+def _read_manifest(out: Path) -> dict:
+    try:
+        return json.loads((out / MANIFEST).read_text())
+    except (OSError, ValueError) as exc:
+        raise ZerosegError(
+            f"teacher cache manifest {out / MANIFEST} is unreadable ({type(exc).__name__}): {_REDO}"
+        ) from None
+
+
+def _first_difference(a: list, b: list) -> int:
+    return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+
+
+def check_source(manifest: dict, keys: list[str], signatures: list[str] | None, where: str, fix: str) -> None:
+    """Refuse when the images (keys, and signatures if given) differ from the manifest's."""
+    old = manifest["keys"]
+    if old != keys:
+        i = _first_difference(old, keys)
+        first = keys[i] if i < len(keys) else old[i]
+        raise ZerosegError(
+            f"the images differ from those of teacher cache {where} ({len(keys)} now, {len(old)} cached; "
+            f"first difference: {first}): {fix}"
+        )
+    if signatures is not None and manifest["signatures"] != signatures:
+        changed = [k for k, a, b in zip(keys, manifest["signatures"], signatures, strict=True) if a != b]
+        raise ZerosegError(
+            f"{len(changed)} image(s) changed since teacher cache {where} was made "
+            f"(first: {changed[0]}): {fix}"
+        )
+
+
+def _check_same(old: dict, new: dict, out: Path) -> None:
+    if old.get("format") != CACHE_FORMAT or int(old.get("version", 0)) != CACHE_VERSION:
+        raise ZerosegError(f"{out} holds no zeroseg teacher cache of version {CACHE_VERSION}: {_REDO}")
+    ot, nt = old["teacher"], new["teacher"]
+    if ot["fingerprint"] != nt["fingerprint"]:
+        raise ZerosegError(
+            f"teacher cache {out} was made by teacher {ot['spec']} ({ot['fingerprint']}), "
+            f"not {nt['spec']} ({nt['fingerprint']}): {_REDO}"
+        )
+    for field, flag in (("grids", "--grids"), ("image_size", "--image-size"), ("dtype", "--dtype")):
+        if old[field] != new[field]:
+            raise ZerosegError(f"teacher cache {out} has {flag} {old[field]}, not {new[field]}: {_REDO}")
+    check_source(old, new["keys"], new["signatures"], str(out), _REDO)
+
+
+def _open_arrays(out: Path, manifest: dict, mode: str) -> tuple[np.memmap, np.memmap]:
+    n, v, e = len(manifest["keys"]), manifest["num_views"], manifest["embed_dim"]
+    try:
+        feats = np.lib.format.open_memmap(out / FEATURES, mode=mode)
+        status = np.lib.format.open_memmap(out / STATUS, mode=mode)
+    except (OSError, ValueError) as exc:
+        raise ZerosegError(f"teacher cache {out} is damaged ({type(exc).__name__}): {_REDO}") from None
+    if feats.shape != (n, v, e) or feats.dtype != np.dtype(manifest["dtype"]) or status.shape != (n,):
+        raise ZerosegError(f"teacher cache {out} has arrays that do not match its manifest: {_REDO}")
+    return feats, status
+
+
+def prepare_cache(out: Path, manifest: dict, *, overwrite: bool = False) -> None:
+    """Create the cache files, or check that existing ones are the same cache (then it resumes)."""
+    if out.exists() and not out.is_dir():
+        raise ZerosegError(f"--out {out} is a file, not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / MANIFEST, out / FEATURES, out / STATUS]
+    if overwrite:
+        for p in paths:
+            p.unlink(missing_ok=True)
+    if (out / MANIFEST).exists():
+        _check_same(_read_manifest(out), manifest, out)
+        try:
+            _open_arrays(out, manifest, "r")
+            return
+        except ZerosegError:  # interrupted between writing the manifest and creating the arrays
+            pass
+    elif (out / FEATURES).exists() or (out / STATUS).exists():
+        raise ZerosegError(f"{out} holds cache arrays without a manifest: {_REDO}")
+    n, v, e = len(manifest["keys"]), manifest["num_views"], manifest["embed_dim"]
+    need = n * v * e * np.dtype(manifest["dtype"]).itemsize
+    free = shutil.disk_usage(out).free
+    if need > free:
+        raise ZerosegError(
+            f"the teacher cache needs {need / 2**30:.1f} GiB but {out} has {free / 2**30:.1f} GiB free"
+        )
+    atomic_write_json(out / MANIFEST, manifest)
+    (out / STATUS).unlink(missing_ok=True)  # status last-in, so a crash here leaves nothing marked done
+    np.lib.format.open_memmap(
+        out / FEATURES, mode="w+", dtype=np.dtype(manifest["dtype"]), shape=(n, v, e)
+    ).flush()
+    np.lib.format.open_memmap(out / STATUS, mode="w+", dtype=np.uint8, shape=(n,)).flush()
+
+
+@dataclass
+class CacheSummary:
+    """What a cache run did; `line()` is the final report."""
+
+    out: str
+    total: int
+    done: int
+    unreadable: int
+    processed: int
+    seconds: float
+    rank: int = 0
+    world_size: int = 1
+    examples: tuple[str, ...] = ()
+
+    @property
+    def todo(self) -> int:
+        return self.total - self.done - self.unreadable
+
+    def line(self) -> str:
+        rate = self.processed / self.seconds if self.seconds > 0 else 0.0
+        text = (
+            f"teacher cache {self.out}: {self.done}/{self.total} done, {self.unreadable} unreadable skipped, "
+            f"{self.todo} left; this run {self.processed} images in {self.seconds:.1f} s ({rate:.1f} images/s"
+            + (f", {self.world_size} ranks)" if self.world_size > 1 else ")")
+        )
+        if self.examples:
+            text += f"; unreadable e.g. {', '.join(self.examples)}"
+        return text
+
+
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def _share_error(message: str | None, rank: int) -> None:
+    """Rank 0's preparation error (or None) reaches every rank, so no rank waits forever."""
+    if _distributed():
+        box = [message]
+        torch.distributed.broadcast_object_list(box, src=0)
+        message = box[0]
+    if message:
+        raise ZerosegError(message if rank == 0 else f"rank 0 failed: {message}")
+
+
+def build_cache(
+    source: ImageSource,
+    teacher: Teacher,
+    out: str | os.PathLike,
+    *,
+    grids=(1, 2, 3, 4),
+    image_size: int = 224,
+    batch_size: int = 64,
+    dtype: str = "float16",
+    num_workers: int = 0,
+    overwrite: bool = False,
+    max_batch: int | None = None,
+    amp: bool = False,
+    rank: int | None = None,
+    world_size: int | None = None,
+    progress: bool = True,
+) -> CacheSummary:
+    """Encode every image's grid views with the teacher into the cache at `out` (resumes if present).
+
+    rank/world_size default to torch.distributed's (if initialised) or 0/1; each rank does rank::world.
+    max_batch bounds the views per teacher forward. Returns this rank's summary (rank 0's has totals).
+    """
+    from tqdm import tqdm
+
+    grids = check_cache_args(grids, image_size, dtype, batch_size)
+    if rank is None or world_size is None:
+        dist = _distributed()
+        rank = torch.distributed.get_rank() if dist else 0
+        world_size = torch.distributed.get_world_size() if dist else 1
+    out = Path(out)
+    error = None
+    if rank == 0:
+        try:
+            prepare_cache(
+                out, expected_manifest(source, teacher, grids, image_size, dtype), overwrite=overwrite
+            )
+        except ZerosegError as exc:
+            error = str(exc)
+    _share_error(error, rank)
+    manifest = _read_manifest(out)
+    if rank != 0:
+        check_source(manifest, list(source.keys), None, str(out), "all ranks must see the same images")
+    feats, status = _open_arrays(out, manifest, "r+")
+    todo = [i for i in range(rank, len(status), world_size) if status[i] == TODO]
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.Subset(CropDataset(source, image_size), todo),
+        batch_size=int(batch_size),
+        num_workers=int(num_workers),
+        collate_fn=collate_skip_none,
+        pin_memory=teacher.device.type == "cuda",
+    )
+    label = f"teacher cache (rank {rank}/{world_size})" if world_size > 1 else "teacher cache"
+    bar = tqdm(total=len(todo), unit="img", desc=label, disable=not progress or rank != 0, dynamic_ncols=True)
+    start, processed = time.perf_counter(), 0
+    try:
+        for batch in loader:
+            if batch["skipped_index"].numel():
+                status[batch["skipped_index"].numpy()] = UNREADABLE
+            idx = batch["index"].numpy()
+            if idx.size:
+                views = teacher.encode_views(batch["image"], grids, max_batch=max_batch, amp=amp)
+                feats[idx] = views.cpu().numpy().astype(feats.dtype)
+                feats.flush()  # features reach the file before their status says done
+                status[idx] = DONE
+            status.flush()
+            processed += int(idx.size) + int(batch["skipped"])
+            bar.update(int(idx.size) + int(batch["skipped"]))
+    finally:
+        feats.flush()
+        status.flush()
+        bar.close()
+    if _distributed():
+        torch.distributed.barrier()
+    seconds = time.perf_counter() - start
+    if _distributed():
+        on_gpu = torch.distributed.get_backend() == "nccl"
+        box = torch.tensor([processed], dtype=torch.long, device=teacher.device if on_gpu else "cpu")
+        torch.distributed.all_reduce(box)
+        processed = int(box.item())
+    counts = np.bincount(np.asarray(status), minlength=3)
+    examples = tuple(manifest["keys"][i] for i in np.flatnonzero(np.asarray(status) == UNREADABLE)[:3])
+    summary = CacheSummary(
+        str(out),
+        len(status),
+        int(counts[DONE]),
+        int(counts[UNREADABLE]),
+        processed,
+        seconds,
+        rank,
+        world_size,
+        examples,
+    )
+    if rank == 0:
+        manifest["counts"] = {
+            "total": summary.total,
+            "done": summary.done,
+            "unreadable": summary.unreadable,
+            "todo": summary.todo,
+        }
+        atomic_write_json(out / MANIFEST, manifest)
+    return summary
+
+
+class TeacherCache:
+    """Read access to a finished (or, with allow_partial, unfinished) teacher cache for training."""
+
+    def __init__(self, path: Path, manifest: dict):
+        self.path = path
+        self.manifest = manifest
+        self._arrays: tuple[np.memmap, np.memmap] | None = None
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike,
+        *,
+        source: ImageSource | None = None,
+        teacher_fingerprint: str | None = None,
+        grids=None,
+        image_size: int | None = None,
+        allow_partial: bool = False,
+    ) -> TeacherCache:
+        """Open the cache at `path`, checking everything given against its manifest."""
+        path = Path(path)
+        fix = "re-run cache-teacher or drop --teacher-cache"
+        if not (path / MANIFEST).is_file():
+            raise ZerosegError(f"no teacher cache at {path}: run `zeroseg cache-teacher --out {path}` first")
+        m = _read_manifest(path)
+        if m.get("format") != CACHE_FORMAT or int(m.get("version", 0)) != CACHE_VERSION:
+            raise ZerosegError(f"{path} is not a zeroseg teacher cache of version {CACHE_VERSION}: {fix}")
+        fp = m["teacher"]["fingerprint"]
+        if teacher_fingerprint is not None and teacher_fingerprint != fp:
+            raise ZerosegError(
+                f"teacher cache {path} was made by teacher {fp}, not {teacher_fingerprint}: {fix}"
+            )
+        if grids is not None and list(check_grids(grids)) != m["grids"]:
+            raise ZerosegError(
+                f"teacher cache {path} has grids {m['grids']}, not {list(check_grids(grids))}: {fix}"
+            )
+        if image_size is not None and int(image_size) != m["image_size"]:
+            raise ZerosegError(
+                f"teacher cache {path} was made at image size {m['image_size']}, not {image_size}: {fix}"
+            )
+        if source is not None:
+            check_source(m, list(source.keys), source.signatures(), str(path), fix)
+        cache = cls(path, m)
+        todo = int((cache.status == TODO).sum())
+        if todo and not allow_partial:
+            raise ZerosegError(
+                f"teacher cache {path} is incomplete ({todo} of {len(cache)} images still to encode): "
+                "re-run the same cache-teacher command to finish it"
+            )
+        return cache
+
+    def _open(self) -> tuple[np.memmap, np.memmap]:
+        if self._arrays is None:
+            self._arrays = _open_arrays(self.path, self.manifest, "r")
+        return self._arrays
+
+    def __getstate__(self) -> dict:  # DataLoader workers re-map the files instead of copying them
+        return {"path": self.path, "manifest": self.manifest, "_arrays": None}
+
+    def __len__(self) -> int:
+        return len(self.manifest["keys"])
+
+    @property
+    def keys(self) -> list[str]:
+        return self.manifest["keys"]
+
+    @property
+    def grids(self) -> tuple[int, ...]:
+        return tuple(self.manifest["grids"])
+
+    @property
+    def num_views(self) -> int:
+        return int(self.manifest["num_views"])
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.manifest["embed_dim"])
+
+    @property
+    def teacher_fingerprint(self) -> str:
+        return self.manifest["teacher"]["fingerprint"]
+
+    @property
+    def status(self) -> np.ndarray:
+        return np.asarray(self._open()[1])
+
+    @property
+    def valid(self) -> torch.Tensor:
+        """Bool (N,): True where features are present (done, not unreadable)."""
+        return torch.from_numpy(self.status == DONE)
+
+    def features(self, indices) -> torch.Tensor:
+        """(n, V, E) float32 features of image indices (rows of unencoded images are zeros)."""
+        idx = np.asarray(indices.cpu() if isinstance(indices, torch.Tensor) else indices, dtype=np.int64)
+        return torch.from_numpy(np.asarray(self._open()[0][idx], dtype=np.float32))

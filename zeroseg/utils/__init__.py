@@ -1,0 +1,1 @@
+"""Plumbing used by every layer: atomic file writes (`atomic`) and device resolution (`device`)."""
