@@ -34,17 +34,6 @@ def check_non_negative(value: int, option: str) -> int:
     return int(value)
 
 
-def resolve_device(name: str) -> torch.device:
-    """'auto', 'cpu', 'cuda' or 'cuda:N' as a device (`zeroseg cache-teacher`'s rules: CUDA without a
-    GPU is a one-line error)."""
-    from zeroseg.cli.cache import resolve_device as resolve
-
-    try:
-        return torch.device(resolve(name.strip().lower(), 0))
-    except RuntimeError:  # "cuda:x"
-        raise ZerosegError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}") from None
-
-
 def set_threads(threads: int) -> None:
     """Set torch's intra-op thread count (0 keeps torch's default)."""
     check_non_negative(threads, "--threads")

@@ -3,14 +3,16 @@
 What is timed, per batch size B (inputs are B synthetic ShapeWorld scenes held in memory as PIL
 images, so no disk I/O happens inside a timed loop):
 
-* preprocess: what `Segmenter` does before the network: PIL -> [0,1] tensor, bicubic antialiased
-  resize to the network size, stack, copy to the device, mean/std normalisation;
-* forward: `model.segment` on the preprocessed batch (encoder + grouping head -> segment tokens and
-  one-hot assignment maps);
-* head: `zeroseg.kernels.segment_head` on the whole batch (similarity, softmax, background threshold,
-  bilinear upsampling to the source image size, argmax, labels), through the requested backend;
-* full: `Segmenter(images, classes)` end to end with the vocabulary already cached, labels copied back
-  to host numpy arrays (the head runs per image there, as in the library).
+The stages are `Segmenter`'s own (`zeroseg.infer.base`), called one by one:
+
+* preprocess: `Segmenter.preprocess`: PIL -> [0,1] tensor, bicubic antialiased resize to the network
+  size, stack, copy to the device;
+* forward: `Segmenter.forward` on that batch (mean/std normalisation, encoder + grouping head ->
+  unit-norm segment tokens and one-hot assignment maps): the seam an exported engine replaces;
+* head: `Segmenter.head` (`zeroseg.kernels.segment_head` per image through the requested backend:
+  similarity, softmax, background threshold, bilinear upsampling to the source image size, argmax,
+  labels copied to host numpy);
+* full: `Segmenter(images, classes)` end to end with the vocabulary already cached.
 
 The text side is timed apart, once per run: `text_cold` is the first encoding of the vocabulary in a
 fresh `Vocabulary` (one sample, nothing discarded), `text_encode` re-encodes it without the cache,
@@ -35,19 +37,19 @@ from zeroseg.bench.common import (
     check_non_negative,
     check_positive,
     file_info,
-    resolve_device,
     scene_images,
 )
 from zeroseg.bench.env import collect_env, mark_end
 from zeroseg.bench.timing import describe, rate, sample_times, time_once
 from zeroseg.errors import ZerosegError
+from zeroseg.utils.device import resolve_device
 
 STAGES: tuple[str, ...] = ("preprocess", "forward", "head", "full")
 STAGE_DOC: dict[str, str] = {
-    "preprocess": "PIL -> [0,1] tensor, bicubic antialiased resize to the network size, stack, copy to the "
-    "device, mean/std normalisation (Segmenter's steps), for the whole batch",
-    "forward": "model.segment on the preprocessed batch: segment tokens + one-hot assignment maps",
-    "head": "zeroseg.kernels.segment_head on the whole batch, labels at the source image size, on the device",
+    "preprocess": "Segmenter.preprocess: PIL -> [0,1] tensor, bicubic antialiased resize to the network "
+    "size, stack, copy to the device, for the whole batch",
+    "forward": "Segmenter.forward: normalisation + student -> segment tokens + one-hot assignment maps",
+    "head": "Segmenter.head: zeroseg.kernels.segment_head per image, labels at the source size, to numpy",
     "full": "Segmenter(images, classes) end to end, vocabulary cached, labels copied to host numpy",
     "text_cold": "first encoding of the vocabulary (fresh cache, one sample, nothing discarded)",
     "text_encode": "re-encoding the vocabulary without the cache (prompt templates x synonyms)",
@@ -124,27 +126,23 @@ def model_info(segmenter) -> dict[str, Any]:
         "segments": cfg.num_segments,
         "out_dim": cfg.out_dim,
         "templates": len(segmenter.vocabulary.templates),
-        "teacher": segmenter.checkpoint.config.get("teacher", {}).get("spec")
-        or segmenter.checkpoint.config.get("teacher", {}).get("name"),
+        "teacher": segmenter.checkpoint.config.teacher.get("spec")
+        or segmenter.checkpoint.config.teacher.get("name"),
     }
 
 
 @torch.no_grad()
 def run_latency(settings: LatencySettings, *, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Time the pipeline as `settings` says; returns the JSON-able result (see the module docstring)."""
-    from zeroseg.checkpoint import load_checkpoint
     from zeroseg.classes import parse_labels_option
-    from zeroseg.data.images import to_unit_tensor
     from zeroseg.infer.segmenter import Segmenter
-    from zeroseg.kernels import resolve_backend, segment_head
-    from zeroseg.preprocess import normalize, resize_tensor
+    from zeroseg.kernels import resolve_backend
     from zeroseg.text import encode_classes
 
     s = settings.validate()
     device = resolve_device(s.device)
     backend = resolve_backend(s.backend, device)
-    ckpt = load_checkpoint(s.checkpoint, with_train_state=False)
-    seg = Segmenter(ckpt, device=device, short_side=s.short_side, backend=s.backend)
+    seg = Segmenter.from_checkpoint(s.checkpoint, device=device, short_side=s.short_side, backend=s.backend)
     classes = parse_labels_option(s.classes, None)
     space = seg.label_space(classes)
     prompts = [list(p) for p in space.prompts]
@@ -180,26 +178,13 @@ def run_latency(settings: LatencySettings, *, log: Callable[[str], None] = print
     for b in s.batches:
         batch_images = images[:b]
 
-        def preprocess(batch_images=batch_images) -> torch.Tensor:
-            x = torch.stack([resize_tensor(to_unit_tensor(im), net_size) for im in batch_images])
-            return normalize(x.to(device), seg.preprocess)
-
-        x = preprocess()
-        out = seg.model.segment(x)
+        sizes = [(im.height, im.width) for im in batch_images]
+        x = seg.preprocess(batch_images, net_size)
+        out = seg.forward(x)
         calls = {
-            "preprocess": preprocess,
-            "forward": lambda x=x: seg.model.segment(x),
-            "head": lambda out=out: segment_head(
-                out.segments,
-                text,
-                seg.logit_scale,
-                out.maps,
-                (height, width),
-                thresh,
-                bg_label=0,
-                label_offset=space.label_offset,
-                backend=s.backend,
-            ),  # fmt: skip
+            "preprocess": lambda batch_images=batch_images: seg.preprocess(batch_images, net_size),
+            "forward": lambda x=x: seg.forward(x),
+            "head": lambda out=out, sizes=sizes: seg.head(out, text, sizes, bg_thresh=thresh, space=space),
             "full": lambda batch_images=batch_images, b=b: seg(batch_images, classes, batch_size=b),
         }
         samples = _sample_repeats(calls, device, s)

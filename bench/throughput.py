@@ -31,12 +31,12 @@ from zeroseg.bench.common import (
     SCHEMA_VERSION,
     check_non_negative,
     check_positive,
-    resolve_device,
     scene_images,
 )
 from zeroseg.bench.env import collect_env, mark_end
 from zeroseg.bench.timing import describe, rate, sample_times
 from zeroseg.errors import ZerosegError
+from zeroseg.utils.device import resolve_device
 
 AMP_CHOICES: tuple[str, ...] = ("auto", "bf16", "fp16", "off")
 TRAIN_WHAT = (
@@ -150,10 +150,11 @@ def run_train_bench(settings: TrainBenchSettings, *, log: Callable[[str], None] 
     from zeroseg.data.images import to_unit_tensor
     from zeroseg.model.config import student_preset
     from zeroseg.model.student import ZeroSegStudent
-    from zeroseg.preprocess import Preprocess, normalize
+    from zeroseg.preprocess import Preprocess
     from zeroseg.teacher.views import check_grids, num_views
-    from zeroseg.train.loop import TrainConfig, _amp_dtype, _build_optimizer
-    from zeroseg.train.losses import MATCH_MODES, zeroseg_loss
+    from zeroseg.train.loop import Objective, build_optimizer, train_step
+    from zeroseg.train.losses import MATCH_MODES, LossWeights
+    from zeroseg.utils.device import amp_dtype
 
     s = settings.validate()
     if s.match not in MATCH_MODES:
@@ -168,10 +169,13 @@ def run_train_bench(settings: TrainBenchSettings, *, log: Callable[[str], None] 
     cfg = student_preset(s.preset, **overrides)
     torch.manual_seed(s.seed)
     model = ZeroSegStudent(cfg).to(device).train()
-    train_cfg = TrainConfig(data="-", out="-", preset=s.preset, amp=s.amp, match=s.match, grids=grids)
-    optimizer = _build_optimizer(model, train_cfg, lr=1e-4)  # the training loop's own parameter groups
-    amp_dtype = _amp_dtype(s.amp, device)
-    pre = Preprocess(train_size=cfg.image_size)
+    optimizer = build_optimizer(model, lr=1e-4, weight_decay=0.05)  # the training loop's own groups
+    objective = Objective(
+        preprocess=Preprocess(train_size=cfg.image_size),
+        weights=LossWeights(),
+        match_mode=s.match,
+        amp_dtype=amp_dtype(s.amp, device),
+    )
     scenes = scene_images(s.batch_size, (cfg.image_size, cfg.image_size), s.seed)
     images01 = torch.stack([to_unit_tensor(img) for img in scenes]).to(device)
     gen = torch.Generator().manual_seed(s.seed)
@@ -181,20 +185,12 @@ def run_train_bench(settings: TrainBenchSettings, *, log: Callable[[str], None] 
     log(
         f"train: preset {s.preset} ({cfg.image_size} px, {cfg.out_dim}-d targets x {num_views(grids)} "
         "views), "
-        f"batch {s.batch_size}, on {env['device_name']} ({device}), amp {amp_dtype or 'off'}, "
+        f"batch {s.batch_size}, on {env['device_name']} ({device}), amp {objective.amp_dtype or 'off'}, "
         f"{env['cpu']['torch_threads']} threads"
     )
 
     def step() -> None:
-        x = normalize(images01, pre)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            out = model(x)
-            terms = zeroseg_loss(
-                segments=out.segments.float(), z=out.z.float(), views=views,
-                reconstruction=None if out.reconstruction is None else out.reconstruction.float(),
-                target_patches=model.patchify(x), mask=out.mask, match_mode=s.match,
-            )  # fmt: skip
-        terms.total.backward()
+        train_step(model, model, images01, views, objective)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -217,7 +213,7 @@ def run_train_bench(settings: TrainBenchSettings, *, log: Callable[[str], None] 
             "image_size": cfg.image_size,
             "embed_dim": cfg.out_dim,
             "views": num_views(grids),
-            "amp_dtype": None if amp_dtype is None else str(amp_dtype).removeprefix("torch."),
+            "amp_dtype": str(objective.amp_dtype).removeprefix("torch.") if objective.amp_dtype else None,
             "what": TRAIN_WHAT,
             "timing": "wall clock per step, device synchronised after each; warm-up steps discarded",
         },

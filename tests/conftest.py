@@ -33,7 +33,7 @@ def assets(tmp_path_factory) -> Assets:
     """A random tiny student checkpoint and the tiny open_clip teacher whose text tower it holds."""
     from tiny_clip import tiny_clip
 
-    from zeroseg.checkpoint import save_checkpoint
+    from zeroseg.checkpoint import CheckpointConfig, save_checkpoint
     from zeroseg.model.config import student_preset
     from zeroseg.model.student import ZeroSegStudent
     from zeroseg.preprocess import Preprocess
@@ -44,14 +44,13 @@ def assets(tmp_path_factory) -> Assets:
     teacher = load_teacher(str(root / "teacher.pt"))
     torch.manual_seed(0)
     cfg = student_preset("tiny", out_dim=teacher.embed_dim)
-    config = {
-        "student": cfg.to_dict(),
-        "preprocess": Preprocess(train_size=cfg.image_size, test_short_side=32).to_dict(),
-        "teacher": {"name": "tiny"},
-        "templates": ["a photo of a {}.", "a {}."],
-        "logit_scale": teacher.logit_scale,
-        "inference": {},
-    }
+    config = CheckpointConfig(
+        student=cfg,
+        preprocess=Preprocess(train_size=cfg.image_size, test_short_side=32),
+        templates=("a photo of a {}.", "a {}."),
+        logit_scale=teacher.logit_scale,
+        teacher={"name": "tiny"},
+    )
     state = ZeroSegStudent(cfg).state_dict()
     save_checkpoint(root / "ckpt.pt", config=config, student=state, text=teacher.text_state())
     return Assets(root / "ckpt.pt", root / "teacher.pt")

@@ -22,7 +22,7 @@ import torch
 from tiny_clip import TINY_CFG, tiny_clip
 
 from zeroseg import cli as zeroseg_cli
-from zeroseg.checkpoint import save_checkpoint
+from zeroseg.checkpoint import CheckpointConfig, save_checkpoint
 from zeroseg.model.config import StudentConfig, student_preset
 from zeroseg.model.student import ZeroSegStudent
 from zeroseg.preprocess import Preprocess
@@ -40,19 +40,19 @@ class World:
     checkpoint: Path  # inference defaults: none (bg_thresh 0.5, no background prompt)
     student_cfg: StudentConfig
     student_state: dict[str, torch.Tensor]
-    config: dict
+    config: CheckpointConfig
 
 
-def make_config(student_cfg: StudentConfig, teacher: Teacher, **inference) -> dict:
-    """The JSON config `zeroseg train` stores, for this student and teacher."""
-    return {
-        "student": student_cfg.to_dict(),
-        "preprocess": Preprocess(train_size=student_cfg.image_size, test_short_side=SHORT_SIDE).to_dict(),
-        "teacher": {"name": "tiny"},
-        "templates": list(TEMPLATES),
-        "logit_scale": teacher.logit_scale,
-        "inference": dict(inference),
-    }
+def make_config(student_cfg: StudentConfig, teacher: Teacher, **inference) -> CheckpointConfig:
+    """The config `zeroseg train` stores, for this student and teacher (inference: bg_thresh, bg_prompt)."""
+    return CheckpointConfig(
+        student=student_cfg,
+        preprocess=Preprocess(train_size=student_cfg.image_size, test_short_side=SHORT_SIDE),
+        templates=tuple(TEMPLATES),
+        logit_scale=teacher.logit_scale,
+        teacher={"name": "tiny"},
+        **inference,
+    )
 
 
 @contextlib.contextmanager

@@ -11,7 +11,13 @@ import torch
 from fixtures import assert_one_line_error
 from PIL import Image
 
-from zeroseg.checkpoint import CHECKPOINT_FORMAT, FORMAT_VERSION, load_checkpoint, save_checkpoint
+from zeroseg.checkpoint import (
+    CHECKPOINT_FORMAT,
+    FORMAT_VERSION,
+    CheckpointConfig,
+    load_checkpoint,
+    save_checkpoint,
+)
 from zeroseg.errors import ZerosegError
 from zeroseg.infer.segmenter import Segmenter
 from zeroseg.model.student import ZeroSegStudent
@@ -40,9 +46,10 @@ class Payload:
 
 def test_round_trip_gives_identical_student_and_text(world, tmp_path):
     ckpt = load_checkpoint(world.checkpoint)
-    assert ckpt.config == json.loads(json.dumps(world.config))
+    assert ckpt.config == world.config
+    assert CheckpointConfig.from_dict(json.loads(json.dumps(ckpt.config.to_dict()))) == ckpt.config
     assert ckpt.student_config == world.student_cfg
-    assert ckpt.templates == world.config["templates"]
+    assert ckpt.templates == list(world.config.templates)
     assert ckpt.logit_scale == pytest.approx(world.teacher.logit_scale, rel=1e-6)
     assert ckpt.train_state is None and ckpt.path == world.checkpoint
 
@@ -101,7 +108,8 @@ def test_train_state_round_trip_and_skip(world, tmp_path):
 def test_config_must_be_json(world, tmp_path):
     ckpt = load_checkpoint(world.checkpoint)
     with pytest.raises(ValueError, match="JSON"):
-        save_checkpoint(tmp_path / "x.pt", config={"bad": object()}, student=ckpt.student, text=ckpt.text)
+        bad = ckpt.config.replace(train={"bad": object()})
+        save_checkpoint(tmp_path / "x.pt", config=bad, student=ckpt.student, text=ckpt.text)
     assert not (tmp_path / "x.pt").exists()
 
 
@@ -150,6 +158,12 @@ def _damaged(world, tmp_path: Path) -> dict[str, tuple[Path, str]]:
     config = json.loads(payload["config_json"])
     config["student"]["from_the_future"] = 1
     saved("future_key.pt", {**payload, "config_json": json.dumps(config)}, "upgrade zeroseg")
+    config = json.loads(payload["config_json"])
+    saved(
+        "future_top_key.pt", {**payload, "config_json": json.dumps({**config, "x": 1})}, "unknown checkpoint"
+    )
+    config["inference"] = {"bg_thresh": 0.5, "later": True}
+    saved("future_inference.pt", {**payload, "config_json": json.dumps(config)}, "unknown inference")
     legacy = tmp_path / "legacy.pt"
     torch.save({"a": torch.zeros(2)}, legacy, _use_new_zipfile_serialization=False)
     out["legacy_other.pt"] = (legacy, "not written by zeroseg")
@@ -170,6 +184,8 @@ BAD_NAMES = [
     "no_student.pt",
     "bad_json.pt",
     "future_key.pt",
+    "future_top_key.pt",
+    "future_inference.pt",
     "legacy_other.pt",
 ]
 

@@ -20,7 +20,8 @@ from zeroseg.shapeworld.bundled import bundled_teacher
 from zeroseg.shapeworld.write import write_scenes
 from zeroseg.teacher.cache import build_cache
 from zeroseg.teacher.clip import load_teacher
-from zeroseg.train.loop import TrainConfig, train
+from zeroseg.train.config import TrainConfig
+from zeroseg.train.loop import train
 
 SIZE = 64
 

@@ -19,7 +19,8 @@ from zeroseg.checkpoint import load_checkpoint
 from zeroseg.errors import ZerosegError
 from zeroseg.shapeworld.write import write_scenes
 from zeroseg.teacher.clip import save_teacher
-from zeroseg.train.loop import TrainConfig, train
+from zeroseg.train.config import TrainConfig
+from zeroseg.train.loop import train
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,7 @@ def test_thirty_steps_lower_the_loss_and_write_a_self_contained_model(world, tmp
     assert out.maps.shape == (1, 8, 8, 8)
     text = ckpt.build_text_encoder().encode_texts(["a red circle"])
     assert text.shape == (1, 64)
-    assert ckpt.config["teacher"]["spec"] == str(world["teacher"])
+    assert ckpt.config.teacher["spec"] == str(world["teacher"])
 
 
 def test_region_loss_trains_with_and_without_masking(world, tmp_path) -> None:

@@ -6,15 +6,15 @@ the preprocessing. Export and benchmarking never need the network or the teacher
 Training checkpoints add a `train_state` (optimizer, scheduler, step, RNG, data position).
 
 Layout of the saved dict:
-    format: "zeroseg-checkpoint", version: int, config_json: str (JSON), student: state dict,
-    text: {"config_json": str, "state_dict": state dict}, train_state: dict | absent
+    format: "zeroseg-checkpoint", version: int, config_json: str (JSON of `CheckpointConfig`),
+    student: state dict, text: {"config": dict, "state_dict": state dict}, train_state: dict | absent
 """
 
 from __future__ import annotations
 
 import json
 import pickle
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +35,83 @@ _GARBLED_PICKLE: tuple[str, ...] = ("Unsupported operand", "String is too long")
 TRAINING_ONLY_PREFIXES: tuple[str, ...] = ("decoder.", "global_block.", "global_mlp.")
 
 
+@dataclass(frozen=True)
+class CheckpointConfig:
+    """Everything but tensors that a checkpoint needs for inference, plus where it came from.
+
+    The export manifests reuse these fields. Saved as JSON with the keys of `to_dict`.
+
+    student: the architecture. preprocess: normalisation and sizes. templates: prompt templates of
+    the class names. logit_scale: multiplier of the cosine similarities. teacher: what the teacher
+    was (spec, fingerprint, embed_dim, ...; informational). bg_thresh / bg_prompt: the inference
+    defaults tuned for this model (None: `zeroseg.infer.labels.DEFAULT_BG_THRESH`). train: the
+    `TrainConfig` of the run, step: its step (both None outside training).
+    """
+
+    student: StudentConfig
+    preprocess: Preprocess
+    templates: tuple[str, ...]
+    logit_scale: float
+    teacher: dict[str, Any] = field(default_factory=dict)
+    bg_thresh: float | None = None
+    bg_prompt: bool = False
+    train: dict[str, Any] | None = None
+    step: int | None = None
+
+    _KEYS = ("student", "preprocess", "teacher", "templates", "logit_scale", "inference", "train", "step")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (the layout every checkpoint since format 1 uses)."""
+        inference: dict[str, Any] = {"bg_prompt": self.bg_prompt}
+        if self.bg_thresh is not None:
+            inference["bg_thresh"] = self.bg_thresh
+        data: dict[str, Any] = {
+            "student": self.student.to_dict(),
+            "preprocess": self.preprocess.to_dict(),
+            "teacher": dict(self.teacher),
+            "templates": list(self.templates),
+            "logit_scale": self.logit_scale,
+            "inference": inference,
+        }
+        if self.train is not None:
+            data["train"] = self.train
+        if self.step is not None:
+            data["step"] = self.step
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CheckpointConfig:
+        """Inverse of `to_dict`; unknown keys (a newer zeroseg) are refused."""
+        unknown = set(data) - set(cls._KEYS)
+        if unknown:
+            raise ZerosegError(f"unknown checkpoint config keys {sorted(unknown)}: upgrade zeroseg")
+        inference = dict(data.get("inference") or {})
+        unknown = set(inference) - {"bg_thresh", "bg_prompt"}
+        if unknown:
+            raise ZerosegError(f"unknown inference settings {sorted(unknown)}: upgrade zeroseg")
+        bg_thresh = inference.get("bg_thresh")
+        return cls(
+            student=StudentConfig.from_dict(data["student"]),
+            preprocess=Preprocess.from_dict(data["preprocess"]),
+            templates=tuple(str(t) for t in data["templates"]),
+            logit_scale=float(data["logit_scale"]),
+            teacher=dict(data.get("teacher") or {}),
+            bg_thresh=None if bg_thresh is None else float(bg_thresh),
+            bg_prompt=bool(inference.get("bg_prompt", False)),
+            train=data.get("train"),
+            step=None if data.get("step") is None else int(data["step"]),
+        )
+
+    def replace(self, **changes: Any) -> CheckpointConfig:
+        """A copy with some fields changed (e.g. tuned inference defaults)."""
+        return replace(self, **changes)
+
+
 @dataclass
 class Checkpoint:
-    """A loaded checkpoint. `config` is plain JSON data; the rest are tensors."""
+    """A loaded checkpoint: its typed config and the tensors."""
 
-    config: dict[str, Any]
+    config: CheckpointConfig
     student: dict[str, torch.Tensor]
     text: dict[str, Any]
     train_state: dict[str, Any] | None = None
@@ -48,22 +120,22 @@ class Checkpoint:
     @property
     def student_config(self) -> StudentConfig:
         """The student's architecture."""
-        return StudentConfig.from_dict(self.config["student"])
+        return self.config.student
 
     @property
     def preprocess(self) -> Preprocess:
         """How images are normalised and sized for this model."""
-        return Preprocess.from_dict(self.config["preprocess"])
+        return self.config.preprocess
 
     @property
     def templates(self) -> list[str]:
         """Prompt templates ("a photo of a {}.") used to embed class names."""
-        return list(self.config["templates"])
+        return list(self.config.templates)
 
     @property
     def logit_scale(self) -> float:
         """Multiplier of the cosine similarities before the softmax over classes."""
-        return float(self.config["logit_scale"])
+        return self.config.logit_scale
 
     def build_student(self, device: str | torch.device = "cpu") -> torch.nn.Module:
         """The student network in eval mode with the saved weights."""
@@ -90,21 +162,27 @@ class Checkpoint:
 def save_checkpoint(
     path: str | Path,
     *,
-    config: dict[str, Any],
+    config: CheckpointConfig,
     student: dict[str, torch.Tensor],
     text: dict[str, Any],
     train_state: dict[str, Any] | None = None,
     inference_only: bool = False,
     dtype: torch.dtype | None = None,
 ) -> None:
-    """Write a checkpoint atomically. `config` must be JSON-serialisable (checked here).
+    """Write a checkpoint atomically (temp file, fsync, rename).
 
-    inference_only: leave out the training-only parts of the student (MAE decoder, global head).
-    dtype: store floating-point weights in this dtype (e.g. float16 for a small bundled model);
-    they are cast back to float32 when the model is built.
+    Args:
+        path: the .pt file to write.
+        config: the model's `CheckpointConfig` (its `train` dict must be JSON-serialisable).
+        student: the student's state dict.
+        text: the teacher's text tower, `{"config": ..., "state_dict": ...}` (`text_state_from_clip`).
+        train_state: optimizer / scheduler / RNG / data position, for `--resume`; None for a model.
+        inference_only: leave out the training-only parts of the student (MAE decoder, global head).
+        dtype: store floating-point weights in this dtype (e.g. float16 for a small bundled model);
+            they are cast back to float32 when the model is built.
     """
     try:
-        config_json = json.dumps(config)
+        config_json = json.dumps(config.to_dict())
     except TypeError as exc:
         raise ValueError(f"checkpoint config is not JSON-serialisable: {exc}") from None
     payload: dict[str, Any] = {
@@ -132,7 +210,16 @@ def _cast(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
 
 
 def load_checkpoint(path: str | Path, *, with_train_state: bool = True) -> Checkpoint:
-    """Load and validate a checkpoint; every problem is a one-line ZerosegError."""
+    """Load and validate a checkpoint; never unpickles code (`torch.load(weights_only=True)`).
+
+    Args:
+        path: a .pt file written by `save_checkpoint` (`zeroseg train`).
+        with_train_state: keep the optimizer/scheduler state (only `--resume` needs it).
+
+    Returns:
+        The `Checkpoint`; every problem (missing, empty, truncated, foreign, newer format, damaged
+        config) is a one-line ZerosegError.
+    """
     path = Path(path)
     if not path.is_file():
         raise ZerosegError(f"checkpoint not found: {path}")
@@ -176,14 +263,12 @@ def load_checkpoint(path: str | Path, *, with_train_state: bool = True) -> Check
         if not isinstance(config, dict):
             raise TypeError(f"config is a {type(config).__name__}, not an object")
         ckpt = Checkpoint(
-            config=config,
+            config=CheckpointConfig.from_dict(config),
             student=payload["student"],
             text=payload["text"],
             train_state=payload.get("train_state") if with_train_state else None,
             path=path,
         )
-        ckpt.student_config  # noqa: B018 - validates the architecture early
-        ckpt.preprocess  # noqa: B018
     except KeyError as exc:
         raise ZerosegError(f"{path} is an incomplete zeroseg checkpoint (missing {exc})") from None
     except (TypeError, ValueError) as exc:  # json.JSONDecodeError is a ValueError

@@ -8,20 +8,34 @@ templates ("a photo of a {}.") say how a name becomes a prompt. The text tower t
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
-
 from zeroseg.errors import ZerosegError
 
 #: The 80 OpenAI ImageNet prompt templates, as format strings with one "{}".
-IMAGENET_TEMPLATES: tuple[str, ...] = tuple(t("{}") for t in OPENAI_IMAGENET_TEMPLATES)
 
 
 SINGLE_TEMPLATE: tuple[str, ...] = ("a photo of a {}.",)
+
+
+@functools.cache
+def imagenet_templates() -> tuple[str, ...]:
+    """The 80 OpenAI ImageNet prompt templates as format strings with one "{}", read from open_clip
+    on first use so that parsing class names never imports torch (the ONNX runtime runs without it)."""
+    from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
+
+    return tuple(t("{}") for t in OPENAI_IMAGENET_TEMPLATES)
+
+
+def __getattr__(name: str):
+    """`IMAGENET_TEMPLATES` is `imagenet_templates()`, computed on first access (PEP 562)."""
+    if name == "IMAGENET_TEMPLATES":
+        return imagenet_templates()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _entries(text_or_lines: str | Iterable) -> list:
@@ -106,7 +120,7 @@ SHAPEWORLD_TEMPLATES: tuple[str, ...] = (
 def resolve_templates(spec: str) -> list[str]:
     """Prompt templates by name (imagenet, single, shapeworld) or from a file (one per line)."""
     if spec == "imagenet":
-        return list(IMAGENET_TEMPLATES)
+        return list(imagenet_templates())
     if spec == "single":
         return list(SINGLE_TEMPLATE)
     if spec == "shapeworld":

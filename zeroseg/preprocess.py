@@ -8,9 +8,10 @@ engines and the benchmark reproduce exactly what the model saw.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
-import torch
-import torch.nn.functional as F
+if TYPE_CHECKING:
+    import torch
 
 CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
@@ -60,6 +61,8 @@ def inference_size(height: int, width: int, short_side: int, multiple: int) -> t
 
 def normalize(x: torch.Tensor, pre: Preprocess) -> torch.Tensor:
     """Normalise a [0,1] tensor (...,3,H,W) with the preprocessing mean and std."""
+    import torch  # torch is imported where tensors are used: the constants serve torch-free runtimes too
+
     mean = torch.tensor(pre.mean, dtype=x.dtype, device=x.device).view(3, 1, 1)
     std = torch.tensor(pre.std, dtype=x.dtype, device=x.device).view(3, 1, 1)
     return (x - mean) / std
@@ -67,6 +70,8 @@ def normalize(x: torch.Tensor, pre: Preprocess) -> torch.Tensor:
 
 def resize_tensor(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bicubic antialiased resize of a (...,3,H,W) [0,1] tensor, clamped back to [0,1]."""
+    import torch.nn.functional as F
+
     squeeze = x.dim() == 3
     if squeeze:
         x = x.unsqueeze(0)

@@ -16,43 +16,6 @@ from zeroseg.cli._app import parse_int_list
 from zeroseg.errors import ZerosegError
 
 
-def _env_int(name: str, default: int) -> int:
-    try:
-        return int(os.environ.get(name, default))
-    except ValueError:
-        raise ZerosegError(f"environment variable {name} must be an integer") from None
-
-
-def resolve_device(device: str, local_rank: int) -> str:
-    """'auto', 'cpu', 'cuda' or 'cuda:N' -> a concrete device ('cuda' means cuda:LOCAL_RANK)."""
-    import torch
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ZerosegError("--device cuda given but no CUDA device is available: use --device cpu")
-        if device == "cuda":
-            device = f"cuda:{local_rank}"
-    elif device != "cpu":
-        raise ZerosegError(f"--device must be auto, cpu or cuda, got {device!r}")
-    return device
-
-
-def init_distributed(device: str) -> bool:
-    """Join torchrun's process group when WORLD_SIZE > 1 (nccl on CUDA, gloo on CPU); True if joined."""
-    import torch
-
-    if _env_int("WORLD_SIZE", 1) <= 1 or torch.distributed.is_initialized():
-        return False
-    if device.startswith("cuda"):
-        torch.cuda.set_device(torch.device(device))
-        torch.distributed.init_process_group("nccl", device_id=torch.device(device))
-    else:
-        torch.distributed.init_process_group("gloo")
-    return True
-
-
 def register(app: typer.Typer) -> None:
     @app.command("cache-teacher")
     def cache_teacher(
@@ -88,15 +51,15 @@ def register(app: typer.Typer) -> None:
         from zeroseg.data.sources import ImageSource
         from zeroseg.teacher.cache import build_cache, check_cache_args
         from zeroseg.teacher.clip import load_teacher
+        from zeroseg.utils.device import init_distributed, local_rank, resolve_device
 
         grid_values = check_cache_args(parse_int_list(grids, "--grids"), image_size, dtype, batch_size)
         if workers is None:
             workers = min(4, max(0, (os.cpu_count() or 1) - 1))
         if workers < 0 or max_views < 0:
             raise ZerosegError("--workers and --max-views must not be negative")
-        local_rank = _env_int("LOCAL_RANK", 0)
-        dev = resolve_device(device, local_rank)
-        joined = init_distributed(dev)
+        dev = resolve_device(device, local_rank=local_rank())
+        joined = init_distributed(dev).joined
         try:
             source = ImageSource.open(data)
             model = load_teacher(teacher, device=dev)

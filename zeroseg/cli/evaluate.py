@@ -6,7 +6,6 @@ from pathlib import Path
 
 import typer
 
-from zeroseg.cli.segment import build_segmenter
 from zeroseg.errors import ZerosegError
 
 
@@ -47,7 +46,11 @@ def evaluate_command(
             f"--json {json_out} is a folder; pass a file name such as {json_out / 'eval.json'}"
         )
     data = VOCDataset(dataset, split, classes, reduce_zero_label=reduce_zero_label)
-    segmenter = build_segmenter(method, checkpoint, teacher, device, short_side)
+    from zeroseg.infer.factory import build_segmenter
+
+    segmenter = build_segmenter(
+        method, checkpoint=checkpoint, teacher=teacher, device=device, short_side=short_side
+    )
     report = evaluate(
         segmenter, data, bg_thresh=bg_thresh, bg_prompt=bg_prompt, batch_size=batch_size, limit=limit,
         progress=not quiet, on_warning=lambda m: typer.echo(f"warning: {m}", err=True),

@@ -8,8 +8,6 @@ import typer
 
 from zeroseg.errors import ZerosegError
 
-METHODS = ("zeroseg", "maskclip")
-
 
 def segment(
     checkpoint: Path = typer.Argument(..., help="ZeroSeg checkpoint (.pt); ignored by --method maskclip."),
@@ -40,6 +38,8 @@ def segment(
     classes = parse_labels_option(labels, labels_file)
     if bg_thresh is not None and not 0.0 <= bg_thresh <= 1.0:
         raise ZerosegError(f"--bg-thresh must be in [0, 1], got {bg_thresh}")
+    from zeroseg.infer.factory import METHODS, build_segmenter
+
     if method not in METHODS:
         raise ZerosegError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
     if out.exists() and not out.is_dir():
@@ -48,7 +48,9 @@ def segment(
     if len(set(stems)) != len(stems):
         raise ZerosegError("two input images share a file name; their outputs would collide")
     pil = [open_rgb(p) for p in images]  # every input is checked before anything is written
-    segmenter = build_segmenter(method, checkpoint, teacher, device, short_side)
+    segmenter = build_segmenter(
+        method, checkpoint=checkpoint, teacher=teacher, device=device, short_side=short_side
+    )
     results = segmenter(pil, classes, bg_thresh=bg_thresh, bg_prompt=bg_prompt, batch_size=batch_size)
     for path, image, result in zip(images, pil, results, strict=True):
         base = out / path.stem
@@ -69,19 +71,6 @@ def segment(
         shares = ", ".join(f"{k} {v:.0%}" for k, v in result.fractions().items())
         typer.echo(f"{path.name}: {shares}")
     typer.echo(f"wrote {3 * len(images)} files to {out}")
-
-
-def build_segmenter(method: str, checkpoint: Path, teacher: str | None, device: str, short_side: int | None):
-    """The ZeroSeg `Segmenter` of a checkpoint, or the MaskCLIP baseline on a teacher."""
-    if method == "maskclip":
-        from zeroseg.infer.maskclip import MaskCLIPSegmenter
-
-        if teacher is None:
-            raise ZerosegError("--method maskclip needs --teacher (the CLIP whose dense features it uses)")
-        return MaskCLIPSegmenter.from_spec(teacher, device=device, short_side=short_side)
-    from zeroseg.infer.segmenter import Segmenter
-
-    return Segmenter(checkpoint, device=device, short_side=short_side)
 
 
 def register(app: typer.Typer) -> None:

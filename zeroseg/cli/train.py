@@ -92,7 +92,8 @@ def train_command(
 
     Multi-GPU / multi-node: `torchrun --nproc_per_node N -m zeroseg train ...`.
     """
-    from zeroseg.train.loop import TrainConfig, train
+    from zeroseg.train.config import TrainConfig
+    from zeroseg.train.loop import train
 
     for value, name in ((log_every, "--log-every"), (save_every, "--save-every"), (workers + 1, "--workers")):
         if value <= 0:

@@ -11,12 +11,15 @@ import io
 import os
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from zeroseg.errors import ZerosegError
+
+if TYPE_CHECKING:
+    import torch
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
@@ -97,6 +100,8 @@ def list_images(root: str | os.PathLike) -> list[Path]:
 
 def to_unit_tensor(img: Image.Image) -> torch.Tensor:
     """RGB PIL image -> float tensor (3,H,W) in [0,1]."""
+    import torch  # here, not at the top: decoding must work without torch (the ONNX runtime)
+
     arr = np.asarray(img, dtype=np.uint8)
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
 

@@ -45,9 +45,8 @@ halves with the averaging in between), in the same label space as `zeroseg.Segme
 
 from __future__ import annotations
 
-import os
-from collections import defaultdict
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -55,12 +54,13 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from zeroseg.classes import IMAGENET_TEMPLATES, parse_class_names
-from zeroseg.data.images import open_rgb, to_unit_tensor
+from zeroseg.classes import IMAGENET_TEMPLATES
+from zeroseg.data.images import to_unit_tensor
 from zeroseg.errors import ZerosegError
-from zeroseg.infer.segmenter import DEFAULT_BG_THRESH, MAX_INFERENCE_SIDE, LabelSpace, SegmentationResult
+from zeroseg.infer.base import SegmenterBase
+from zeroseg.infer.labels import DEFAULT_BG_THRESH, LabelSpace, SegmentationResult
 from zeroseg.kernels import dense_head, token_text_similarity, upsample_labels
-from zeroseg.preprocess import inference_size, resize_tensor
+from zeroseg.preprocess import resize_tensor
 from zeroseg.teacher.clip import Teacher, load_teacher
 from zeroseg.text import Vocabulary
 
@@ -133,7 +133,15 @@ def value_branch(block: nn.Module, y: torch.Tensor) -> torch.Tensor:
     return block.ls_1(out)
 
 
-class MaskCLIPSegmenter:
+class DenseOutput(NamedTuple):
+    """MaskCLIP's forward output: dense features (B, h, w, E) per window (top, left, height, width)
+    in pixels of the network input (one window covering it all unless the strategy slides)."""
+
+    windows: dict[tuple[int, int, int, int], torch.Tensor]
+    input_size: tuple[int, int]
+
+
+class MaskCLIPSegmenter(SegmenterBase):
     """Training-free dense segmentation with a teacher CLIP; same call as `zeroseg.Segmenter`."""
 
     def __init__(
@@ -200,6 +208,8 @@ class MaskCLIPSegmenter:
             vocabulary = Vocabulary(encoder, IMAGENET_TEMPLATES if templates is None else templates)
         self.vocabulary = vocabulary
         self._pos_cache: dict[tuple, torch.Tensor] = {}
+        self._mean = torch.tensor(teacher.mean, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(teacher.std, device=self.device).view(1, 3, 1, 1)
 
     @classmethod
     def from_spec(
@@ -280,22 +290,13 @@ class MaskCLIPSegmenter:
             x = x @ visual.proj
         return x.float().reshape(n, gh, gw, -1)
 
-    def _features_chunked(self, pixels: torch.Tensor) -> torch.Tensor:
-        step = self.max_batch
-        return torch.cat([self.dense_features(pixels[i : i + step]) for i in range(0, len(pixels), step)])
-
     # ---- geometry -------------------------------------------------------------------------------
 
     def input_size(self, height: int, width: int) -> tuple[int, int]:
         """Network input size (H, W) of an image: native square for "down", else short side scaled."""
         if self.strategy == "down":
             return self.window, self.window
-        h, w = inference_size(height, width, self.short_side, self.patch)
-        if max(h, w) > MAX_INFERENCE_SIDE:
-            scale = MAX_INFERENCE_SIDE / max(h, w)
-            h = max(self.patch, int(h * scale) // self.patch * self.patch)
-            w = max(self.patch, int(w * scale) // self.patch * self.patch)
-        return h, w
+        return super().input_size(height, width)
 
     def windows(self, height: int, width: int) -> list[tuple[int, int, int, int]]:
         """Sliding windows (top, left, h, w) in pixels over an input of height x width (multiples of
@@ -307,103 +308,89 @@ class MaskCLIPSegmenter:
             for left in window_starts(width, self.window, self.stride)
         ]
 
-    # ---- segmentation ---------------------------------------------------------------------------
-
-    def label_space(
-        self,
-        classes: str | Sequence[str] | Sequence[Sequence[str]],
-        bg_prompt: bool | None = None,
-        background: bool = True,
-    ) -> LabelSpace:
-        """Parse user classes into the label space `Segmenter` uses (0 = background)."""
-        bg_prompt = self.default_bg_prompt if bg_prompt is None else bg_prompt
-        return LabelSpace.build(parse_class_names(classes), bg_prompt, background)
+    # ---- the stages -----------------------------------------------------------------------------
 
     @torch.no_grad()
-    def slide_probs(self, pixels: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        """Class probabilities (B, C, h, w) at patch resolution, averaged over the sliding windows."""
+    def embed_prompts(self, prompts: Sequence[Sequence[str]]) -> torch.Tensor:
+        """(C, D) unit-norm class embeddings from the teacher's text tower (cached per vocabulary)."""
+        return self.vocabulary([list(p) for p in prompts]).to(self.device)
+
+    def preprocess(self, images: Sequence[Image.Image], size: tuple[int, int]) -> torch.Tensor:
+        """(B, 3, H, W) float pixels in [0, 1] at `size`, bicubic antialiased, on the device."""
+        return torch.stack([resize_tensor(to_unit_tensor(img), size) for img in images]).to(self.device)
+
+    @torch.no_grad()
+    def forward(self, pixels: torch.Tensor) -> DenseOutput:
+        """Dense features of [0, 1] pixels: of each sliding window ("slide"), else of the whole input."""
         b, _, height, width = pixels.shape
-        p = self.patch
+        x = (pixels - self._mean) / self._std
+        if self.strategy != "slide":
+            step = self.max_batch
+            feats = torch.cat([self.dense_features(x[i : i + step]) for i in range(0, b, step)])
+            return DenseOutput({(0, 0, height, width): feats}, (height, width))
         boxes = self.windows(height, width)
-        c = text.shape[0]
-        total = torch.zeros(b, c, height // p, width // p, device=self.device)
-        count = torch.zeros(1, 1, height // p, width // p, device=self.device)
-        for y, x, h, w in boxes:
-            count[..., y // p : (y + h) // p, x // p : (x + w) // p] += 1
+        windows: dict[tuple[int, int, int, int], list[torch.Tensor | None]] = {
+            box: [None] * b for box in boxes
+        }
         crops = [(box, i) for box in boxes for i in range(b)]
         for start in range(0, len(crops), self.max_batch):
             chunk = crops[start : start + self.max_batch]
-            views = torch.stack([pixels[i, :, y : y + h, x : x + w] for (y, x, h, w), i in chunk])
-            feats = self.dense_features(views)
-            n, gh, gw, d = feats.shape
-            probs = token_text_similarity(
-                feats.reshape(n, gh * gw, d), text, self.logit_scale, return_probs=True, backend=self.backend
-            ).probs
-            probs = probs.transpose(1, 2).reshape(n, c, gh, gw)
-            for k, ((y, x, _, _), i) in enumerate(chunk):
-                total[i, :, y // p : y // p + gh, x // p : x // p + gw] += probs[k]
-        return total / count
+            feats = self.dense_features(
+                torch.stack([x[i, :, y : y + h, c : c + w] for (y, c, h, w), i in chunk])
+            )
+            for k, (box, i) in enumerate(chunk):
+                windows[box][i] = feats[k]
+        return DenseOutput({box: torch.stack(f) for box, f in windows.items()}, (height, width))
 
     @torch.no_grad()
-    def __call__(
+    def head(
         self,
-        images: Sequence[Image.Image | str | os.PathLike],
-        classes: str | Sequence[str] | Sequence[Sequence[str]],
+        out: DenseOutput,
+        text: torch.Tensor,
+        sizes: Sequence[tuple[int, int]],
         *,
-        bg_thresh: float | None = None,
-        bg_prompt: bool | None = None,
-        background: bool = True,
-        batch_size: int = 8,
+        bg_thresh: float,
+        space: LabelSpace,
     ) -> list[SegmentationResult]:
-        """Segment images (PIL or paths) into the given classes; one result per image, in order.
+        """Label each image at its (H, W). A result's `segment_labels` / `segment_probs` are per patch
+        of the network input (row-major): the best class's label (before thresholding), its probability."""
+        if self.strategy != "slide":
+            (feats,) = out.windows.values()
+            results = []
+            for j, size in enumerate(sizes):
+                head = dense_head(
+                    feats[j : j + 1], text, self.logit_scale, size, bg_thresh,
+                    bg_label=0, label_offset=space.label_offset, backend=self.backend,
+                )  # fmt: skip
+                results.append(self._result(head.labels, head.index, head.prob, space))
+            return results
+        probs = self.window_probs(out, text)
+        return [self._label_probs(probs[j : j + 1], size, bg_thresh, space) for j, size in enumerate(sizes)]
 
-        A result's `segment_labels` / `segment_probs` are per patch of the network input (row-major):
-        the best class's label (before thresholding) and its probability.
-        """
-        thresh = self.default_bg_thresh if bg_thresh is None else float(bg_thresh)
-        if not background:
-            thresh = 0.0
-        if not 0.0 <= thresh <= 1.0:
-            raise ZerosegError(f"background threshold must be in [0, 1], got {thresh}")
-        if batch_size <= 0:
-            raise ZerosegError(f"batch size must be positive, got {batch_size}")
-        space = self.label_space(classes, bg_prompt, background)
-        text = self.vocabulary([list(prompt) for prompt in space.prompts]).to(self.device)
-        pil = [img if isinstance(img, Image.Image) else open_rgb(img) for img in images]
-        groups: dict[tuple[int, int], list[int]] = defaultdict(list)
-        for i, img in enumerate(pil):
-            groups[self.input_size(img.height, img.width)].append(i)
-        mean = torch.tensor(self.teacher.mean, device=self.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.teacher.std, device=self.device).view(1, 3, 1, 1)
-        results: list[SegmentationResult | None] = [None] * len(pil)
-        for size, indices in groups.items():
-            for start in range(0, len(indices), batch_size):
-                chunk = indices[start : start + batch_size]
-                batch = torch.stack([resize_tensor(to_unit_tensor(pil[i]), size) for i in chunk])
-                pixels = (batch.to(self.device) - mean) / std
-                if self.strategy == "slide":
-                    probs = self.slide_probs(pixels, text)
-                    for j, i in enumerate(chunk):
-                        results[i] = self._label_probs(probs[j : j + 1], pil[i], thresh, space)
-                else:
-                    feats = self._features_chunked(pixels)
-                    for j, i in enumerate(chunk):
-                        results[i] = self._label_features(feats[j : j + 1], text, pil[i], thresh, space)
-        return [r for r in results if r is not None]
+    def window_probs(self, out: DenseOutput, text: torch.Tensor) -> torch.Tensor:
+        """Class probabilities (B, C, h, w) at patch resolution, averaged over the windows covering
+        each patch."""
+        p = self.patch
+        height, width = out.input_size
+        first = next(iter(out.windows.values()))
+        b, c = first.shape[0], text.shape[0]
+        total = torch.zeros(b, c, height // p, width // p, device=self.device)
+        count = torch.zeros(1, 1, height // p, width // p, device=self.device)
+        for (y, x, h, w), feats in out.windows.items():
+            count[..., y // p : (y + h) // p, x // p : (x + w) // p] += 1
+            _, gh, gw, d = feats.shape
+            probs = token_text_similarity(
+                feats.reshape(b, gh * gw, d), text, self.logit_scale, return_probs=True, backend=self.backend
+            ).probs
+            total[:, :, y // p : y // p + gh, x // p : x // p + gw] += probs.transpose(1, 2).reshape(
+                b, c, gh, gw
+            )
+        return total / count
 
-    def _label_features(self, feats, text, image, thresh, space: LabelSpace) -> SegmentationResult:
-        head = dense_head(
-            feats, text, self.logit_scale, (image.height, image.width), thresh,
-            bg_label=0, label_offset=space.label_offset, backend=self.backend,
-        )  # fmt: skip
-        return self._result(head.labels, head.index, head.prob, space)
-
-    def _label_probs(self, probs, image, thresh, space: LabelSpace) -> SegmentationResult:
+    def _label_probs(self, probs, size, thresh, space: LabelSpace) -> SegmentationResult:
         c = probs.shape[1]
         table = (torch.arange(c, device=probs.device, dtype=torch.int32) + space.label_offset).expand(1, c)
-        labels = upsample_labels(
-            probs, table, None, (image.height, image.width), thresh, bg_label=0, backend=self.backend
-        )
+        labels = upsample_labels(probs, table, None, size, thresh, bg_label=0, backend=self.backend)
         index = probs.argmax(dim=1)  # ties -> lowest class, like the head
         prob = probs.gather(1, index.unsqueeze(1)).squeeze(1)
         return self._result(labels, index, prob, space)

@@ -20,6 +20,7 @@ student, the teacher and the table into `zeroseg/assets` (the model the bench an
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -173,8 +174,11 @@ def bundle(work: Path) -> None:
     result = json.loads((work / "proof.json").read_text())
     best = result["rows"]["trained student"]
     ckpt = load_checkpoint(work / "student" / "model.pt", with_train_state=False)
-    config = {**ckpt.config, "inference": {"bg_thresh": best["bg_thresh"], "bg_prompt": best["bg_prompt"]}}
-    config["preprocess"] = {**config["preprocess"], "test_short_side": best["short_side"]}
+    config = ckpt.config.replace(
+        bg_thresh=best["bg_thresh"],
+        bg_prompt=best["bg_prompt"],
+        preprocess=dataclasses.replace(ckpt.preprocess, test_short_side=best["short_side"]),
+    )
     save_checkpoint(ASSETS / CHECKPOINT_NAME, config=config, student=ckpt.student, text=ckpt.text,
                     inference_only=True, dtype=torch.float16)  # fmt: skip
     shutil.copyfile(work / "teacher.pt", ASSETS / TEACHER_NAME)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,141 +20,23 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from zeroseg.checkpoint import load_checkpoint, save_checkpoint
+from zeroseg.checkpoint import CheckpointConfig, load_checkpoint, save_checkpoint
 from zeroseg.errors import ZerosegError
 from zeroseg.model.config import student_preset
-from zeroseg.model.student import ZeroSegStudent
+from zeroseg.model.student import StudentOutput, ZeroSegStudent
 from zeroseg.preprocess import Preprocess, normalize
 from zeroseg.teacher.views import view_patch_weights
-from zeroseg.train.losses import MATCH_MODES, LossWeights, seen_view_weights, zeroseg_loss
+from zeroseg.train.config import TrainConfig, TrainResult
+from zeroseg.train.losses import LossTerms, LossWeights, seen_view_weights, zeroseg_loss
 from zeroseg.train.runtime import (
-    DistInfo,
     SkipSampler,
     StopFlag,
     capture_rng,
-    init_distributed,
     restore_rng,
     warmup_cosine,
 )
 from zeroseg.train.targets import TrainingData, open_training_data
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything a training run depends on; saved in the run folder and in checkpoints."""
-
-    data: str
-    out: str
-    teacher: str | None = None
-    teacher_cache: str | None = None
-    preset: str = "tiny"
-    image_size: int | None = None
-    encoder_weights: str | None = None
-    steps: int | None = None
-    epochs: float | None = None
-    batch_size: int = 32
-    grad_accum: int = 1
-    lr: float | None = None
-    blr: float = 1.5e-4
-    weight_decay: float = 0.05
-    warmup_fraction: float = 0.25
-    clip_grad: float | None = 1.0
-    mask_ratio: float | None = None
-    gumbel: bool = True
-    match: str = "paper"
-    weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    #: weight of the region loss (zeroseg.train.losses.region_loss); 0 = the paper's losses only
-    region_weight: float = 0.0
-    norm_pix: bool = False
-    grids: tuple[int, ...] = (1, 2, 3, 4)
-    templates: str = "imagenet"
-    test_short_side: int | None = None
-    bg_thresh: float | None = None
-    bg_prompt: bool = False
-    amp: str = "auto"
-    compile: bool = False
-    num_workers: int = 0
-    seed: int = 0
-    device: str = "auto"
-    log_every: int = 10
-    save_every: int = 500
-    stop_after_steps: int | None = None
-    extra: dict = field(default_factory=dict)
-
-    def validate(self) -> TrainConfig:
-        """Refuse out-of-range values with a one-line message."""
-        if self.batch_size <= 0:
-            raise ZerosegError(f"--batch-size must be positive, got {self.batch_size}")
-        if self.grad_accum <= 0:
-            raise ZerosegError(f"--grad-accum must be positive, got {self.grad_accum}")
-        if self.steps is not None and self.steps <= 0:
-            raise ZerosegError(f"--steps must be positive, got {self.steps}")
-        if self.epochs is not None and self.epochs <= 0:
-            raise ZerosegError(f"--epochs must be positive, got {self.epochs}")
-        if self.mask_ratio is not None and not 0.0 <= self.mask_ratio < 1.0:
-            raise ZerosegError(f"--mask-ratio must be in [0, 1), got {self.mask_ratio}")
-        if self.match not in MATCH_MODES:
-            raise ZerosegError(f"--match must be one of {', '.join(MATCH_MODES)}, got {self.match!r}")
-        if any(w < 0 for w in self.weights):
-            raise ZerosegError(f"loss weights must be non-negative, got {self.weights}")
-        if self.region_weight < 0:
-            raise ZerosegError(f"--region-weight must be non-negative, got {self.region_weight}")
-        if not self.grids or any(g <= 0 for g in self.grids):
-            raise ZerosegError(f"--grids must be positive integers, got {self.grids}")
-        if max(self.grids) < 2:
-            raise ZerosegError("--grids needs at least one grid finer than 1 (segment matching uses cells)")
-        if self.amp not in ("auto", "bf16", "fp16", "off"):
-            raise ZerosegError(f"--amp must be auto, bf16, fp16 or off, got {self.amp!r}")
-        if self.teacher is None and self.teacher_cache is None:
-            raise ZerosegError("pass --teacher (encoded live) or --teacher-cache (precomputed features)")
-        if self.bg_thresh is not None and not 0.0 <= self.bg_thresh <= 1.0:
-            raise ZerosegError(f"--bg-thresh must be in [0, 1], got {self.bg_thresh}")
-        if self.test_short_side is not None and self.test_short_side <= 0:
-            raise ZerosegError(f"--test-short-side must be positive, got {self.test_short_side}")
-        if not 0.0 <= self.warmup_fraction < 1.0:
-            raise ZerosegError(f"--warmup must be in [0, 1), got {self.warmup_fraction}")
-        return self
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able form."""
-        return json.loads(json.dumps(asdict(self)))
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """Inverse of `to_dict`."""
-        values = dict(data)
-        for key in ("weights", "grids"):
-            values[key] = tuple(values[key])
-        return cls(**values)
-
-
-@dataclass
-class TrainResult:
-    """What a call to `train` did."""
-
-    step: int
-    total_steps: int
-    last_loss: float
-    interrupted: bool
-    exit_code: int
-    run_dir: Path
-    history: list[dict[str, Any]]
-
-
-def _pick_device(name: str, info: DistInfo) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise ZerosegError("--device cuda was asked for but no CUDA device is available")
-        return torch.device("cuda", info.local_rank)
-    return torch.device(name)
-
-
-def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    if amp == "off" or (amp == "auto" and device.type != "cuda"):
-        return None
-    return torch.float16 if amp == "fp16" else torch.bfloat16
+from zeroseg.utils.device import amp_dtype, init_distributed, local_rank, resolve_device
 
 
 def _groups_used(assignment: torch.Tensor) -> float:
@@ -163,7 +45,18 @@ def _groups_used(assignment: torch.Tensor) -> float:
     return float(torch.stack([o.unique().numel() * torch.ones(()) for o in owners]).mean())
 
 
-def _build_optimizer(model: torch.nn.Module, cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
+def build_optimizer(model: torch.nn.Module, *, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW (betas 0.9, 0.95, MAE's) with weight decay on the weight matrices only: biases, norms,
+    position embeddings, the class / mask tokens and the group tokens are not decayed.
+
+    Args:
+        model: the student.
+        lr: peak learning rate.
+        weight_decay: decay of the decayed group.
+
+    Returns:
+        The optimizer with its two parameter groups.
+    """
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         if not param.requires_grad:
@@ -174,8 +67,67 @@ def _build_optimizer(model: torch.nn.Module, cfg: TrainConfig, lr: float) -> tor
             or "group_tokens" in name
         )
         (no_decay if small else decay).append(param)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95))
+
+
+@dataclass(frozen=True)
+class Objective:
+    """How a batch is scored: the loss weights and options of `zeroseg_loss`, the normalisation of
+    the input and the autocast dtype (None: float32)."""
+
+    preprocess: Preprocess
+    weights: LossWeights
+    match_mode: str = "paper"
+    norm_pix: bool = False
+    region_weights: torch.Tensor | None = None  # (views, patches), `view_patch_weights`
+    amp_dtype: torch.dtype | None = None
+
+
+def train_step(
+    net: torch.nn.Module,
+    model: ZeroSegStudent,
+    images01: torch.Tensor,
+    views: torch.Tensor,
+    objective: Objective,
+    *,
+    loss_scale: float = 1.0,
+) -> tuple[LossTerms, StudentOutput]:
+    """One forward and backward pass of a (micro-)batch; the optimizer step is the caller's.
+
+    Args:
+        net: what runs the forward (the student, or its DDP / compiled wrapper).
+        model: the student itself (for `patchify`).
+        images01: (B, 3, S, S) centre crops in [0, 1].
+        views: (B, V, E) unit-norm teacher features of the batch's grid views.
+        objective: the loss and its settings.
+        loss_scale: the loss is multiplied by it before backward (1 / gradient accumulation).
+
+    Returns:
+        The loss terms (unscaled) and the student's output.
+    """
+    x = normalize(images01, objective.preprocess)
+    amp = objective.amp_dtype
+    with torch.autocast(images01.device.type, dtype=amp, enabled=amp is not None):
+        out = net(x)
+        view_weights = None
+        if objective.region_weights is not None:
+            view_weights = seen_view_weights(objective.region_weights, out.visible, images01.shape[0])
+        terms = zeroseg_loss(
+            segments=out.segments.float(),
+            z=out.z.float(),
+            views=views,
+            reconstruction=None if out.reconstruction is None else out.reconstruction.float(),
+            target_patches=model.patchify(x),
+            mask=out.mask,
+            weights=objective.weights,
+            match_mode=objective.match_mode,
+            norm_pix=objective.norm_pix,
+            assignment=out.assignment.float(),
+            view_weights=view_weights,
+        )
+    (terms.total * loss_scale).backward()
+    return terms, out
 
 
 def _resolve_config(cfg: TrainConfig, resume: bool) -> TrainConfig:
@@ -193,13 +145,20 @@ def _resolve_config(cfg: TrainConfig, resume: bool) -> TrainConfig:
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> TrainResult:
-    """Train (or resume) a ZeroSeg student as `cfg` says; returns where it stopped."""
+    """Train (or resume) a ZeroSeg student as `cfg` says.
+
+    Args:
+        cfg: the run (data, teacher or teacher cache, preset, schedule, losses, output folder).
+        resume: continue the run in `cfg.out` from its `last.pt` (exactly: RNG and data position).
+        progress: show a progress bar (main process only).
+
+    Returns:
+        Where it stopped: steps done, last loss, whether a signal interrupted it, the exit code.
+    """
     cfg = _resolve_config(cfg, resume)
     torch.manual_seed(cfg.seed)
-    info = init_distributed(
-        torch.device("cuda" if cfg.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
-    )
-    device = _pick_device(cfg.device, info)
+    device = resolve_device(cfg.device, local_rank=local_rank())
+    info = init_distributed(device)
     run = Path(cfg.out)
     data: TrainingData = open_training_data(cfg, device, student_preset(cfg.preset).image_size)
     preset_overrides: dict[str, Any] = {"out_dim": data.embed_dim, "image_size": data.image_size}
@@ -213,7 +172,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
         model.encoder.load_pretrained(cfg.encoder_weights)
     eff_batch = cfg.batch_size * cfg.grad_accum * info.world_size
     lr = cfg.lr if cfg.lr is not None else cfg.blr * eff_batch / 256
-    optimizer = _build_optimizer(model, cfg, lr)
+    optimizer = build_optimizer(model, lr=lr, weight_decay=cfg.weight_decay)
     sampler = SkipSampler(
         DistributedSampler(
             data.dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=cfg.seed
@@ -257,16 +216,29 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.compile:
         net = torch.compile(net)
-    amp_dtype = _amp_dtype(cfg.amp, device)
     weights = LossWeights(*cfg.weights, region=cfg.region_weight)
     region_weights = None
     if weights.region > 0:
         region_weights = view_patch_weights(student_cfg.image_size, student_cfg.patch_size, cfg.grids)
         region_weights = region_weights.to(device)
-    pre = Preprocess(train_size=student_cfg.image_size, test_short_side=cfg.test_short_side or 448)
-    inference_defaults: dict[str, Any] = {"bg_prompt": cfg.bg_prompt}
-    if cfg.bg_thresh is not None:
-        inference_defaults["bg_thresh"] = cfg.bg_thresh
+    model_config = CheckpointConfig(
+        student=student_cfg,
+        preprocess=Preprocess(train_size=student_cfg.image_size, test_short_side=cfg.test_short_side or 448),
+        templates=tuple(data.templates),
+        logit_scale=data.logit_scale,
+        teacher=data.teacher_info,
+        bg_thresh=cfg.bg_thresh,
+        bg_prompt=cfg.bg_prompt,
+        train=cfg.to_dict(),
+    )
+    objective = Objective(
+        preprocess=model_config.preprocess,
+        weights=weights,
+        match_mode=cfg.match,
+        norm_pix=cfg.norm_pix,
+        region_weights=region_weights,
+        amp_dtype=amp_dtype(cfg.amp, device),
+    )
 
     def save(path: Path, with_state: bool, inference_only: bool = False) -> None:
         if not info.is_main:
@@ -281,20 +253,14 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
                 "batch_in_epoch": batch_in_epoch,
                 "rng": capture_rng(device),
             }
-        config = {
-            "student": student_cfg.to_dict(),
-            "preprocess": pre.to_dict(),
-            "teacher": data.teacher_info,
-            "templates": data.templates,
-            "logit_scale": data.logit_scale,
-            "inference": inference_defaults,
-            "train": cfg.to_dict(),
-            "step": step,
-        }
         save_checkpoint(
-            path, config=config, student=model.state_dict(), text=data.text_state, train_state=train_state,
+            path,
+            config=model_config.replace(step=step),
+            student=model.state_dict(),
+            text=data.text_state,
+            train_state=train_state,
             inference_only=inference_only,
-        )  # fmt: skip
+        )
 
     history: list[dict[str, Any]] = []
     metrics_file = (run / "metrics.jsonl").open("a") if info.is_main else None
@@ -314,25 +280,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
                     continue
                 images01 = batch["image"].to(device, non_blocking=True)
                 views = data.targets(batch, images01)
-                x = normalize(images01, pre)
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    out = net(x)
-                    terms = zeroseg_loss(
-                        segments=out.segments.float(),
-                        z=out.z.float(),
-                        views=views,
-                        reconstruction=None if out.reconstruction is None else out.reconstruction.float(),
-                        target_patches=model.patchify(x),
-                        mask=out.mask,
-                        weights=weights,
-                        match_mode=cfg.match,
-                        norm_pix=cfg.norm_pix,
-                        assignment=out.assignment.float(),
-                        view_weights=None
-                        if region_weights is None
-                        else seen_view_weights(region_weights, out.visible, images01.shape[0]),
-                    )
-                (terms.total / cfg.grad_accum).backward()
+                terms, out = train_step(net, model, images01, views, objective, loss_scale=1 / cfg.grad_accum)
                 images_seen += images01.shape[0]
                 micro += 1
                 if micro < cfg.grad_accum:

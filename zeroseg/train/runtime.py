@@ -4,41 +4,14 @@ RNG capture for exact resumption, mid-epoch sampler skipping and the stop-on-sig
 from __future__ import annotations
 
 import math
-import os
 import random
 import signal
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch.utils.data import DistributedSampler, Sampler
-
-
-@dataclass(frozen=True)
-class DistInfo:
-    """Where this process sits in a `torchrun` job (rank 0 of 1 when run plainly)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device: torch.device) -> DistInfo:
-    """Join the process group that torchrun describes in the environment, if any."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return DistInfo()
-    info = DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return info
 
 
 def warmup_cosine(step: int, total: int, warmup: int, min_ratio: float = 0.0) -> float:

@@ -23,7 +23,7 @@ from zeroseg.teacher.cache import TeacherCache
 from zeroseg.teacher.clip import load_teacher
 
 if TYPE_CHECKING:
-    from zeroseg.train.loop import TrainConfig
+    from zeroseg.train.config import TrainConfig
 
 
 @dataclass

@@ -1,0 +1,46 @@
+"""Build a segmenter by method name: what `zeroseg segment` and `zeroseg eval` share."""
+
+from __future__ import annotations
+
+import os
+
+from zeroseg.errors import ZerosegError
+from zeroseg.infer.base import SegmenterBase
+
+METHODS: tuple[str, ...] = ("zeroseg", "maskclip")
+
+
+def build_segmenter(
+    method: str,
+    *,
+    checkpoint: str | os.PathLike | None = None,
+    teacher: str | None = None,
+    device: str = "cpu",
+    short_side: int | None = None,
+) -> SegmenterBase:
+    """The ZeroSeg `Segmenter` of a checkpoint, or the MaskCLIP baseline on a teacher.
+
+    Args:
+        method: "zeroseg" (needs `checkpoint`) or "maskclip" (needs `teacher`, an open_clip spec or
+            teacher file; see `zeroseg.teacher.clip.load_teacher`).
+        checkpoint: the ZeroSeg checkpoint.
+        teacher: the CLIP whose dense features MaskCLIP names.
+        device: where to run.
+        short_side: network input short side (default: the method's own).
+
+    Returns:
+        A segmenter with the common call (`zeroseg.infer.base.SegmenterBase`).
+    """
+    if method not in METHODS:
+        raise ZerosegError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    if method == "maskclip":
+        from zeroseg.infer.maskclip import MaskCLIPSegmenter
+
+        if teacher is None:
+            raise ZerosegError("--method maskclip needs --teacher (the CLIP whose dense features it uses)")
+        return MaskCLIPSegmenter.from_spec(teacher, device=device, short_side=short_side)
+    from zeroseg.infer.segmenter import Segmenter
+
+    if checkpoint is None:
+        raise ZerosegError("--method zeroseg needs a checkpoint")
+    return Segmenter.from_checkpoint(checkpoint, device=device, short_side=short_side)
