@@ -1,7 +1,8 @@
 """Recover an open_clip model config (plain JSON data) from a built `open_clip.model.CLIP`.
 
 open_clip models do not keep the config they were built from, but checkpoints and teacher files
-must rebuild the towers from data (see DESIGN.md, "Checkpoint"). For the standard ViT CLIP
+must rebuild the towers from data (`zeroseg.checkpoint`: tensors + JSON, no pickled classes).
+For the standard ViT CLIP
 (open_clip's `VisionTransformer` + causal text transformer, default or layer-scale blocks, GELU or
 QuickGELU) every field that changes the computation can be read off the modules. Anything else
 (ResNet or timm towers, attentional pooling, custom attention blocks, HF text towers) raises

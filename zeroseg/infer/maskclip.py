@@ -25,10 +25,10 @@ Resolution strategies (`strategy`):
 
 Defaults, and why:
 
-* mode: ``"vv_res"`` for a mean-pooled tower (``pool_type="avg"``), else ``"v_only"``: the ShapeWorld
-  prototype (shared/reference/shapeworld_feasibility.md, "C (MaskCLIP)") found vv_res best on its
-  mean-pooled teacher (0.355 colour mIoU) and v_only best on the CLS-pooled one, whose last-block
-  tokens were near useless; v_only is also MaskCLIP's choice for OpenAI's CLS-pooled CLIP.
+* mode: ``"vv_res"`` for a mean-pooled tower (``pool_type="avg"``), else ``"v_only"``: a ShapeWorld
+  prototype found vv_res best on its mean-pooled teacher and v_only best on a CLS-pooled one, whose
+  last-block tokens were near useless (README, "MaskCLIP baseline"); v_only is also MaskCLIP's
+  choice for OpenAI's CLS-pooled CLIP.
 * strategy: ``"slide"``: native-size windows show the tower inputs at the scale it was trained on
   (the prototype's best with the mean-pooled teacher; the CLS-pooled one preferred "interp"). The
   SCLIP family of training-free baselines slides 224 windows with stride 112 as well.

@@ -1,6 +1,6 @@
 """Zero-shot segmentation with a trained ZeroSeg checkpoint: `zeroseg.Segmenter`.
 
-The pipeline is DESIGN.md's, stage for stage (`zeroseg.infer.base` composes them):
+The paper's inference, stage for stage (`zeroseg.infer.base` composes them):
     encode_classes: class names -> prompt templates -> the checkpoint's CLIP text tower ->
         normalised embeddings, cached per vocabulary;
     preprocess: image -> shorter side `short_side` (both sides multiples of the patch), [0, 1];
