@@ -54,6 +54,7 @@ def test_chance_floor_formula() -> None:
     assert chance_floor(Two()) == pytest.approx(max(5 / 14, (5 / 9 + 1 / 6) / 2))
 
 
+@pytest.mark.slow
 def test_short_training_beats_the_chance_floor(tmp_path) -> None:
     write_scenes(tmp_path / "train", n=256, seed=11, size=SIZE, val_fraction=0.0)
     write_scenes(tmp_path / "val", n=24, seed=12, size=SIZE, val_fraction=1.0)
