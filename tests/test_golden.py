@@ -32,9 +32,10 @@ import pytest
 import torch
 
 from zeroseg.model.config import PRESETS
-from zeroseg.preprocess import Preprocess, normalize
+from zeroseg.preprocess import Preprocess
 from zeroseg.teacher.views import PAPER_GRIDS, num_views, view_patch_weights
-from zeroseg.train.losses import LossWeights, seen_view_weights, zeroseg_loss
+from zeroseg.train.loop import Objective, train_step
+from zeroseg.train.losses import LossWeights
 
 EMBED_ATOL = 1e-4
 PROB_ATOL = 1e-4
@@ -208,22 +209,14 @@ def test_every_parameter_gets_a_finite_nonzero_gradient(preset: str) -> None:
         torch.randn(2, num_views(PAPER_GRIDS), cfg.out_dim, generator=torch.Generator().manual_seed(1)),
         dim=-1,
     )  # stand-in teacher features (unit-norm, like CLIP's)
-    x = normalize(images01, pre)
-    out = model(x)
-    region_weights = view_patch_weights(size, cfg.patch_size, PAPER_GRIDS)
-    terms = zeroseg_loss(
-        segments=out.segments.float(),
-        z=out.z.float(),
-        views=views,
-        reconstruction=None if out.reconstruction is None else out.reconstruction.float(),
-        target_patches=model.patchify(x),
-        mask=out.mask,
+    objective = Objective(
+        preprocess=pre,
         weights=LossWeights(distill=1.0, match=1.0, reconstruction=1.0, region=1.0),
         match_mode="paper",
         norm_pix=cfg.norm_pix_loss,
-        assignment=out.assignment.float(),
-        view_weights=seen_view_weights(region_weights, out.visible, x.shape[0]),
+        region_weights=view_patch_weights(size, cfg.patch_size, PAPER_GRIDS),
     )
+    terms, _ = train_step(model, model, images01, views, objective)  # forward + backward
     for name in ("distill", "match", "region"):
         value = getattr(terms, name)
         assert torch.isfinite(value) and value > 0, f"{preset}: {name} loss is {float(value)}"
@@ -232,7 +225,6 @@ def test_every_parameter_gets_a_finite_nonzero_gradient(preset: str) -> None:
     assert (rec > 0) == (cfg.mask_ratio > 0), (
         f"{preset}: reconstruction loss {rec} with mask ratio {cfg.mask_ratio}"
     )
-    terms.total.backward()
 
     exempt = _expected_without_grad(model)
     params = dict(model.named_parameters())

@@ -51,16 +51,13 @@ from typing import NamedTuple
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import nn
 
 from zeroseg.classes import IMAGENET_TEMPLATES
-from zeroseg.data.images import to_unit_tensor
 from zeroseg.errors import ZerosegError
-from zeroseg.infer.base import SegmenterBase
 from zeroseg.infer.labels import DEFAULT_BG_THRESH, LabelSpace, SegmentationResult
+from zeroseg.infer.torch_base import TorchSegmenterBase
 from zeroseg.kernels import dense_head, token_text_similarity, upsample_labels
-from zeroseg.preprocess import resize_tensor
 from zeroseg.teacher.clip import Teacher, load_teacher
 from zeroseg.text import Vocabulary
 
@@ -141,7 +138,7 @@ class DenseOutput(NamedTuple):
     input_size: tuple[int, int]
 
 
-class MaskCLIPSegmenter(SegmenterBase):
+class MaskCLIPSegmenter(TorchSegmenterBase):
     """Training-free dense segmentation with a teacher CLIP; same call as `zeroseg.Segmenter`."""
 
     def __init__(
@@ -159,15 +156,29 @@ class MaskCLIPSegmenter(SegmenterBase):
         max_batch: int = DEFAULT_MAX_BATCH,
         vocabulary: Vocabulary | None = None,
     ) -> None:
-        """teacher: its image tower gives the dense features, its text tower names them.
+        """Wrap a teacher CLIP as a segmenter.
 
-        device: where to run (the teacher is moved there; None keeps the teacher's device).
-        short_side: image short side for "slide" and "interp" (default: 2x the native input; "down"
-        ignores it). mode / strategy: see the module docstring (mode None: by the tower's pooling).
-        templates: prompt templates (default the 80 ImageNet ones). bg_thresh / bg_prompt: defaults
-        of the call's arguments. backend: the kernels' backend. max_batch: views per tower forward.
-        vocabulary: a text-embedding cache to share between segmenters on the same teacher (e.g. a
-        sweep over modes and strategies); by default one is built from the teacher's text tower.
+        Args:
+            teacher: its image tower gives the dense features, its text tower names them.
+            device: where to run (the teacher is moved there; None keeps the teacher's device).
+            short_side: image short side for "slide" and "interp" (default: 2x the native input;
+                "down" ignores it).
+            mode: one of `MODES` (see the module docstring); None picks it by the tower's pooling
+                (`default_mode`).
+            strategy: one of `STRATEGIES` (see the module docstring).
+            templates: prompt templates (default: the 80 ImageNet ones).
+            bg_thresh: default of the call's `bg_thresh`, in [0, 1].
+            bg_prompt: default of the call's `bg_prompt`.
+            backend: the kernels' backend (see `zeroseg.kernels.dispatch`).
+            max_batch: views (windows or images) per tower forward.
+            vocabulary: a text-embedding cache to share between segmenters on the same teacher
+                (e.g. a sweep over modes and strategies); by default one is built from the
+                teacher's text tower.
+
+        Raises:
+            ZerosegError: a tower MaskCLIP cannot run (not a plain open_clip ViT), an unknown mode
+                or strategy, a short side below the patch size, bg_thresh outside [0, 1], a
+                non-positive max_batch, or both templates and vocabulary.
         """
         visual = teacher.model.visual
         _check_tower(visual)
@@ -223,7 +234,23 @@ class MaskCLIPSegmenter(SegmenterBase):
         templates: Sequence[str] | None = None,
         **kwargs,
     ) -> MaskCLIPSegmenter:
-        """Load the teacher named by `spec` (see `zeroseg.teacher.clip.load_teacher`) and wrap it."""
+        """Load the teacher named by `spec` and wrap it.
+
+        Args:
+            spec: a teacher spec (see `zeroseg.teacher.clip.load_teacher`).
+            device: where to load and run the teacher.
+            short_side: as for the constructor.
+            mode: as for the constructor.
+            strategy: as for the constructor.
+            templates: as for the constructor.
+            **kwargs: the constructor's other arguments (bg_thresh, bg_prompt, backend, ...).
+
+        Returns:
+            The `MaskCLIPSegmenter`.
+
+        Raises:
+            ZerosegError: the teacher cannot be loaded, or the constructor refuses it.
+        """
         teacher = load_teacher(spec, device=device)
         return cls(
             teacher, short_side=short_side, mode=mode, strategy=strategy, templates=templates, **kwargs
@@ -309,15 +336,6 @@ class MaskCLIPSegmenter(SegmenterBase):
         ]
 
     # ---- the stages -----------------------------------------------------------------------------
-
-    @torch.no_grad()
-    def embed_prompts(self, prompts: Sequence[Sequence[str]]) -> torch.Tensor:
-        """(C, D) unit-norm class embeddings from the teacher's text tower (cached per vocabulary)."""
-        return self.vocabulary([list(p) for p in prompts]).to(self.device)
-
-    def preprocess(self, images: Sequence[Image.Image], size: tuple[int, int]) -> torch.Tensor:
-        """(B, 3, H, W) float pixels in [0, 1] at `size`, bicubic antialiased, on the device."""
-        return torch.stack([resize_tensor(to_unit_tensor(img), size) for img in images]).to(self.device)
 
     @torch.no_grad()
     def forward(self, pixels: torch.Tensor) -> DenseOutput:

@@ -19,20 +19,18 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from zeroseg.checkpoint import Checkpoint, load_checkpoint
-from zeroseg.data.images import to_unit_tensor
 from zeroseg.errors import ZerosegError
-from zeroseg.infer.base import SegmenterBase
 from zeroseg.infer.labels import DEFAULT_BG_THRESH, LabelSpace, SegmentationResult
+from zeroseg.infer.torch_base import TorchSegmenterBase
 from zeroseg.kernels import segment_head
 from zeroseg.model.student import SegmentationOutput
-from zeroseg.preprocess import normalize, resize_tensor
+from zeroseg.preprocess import normalize
 from zeroseg.text import Vocabulary
 
 
-class Segmenter(SegmenterBase):
+class Segmenter(TorchSegmenterBase):
     """Batched zero-shot segmentation with a ZeroSeg checkpoint; text embeddings cached per vocabulary."""
 
     def __init__(
@@ -83,15 +81,6 @@ class Segmenter(SegmenterBase):
         """Load the checkpoint at `path` (inference parts only) and build its segmenter."""
         ckpt = load_checkpoint(path, with_train_state=False)
         return cls(ckpt, device=device, short_side=short_side, backend=backend)
-
-    @torch.no_grad()
-    def embed_prompts(self, prompts: Sequence[Sequence[str]]) -> torch.Tensor:
-        """(C, D) unit-norm class embeddings on the segmenter's device (cached per vocabulary)."""
-        return self.vocabulary([list(p) for p in prompts]).to(self.device)
-
-    def preprocess(self, images: Sequence[Image.Image], size: tuple[int, int]) -> torch.Tensor:
-        """(B, 3, H, W) float pixels in [0, 1] at `size`, bicubic antialiased, on the device."""
-        return torch.stack([resize_tensor(to_unit_tensor(img), size) for img in images]).to(self.device)
 
     @torch.no_grad()
     def forward(self, pixels: torch.Tensor) -> SegmentationOutput:
