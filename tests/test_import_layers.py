@@ -170,3 +170,17 @@ def test_the_check_sees_a_violation(tmp_path):
     got = _imports("zeroseg.infer.base", path)
     assert {"zeroseg.cli.segment", "zeroseg.infer.labels"} <= got
     assert LAYER[_unit(_resolve("zeroseg.cli.segment"))] > LAYER["infer"]
+
+
+def test_public_names_resolve_and_import_zeroseg_stays_light():
+    """Every lazy public name (`zeroseg.Segmenter`, ...) resolves; `import zeroseg` loads no torch."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, zeroseg; assert 'torch' not in sys.modules, 'import zeroseg loaded torch'; "
+        "[getattr(zeroseg, n) for n in zeroseg._LAZY]; print(len(zeroseg._LAZY))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) >= 9
