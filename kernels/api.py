@@ -26,12 +26,25 @@ def token_text_similarity(
 ) -> SimilarityResult:
     """Best class per token: softmax over classes of logit_scale x cos(token, text).
 
-    tokens (B, N, D) and text (C, D) are float32/float16/bfloat16 and are L2-normalised inside;
-    logit_scale is the multiplier (e.g. 100.0, not its log). Returns `max_prob` (B, N) float32 and
-    `index` (B, N) int64 (ties -> lowest class), or (B, N, k) sorted descending for topk=k > 1, plus
-    `probs` (B, N, C) float32 with return_probs=True. The Triton kernel computes the softmax online
-    over class tiles and never stores (B, N, C) unless asked; it handles k <= 16 itself (top-k kept
-    as a running sorted list merged tile by tile) and hands larger k to the reference.
+    The Triton kernel computes the softmax online over class tiles and never stores (B, N, C)
+    unless asked; it handles k <= 16 itself (top-k kept as a running sorted list merged tile by
+    tile) and hands larger k to the reference.
+
+    Args:
+        tokens: (B, N, D) float32/float16/bfloat16 tokens; L2-normalised inside.
+        text: (C, D) class embeddings, same dtypes; L2-normalised inside.
+        logit_scale: the multiplier of the cosines (e.g. 100.0, not its log).
+        topk: how many best classes to return per token, 1 <= topk <= C.
+        return_probs: also return the full softmax.
+        backend: "auto" / "triton" / "torch" (default: `$ZEROSEG_HEAD_BACKEND`, see `dispatch`).
+
+    Returns:
+        A `SimilarityResult`: `max_prob` (B, N) float32 and `index` (B, N) int64 (ties -> lowest
+        class), or (B, N, k) sorted descending for topk=k > 1, plus `probs` (B, N, C) float32 with
+        return_probs=True (else None).
+
+    Raises:
+        ZerosegError: bad shapes, dtypes, devices, logit_scale, topk or backend.
     """
     validate.check_similarity_inputs(tokens, text, logit_scale, topk)
     if backend_for(backend, tokens.device) == "torch" or topk > MAX_TRITON_TOPK:
@@ -56,13 +69,30 @@ def upsample_labels(
     out_dtype: torch.dtype = torch.int32,
     backend: str | None = None,
 ) -> torch.Tensor:
-    """Label map (B, H, W): bilinear upsample of maps (B, K, h, w) to `size`, argmax over K, lookup.
+    """Label map: bilinear upsample of the maps to `size`, argmax over K, lookup in `class_table`.
 
     label = class_table[b, k*] where k* is the best map at the pixel (ties -> first map), or bg_label
-    when its score is below bg_thresh; the score is probs[b, k*] (segment mode) or, with probs=None,
-    the interpolated value of map k* (dense mode: maps are per-class probabilities). Interpolation
-    is `F.interpolate(mode="bilinear", align_corners=False)` in fp32. Checks that every label fits
-    out_dtype (this reads class_table's min and max, one device sync on CUDA).
+    when its score is below bg_thresh. Interpolation is `F.interpolate(mode="bilinear",
+    align_corners=False)` in fp32. Checks that every label fits out_dtype (this reads class_table's
+    min and max, one device sync on CUDA).
+
+    Args:
+        maps: (B, K, h, w) float maps (segment assignment maps, or per-class probabilities).
+        class_table: (B, K) integer label of each map.
+        probs: (B, K) float score of each map (segment mode); None scores a pixel by the
+            interpolated value of map k* (dense mode: maps are per-class probabilities).
+        size: the output (H, W).
+        bg_thresh: in [0, 1]; pixels scoring below it get bg_label.
+        bg_label: the background label.
+        out_dtype: torch.uint8, torch.int16 or torch.int32.
+        backend: "auto" / "triton" / "torch" (default: `$ZEROSEG_HEAD_BACKEND`, see `dispatch`).
+
+    Returns:
+        (B, H, W) labels in out_dtype.
+
+    Raises:
+        ZerosegError: bad shapes, dtypes, devices, size, bg_thresh or backend, or labels that do not
+            fit out_dtype.
     """
     size, bg_thresh = validate.check_upsample_inputs(maps, class_table, probs, size, bg_thresh, out_dtype)
     bg_label = validate.check_int(bg_label, "bg_label")
@@ -88,9 +118,29 @@ def segment_head(
 ) -> HeadResult:
     """ZeroSeg's head: name each segment token, then paint its assignment map.
 
-    tokens (B, K, D) segment tokens; maps (B, K, h, w) their patch->segment assignment. Token k gets
-    class c_k with probability p_k; pixels whose best map is k get label c_k + label_offset, or
-    bg_label where p_k < bg_thresh. Returns labels (B, H, W), index (B, K) and prob (B, K).
+    Token k gets class c_k with probability p_k (`token_text_similarity`); pixels whose best
+    upsampled map is k get label c_k + label_offset, or bg_label where p_k < bg_thresh
+    (`upsample_labels` in segment mode).
+
+    Args:
+        tokens: (B, K, D) segment tokens.
+        text: (C, D) class embeddings.
+        logit_scale: the multiplier of the cosines (e.g. 100.0, not its log).
+        maps: (B, K, h, w) the tokens' patch->segment assignment maps (one-hot at inference).
+        size: the output (H, W).
+        bg_thresh: in [0, 1]; segments whose best class probability is below it become bg_label.
+        bg_label: the background label.
+        label_offset: added to the class index (1: label 0 is background).
+        out_dtype: torch.uint8, torch.int16 or torch.int32.
+        backend: "auto" / "triton" / "torch" (default: `$ZEROSEG_HEAD_BACKEND`, see `dispatch`).
+
+    Returns:
+        A `HeadResult`: labels (B, H, W) in out_dtype, and per token the class index (B, K) int64
+        and its probability (B, K) float32.
+
+    Raises:
+        ZerosegError: bad shapes, dtypes, devices, size, bg_thresh or backend, tokens and maps that
+            disagree on (B, K), or labels that do not fit out_dtype.
     """
     validate.check_similarity_inputs(tokens, text, logit_scale, 1)
     validate.check_maps(maps)
@@ -121,12 +171,30 @@ def dense_head(
     out_dtype: torch.dtype = torch.int32,
     backend: str | None = None,
 ) -> HeadResult:
-    """MaskCLIP-style head on dense patch tokens (B, h, w, D): classes are the maps.
+    """MaskCLIP-style head on dense patch tokens: classes are the maps.
 
     Every patch token gets class probabilities (B, C, h, w, materialised at patch resolution only);
     they are upsampled, the best class c per pixel wins and the pixel gets c + label_offset, or
-    bg_label where the interpolated probability of c is below bg_thresh. Returns labels (B, H, W),
-    and per patch the best class index (B, h, w) and its probability (B, h, w).
+    bg_label where the interpolated probability of c is below bg_thresh.
+
+    Args:
+        patch_tokens: (B, h, w, D) dense patch tokens.
+        text: (C, D) class embeddings.
+        logit_scale: the multiplier of the cosines (e.g. 100.0, not its log).
+        size: the output (H, W).
+        bg_thresh: in [0, 1]; pixels whose class probability is below it become bg_label.
+        bg_label: the background label.
+        label_offset: added to the class index (1: label 0 is background).
+        out_dtype: torch.uint8, torch.int16 or torch.int32.
+        backend: "auto" / "triton" / "torch" (default: `$ZEROSEG_HEAD_BACKEND`, see `dispatch`).
+
+    Returns:
+        A `HeadResult`: labels (B, H, W) in out_dtype, and per patch the best class index (B, h, w)
+        int64 and its probability (B, h, w) float32.
+
+    Raises:
+        ZerosegError: bad shapes, dtypes, devices, size, bg_thresh or backend, or labels that do not
+            fit out_dtype.
     """
     validate.check_tensor(patch_tokens, "patch_tokens", 4, "(B, h, w, D)")
     b, h, w, d = patch_tokens.shape

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from zeroseg.errors import ZerosegError
 
-#: The 80 OpenAI ImageNet prompt templates, as format strings with one "{}".
+# IMAGENET_TEMPLATES (the 80 OpenAI ImageNet prompt templates) is computed on first access: see
+# `imagenet_templates` and the module `__getattr__`.
 
 
 SINGLE_TEMPLATE: tuple[str, ...] = ("a photo of a {}.",)
@@ -47,10 +48,18 @@ def _entries(text_or_lines: str | Iterable) -> list:
 def parse_class_names(text_or_lines: str | Iterable[str] | Iterable[Sequence[str]]) -> list[list[str]]:
     """Class entries, each a list of synonyms (embeddings averaged).
 
-    A string holds one class per line or per ';'; a list holds one class per item. Within an entry
-    synonyms are comma-separated ("sofa, couch") or already a list. Blank entries and lines starting
-    with '#' are skipped; whitespace is collapsed. Raises ZerosegError for no classes or a class
-    given twice.
+    Blank entries and lines starting with '#' are skipped; whitespace is collapsed; repeated
+    synonyms within an entry are dropped.
+
+    Args:
+        text_or_lines: a string with one class per line or per ';', or a list with one class per
+            item; within an entry synonyms are comma-separated ("sofa, couch") or already a list.
+
+    Returns:
+        One list of synonyms per class, in order; the first synonym names the class.
+
+    Raises:
+        ZerosegError: no classes, or a class (its first name, case-insensitive) given twice.
     """
     classes: list[list[str]] = []
     seen: dict[str, int] = {}
@@ -79,7 +88,18 @@ def parse_class_names(text_or_lines: str | Iterable[str] | Iterable[Sequence[str
 
 
 def read_class_file(path: str | os.PathLike) -> list[list[str]]:
-    """Parse a class-name file: one class per line, synonyms comma-separated, '#' comments."""
+    """Parse a class-name file: one class per line, synonyms comma-separated, '#' comments.
+
+    Args:
+        path: a UTF-8 text file (a byte-order mark is accepted).
+
+    Returns:
+        The class entries, as `parse_class_names` gives them.
+
+    Raises:
+        ZerosegError: the file is missing or unreadable, or its contents are refused by
+            `parse_class_names` (the message names the file).
+    """
     path = Path(path)
     if not path.is_file():
         raise ZerosegError(f"class-name file not found: {path}")
@@ -118,7 +138,19 @@ SHAPEWORLD_TEMPLATES: tuple[str, ...] = (
 
 
 def resolve_templates(spec: str) -> list[str]:
-    """Prompt templates by name (imagenet, single, shapeworld) or from a file (one per line)."""
+    """Prompt templates by name or from a file.
+
+    Args:
+        spec: "imagenet" (the 80 OpenAI templates), "single" ("a photo of a {}."), "shapeworld"
+            (`SHAPEWORLD_TEMPLATES`), or a UTF-8 file with one template per line (blank lines
+            skipped).
+
+    Returns:
+        The templates, each a format string with exactly one "{}".
+
+    Raises:
+        ZerosegError: `spec` is neither a known name nor a file, or a template is invalid.
+    """
     if spec == "imagenet":
         return list(imagenet_templates())
     if spec == "single":
@@ -133,7 +165,18 @@ def resolve_templates(spec: str) -> list[str]:
 
 
 def parse_labels_option(labels: str | None, labels_file: Path | None) -> list[list[str]]:
-    """`--labels "cat,dog,sofa|couch"` (commas between classes, `|` between synonyms) or a class file."""
+    """The class entries of the `--labels` / `--labels-file` options (exactly one must be given).
+
+    Args:
+        labels: `--labels "cat,dog,sofa|couch"`: commas between classes, `|` between synonyms.
+        labels_file: a class-name file (`read_class_file`).
+
+    Returns:
+        The class entries, as `parse_class_names` gives them.
+
+    Raises:
+        ZerosegError: neither or both given, a class named twice, or no classes.
+    """
     if (labels is None) == (labels_file is None):
         raise ZerosegError('pass exactly one of --labels "cat,dog" or --labels-file FILE')
     if labels_file is not None:
@@ -230,7 +273,19 @@ BUILTIN_CLASS_SETS: dict[str, list[list[str]]] = {
 
 
 def load_classes(spec: str | os.PathLike) -> list[list[str]]:
-    """A class list from a built-in set name (voc21, voc20, context59, context60, coco_object) or a file."""
+    """A class list from a built-in set name or a class-name file.
+
+    Args:
+        spec: a key of `BUILTIN_CLASS_SETS` (voc21, voc20, context59, context60, coco_object;
+            case-insensitive, '-' read as '_'), or a class-name file (an existing file wins).
+
+    Returns:
+        The class entries (a fresh copy for a built-in set).
+
+    Raises:
+        ZerosegError: `spec` is neither a built-in set nor a file, or the file is refused by
+            `read_class_file`.
+    """
     key = str(spec).strip().lower().replace("-", "_")
     if key in BUILTIN_CLASS_SETS and not Path(spec).is_file():
         return [list(c) for c in BUILTIN_CLASS_SETS[key]]

@@ -93,8 +93,17 @@ def make_tokenizer(name: str, context_length: int, token_subset: Sequence[int] |
 class TextEncoder(nn.Module):
     """open_clip's text tower rebuilt from data, plus its tokenizer and the teacher's logit scale.
 
-    `config` keys: format, version, embed_dim, text_cfg (open_clip CLIPTextCfg fields), quick_gelu,
-    tokenizer, context_length, logit_scale.
+    Built in eval mode with frozen weights; the tokenizer is made on first use.
+
+    Args:
+        config: the JSON config: format, version, embed_dim, text_cfg (open_clip CLIPTextCfg
+            fields), quick_gelu, tokenizer, context_length, logit_scale and, for a pruned
+            vocabulary, token_subset.
+        state_dict: the tower's weights (None: freshly initialised).
+
+    Raises:
+        ZerosegError: not a zeroseg text config, a newer format version, a context length longer
+            than the tower's positions, or weights that do not fit the config.
     """
 
     def __init__(self, config: dict, state_dict: dict[str, torch.Tensor] | None = None):
@@ -132,7 +141,17 @@ class TextEncoder(nn.Module):
 
     @classmethod
     def from_state(cls, state: dict) -> TextEncoder:
-        """Inverse of `text_state_from_clip` / `state()`."""
+        """Rebuild a text encoder from saved data (inverse of `text_state_from_clip` / `state()`).
+
+        Args:
+            state: `{"config": ..., "state_dict": ...}`, e.g. a checkpoint's `text` entry.
+
+        Returns:
+            The `TextEncoder` on the CPU, in eval mode.
+
+        Raises:
+            ZerosegError: `state` lacks either key, or `TextEncoder` refuses it.
+        """
         if not isinstance(state, dict) or "config" not in state or "state_dict" not in state:
             raise ZerosegError("text state must be a dict with 'config' and 'state_dict'")
         return cls(state["config"], state["state_dict"])
@@ -174,7 +193,16 @@ class TextEncoder(nn.Module):
     def encode_texts(
         self, texts: Sequence[str], *, normalize: bool = True, batch_size: int = 256
     ) -> torch.Tensor:
-        """Embed strings in batches; (N, E) float32, L2-normalised unless normalize=False."""
+        """Embed strings in batches (no gradients).
+
+        Args:
+            texts: the strings (full prompts, not class names).
+            normalize: L2-normalise each embedding.
+            batch_size: strings per forward.
+
+        Returns:
+            (N, E) float32 embeddings on the encoder's device.
+        """
         outs = []
         for start in range(0, len(texts), batch_size):
             feats = self(self.tokenize(texts[start : start + batch_size])).float()
@@ -208,9 +236,23 @@ def text_state_from_clip(
 ) -> dict:
     """Extract {"config": JSON, "state_dict": tensors} of a CLIP's text side (see `TextEncoder`).
 
-    model_cfg: the open_clip config the model was built from; without it the text config is read off
-    the modules (standard towers only). verify: rebuild the tower and check it reproduces
-    `clip_model.encode_text` on a probe sentence.
+    Args:
+        clip_model: an open_clip `CLIP` / `CustomTextCLIP` with an open_clip text transformer.
+        model_cfg: the open_clip config the model was built from; without it the text config is
+            read off the modules (standard towers only).
+        tokenizer_name: the tokenizer (`SIMPLE_TOKENIZER` or an open_clip model name).
+        context_length: the tokenizer's context length (default: the config's, else the tower's
+            positions).
+        token_subset: the original CLIP BPE ids of a pruned vocabulary (`SubsetTokenizer`), if any.
+        verify: rebuild the tower and check it reproduces `clip_model.encode_text` on a probe
+            sentence.
+
+    Returns:
+        The text state (CPU tensors) that `TextEncoder.from_state` and `save_checkpoint` take.
+
+    Raises:
+        ZerosegError: a Hugging Face text tower, a config that cannot be read off the modules, or
+            (with verify) a rebuilt tower that does not reproduce the model.
     """
     tower, prefix = _text_tower_and_prefix(clip_model)
     if model_cfg is not None:
@@ -280,10 +322,22 @@ def encode_classes(
     *,
     batch_size: int = 256,
 ) -> torch.Tensor:
-    """Class embeddings (C, E), float32, unit norm, on the encoder's device.
+    """Class embeddings by the zero-shot recipe.
 
     Every synonym x template string is embedded and L2-normalised; a class's vectors are averaged
     and the mean re-normalised.
+
+    Args:
+        encoder: the text tower.
+        classes: one list of synonyms per class (`parse_class_names`).
+        templates: prompt templates, each with one "{}".
+        batch_size: prompts per forward.
+
+    Returns:
+        (C, E) float32 unit-norm embeddings, on the encoder's device.
+
+    Raises:
+        ZerosegError: no classes, a class without a name, or invalid templates.
     """
     templates = check_templates(templates)
     if not classes or any(len(c) == 0 for c in classes):
@@ -299,7 +353,16 @@ def encode_classes(
 class Vocabulary:
     """Class embeddings cached per (classes, templates), so a repeated vocabulary costs nothing.
 
-    An LRU of `max_entries` vocabularies; calls return copies, so callers may modify them.
+    An LRU of vocabularies; calls return copies, so callers may modify them. `misses` counts the
+    calls that had to encode.
+
+    Args:
+        encoder: the text tower (`encode_classes` runs on it).
+        templates: the default prompt templates.
+        max_entries: vocabularies kept (at least 1).
+
+    Raises:
+        ZerosegError: invalid templates.
     """
 
     def __init__(
@@ -312,7 +375,18 @@ class Vocabulary:
         self.misses = 0
 
     def __call__(self, classes, templates: Sequence[str] | None = None) -> torch.Tensor:
-        """(C, E) embeddings of `classes` (parsed entries, or anything `parse_class_names` accepts)."""
+        """Embeddings of a class list, from the cache when it was seen before.
+
+        Args:
+            classes: parsed entries (a list of lists), or anything `parse_class_names` accepts.
+            templates: prompt templates for this call (default: the vocabulary's).
+
+        Returns:
+            (C, E) float32 unit-norm embeddings (a copy), on the encoder's device.
+
+        Raises:
+            ZerosegError: invalid classes or templates.
+        """
         if not (isinstance(classes, list) and all(isinstance(c, list) for c in classes)):
             classes = parse_class_names(classes)
         templates = self.templates if templates is None else check_templates(templates)

@@ -49,7 +49,18 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 def open_rgb(path: str | os.PathLike) -> Image.Image:
     """Open an image file as an upright 8-bit RGB PIL image.
 
-    Raises ZerosegError for a missing file, a non-image, an empty (0-pixel) or an over-large image.
+    EXIF orientation is applied; greyscale, palette, 16-bit and float modes become RGB, and
+    transparency is composited onto white.
+
+    Args:
+        path: the image file.
+
+    Returns:
+        The decoded RGB image (fully loaded; the file is closed).
+
+    Raises:
+        ZerosegError: a missing file, a non-image, an empty (0-pixel) or an over-large image
+            (more than `MAX_PIXELS`).
     """
     path = Path(path)
     if not path.is_file():
@@ -90,7 +101,17 @@ def _decode(source, path) -> Image.Image:
 
 
 def list_images(root: str | os.PathLike) -> list[Path]:
-    """All image files under `root`, recursively, sorted by relative path (a stable order)."""
+    """All image files under `root`, recursively, sorted by relative path (a stable order).
+
+    Args:
+        root: a folder.
+
+    Returns:
+        The files whose suffix (any case) is in `IMAGE_SUFFIXES`; possibly none.
+
+    Raises:
+        ZerosegError: `root` is not a folder.
+    """
     root = Path(root)
     if not root.is_dir():
         raise ZerosegError(f"data folder not found: {root} (pass a folder of images)")

@@ -67,7 +67,19 @@ class ImageSource:
     # construction -------------------------------------------------------------------------------
     @classmethod
     def open(cls, spec: str | os.PathLike | Sequence) -> ImageSource:
-        """A folder of images, a folder of .tar shards, a .tar file, a glob or a list of .tar files."""
+        """Open training images from wherever they are.
+
+        Args:
+            spec: a folder of images (recursive; wins over .tar files in it), a folder of .tar
+                shards, a .tar file, a glob of .tar files, or a list of .tar files.
+
+        Returns:
+            The `ImageSource` (kind "folder" or "tar"), with stable, sorted keys.
+
+        Raises:
+            ZerosegError: nothing matches the glob, a file that is not a .tar, a missing folder or
+                shard, or no images found.
+        """
         if isinstance(spec, (list, tuple)):
             return cls.from_tars(spec)
         text = str(spec)

@@ -48,9 +48,20 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
 class VOCDataset:
     """Images and masks of one split of a VOC-layout folder.
 
-    `classes_file`: a class file path or a built-in set name; default `<root>/classes.txt`.
-    `reduce_zero_label` (mmseg, e.g. ADE20K / Context59): label 0 becomes ignore, others shift down by 1.
-    Items are (PIL RGB image, int64 (H, W) mask, id).
+    Items are (PIL RGB image, int64 (H, W) mask, id); images and masks are read on access.
+    `class_synonyms` / `class_names` hold the class list, `has_background` says whether its first
+    class is "background".
+
+    Args:
+        root: the data set folder (see the module docstring for its layout).
+        split: the split file `ImageSets/Segmentation/<split>.txt`.
+        classes_file: a class file path or a built-in set name (default: `<root>/classes.txt`).
+        reduce_zero_label: mmseg's option (e.g. ADE20K / Context59): label 0 becomes ignore, the
+            others shift down by 1.
+
+    Raises:
+        ZerosegError: a missing folder, sub-folder or split file, an empty split, an id without its
+            image or mask, or no class list.
     """
 
     def __init__(
@@ -106,10 +117,12 @@ class VOCDataset:
 
     @property
     def num_classes(self) -> int:
+        """Number of classes of the class list."""
         return len(self.class_names)
 
     @property
     def has_background(self) -> bool:
+        """True when the first class is "background" (label 0 is then background)."""
         return self.class_names[0].lower() == "background"
 
     def __len__(self) -> int:

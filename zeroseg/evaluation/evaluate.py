@@ -49,9 +49,11 @@ class EvalReport:
 
     @property
     def miou(self) -> float:
+        """The mIoU of the summary (0.0 when undefined)."""
         return float(self.summary["mIoU"] or 0.0)
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-able data (mIoU, aAcc, per-class IoU, summary, seconds, settings)."""
         return {
             "mIoU": self.summary["mIoU"],
             "aAcc": self.summary["aAcc"],
@@ -74,7 +76,26 @@ def evaluate(
     progress: bool = True,
     on_warning: Callable[[str], None] | None = None,
 ) -> EvalReport:
-    """Segment every image of `dataset` (or the first `limit`) and accumulate the IoU statistics."""
+    """Segment every image of `dataset` (or the first `limit`) and accumulate the IoU statistics.
+
+    Args:
+        segmenter: anything with the `Segmenter` call (`SegmenterLike`).
+        dataset: the split to score; its class list (`class_synonyms`) is passed to the segmenter
+            and its `has_background` fixes whether label 0 is background.
+        bg_thresh: the segmenter's background threshold (default: the model's tuned value).
+        bg_prompt: also prompt "background" as a class (default: the model's setting).
+        batch_size: images per segmenter call.
+        limit: score only the first `limit` images.
+        progress: show a progress bar with the running mIoU.
+        on_warning: called with a one-line message when mask pixels hold values outside the classes.
+
+    Returns:
+        The `EvalReport`: mmseg-style summary (with mIoU_fg when there is a background), the
+        per-class table, the wall time and the settings.
+
+    Raises:
+        ZerosegError: bg_thresh outside [0, 1], a non-positive batch_size or limit, or an empty split.
+    """
     if bg_thresh is not None and not 0.0 <= bg_thresh <= 1.0:
         raise ZerosegError(f"--bg-thresh must be in [0, 1], got {bg_thresh}")
     if batch_size <= 0:

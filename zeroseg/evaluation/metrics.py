@@ -74,7 +74,20 @@ def _areas(p: np.ndarray, t: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray
 
 
 class SegmentationMeter:
-    """Accumulates intersections and unions over a data set; reports mmseg's aAcc / mIoU / mAcc."""
+    """Accumulates intersections and unions over a data set; reports mmseg's aAcc / mIoU / mAcc.
+
+    Per class it sums the intersection, union, predicted and labelled areas of every `update`
+    (int64 arrays `area_*`), plus image and pixel counts (`num_images`, `num_pixels`,
+    `ignored_pixels`, `out_of_range_pixels`). `iou`, `accuracy`, `aacc` and `miou` read the scores
+    off the sums; `summary` and `format_table` report them; `merge` adds another meter's counts.
+
+    Args:
+        num_classes: the number of classes; labels are 0 .. num_classes - 1.
+        ignore_index: the label value left out of the counts.
+
+    Raises:
+        ZerosegError: num_classes < 1.
+    """
 
     def __init__(self, num_classes: int, ignore_index: int = 255) -> None:
         if num_classes < 1:
@@ -84,6 +97,7 @@ class SegmentationMeter:
         self.reset()
 
     def reset(self) -> None:
+        """Zero every count."""
         k = self.num_classes
         self.area_intersect = np.zeros(k, np.int64)
         self.area_union = np.zeros(k, np.int64)
@@ -95,7 +109,16 @@ class SegmentationMeter:
         self.out_of_range_pixels = 0  # labels not ignore_index and outside [0, num_classes)
 
     def update(self, pred, label) -> None:
-        """Add one prediction / label pair (H, W), or a batch (N, H, W)."""
+        """Add one prediction / label pair (H, W), or a batch (N, H, W).
+
+        Args:
+            pred: integer class ids (numpy or torch), all in [0, num_classes).
+            label: integer ground truth of the same shape; `ignore_index` and out-of-range values are
+                left out (the latter counted in `out_of_range_pixels`).
+
+        Raises:
+            ZerosegError: shapes differ, a map is not integer, or a prediction is out of range.
+        """
         p, t, bad = _prepare(pred, label, self.num_classes, self.ignore_index)
         inter, union, area_pred, area_label = _areas(p, t, self.num_classes)
         self.area_intersect += inter
@@ -133,7 +156,14 @@ class SegmentationMeter:
         return float(self.area_intersect.sum() / evaluated) if evaluated else float("nan")
 
     def miou(self, exclude: Sequence[int] = ()) -> float:
-        """Mean IoU over classes with a defined IoU, leaving out the class ids in `exclude`."""
+        """Mean IoU over classes with a defined IoU, leaving out the class ids in `exclude`.
+
+        Args:
+            exclude: class ids to leave out (e.g. background for a foreground mIoU).
+
+        Returns:
+            The nan-mean of the per-class IoUs, a fraction in [0, 1]; NaN when none is defined.
+        """
         iou = self.iou()
         keep = np.ones(self.num_classes, bool)
         keep[list(exclude)] = False
@@ -142,8 +172,12 @@ class SegmentationMeter:
     def summary(self, *, background_index: int | None = None) -> dict:
         """JSON-able results as fractions in [0, 1]; undefined values (NaN) become None.
 
-        Keys: aAcc, mIoU, mAcc, IoU and Acc (per-class lists), pixel counts and, with
-        `background_index`, mIoU_fg (mIoU without that class).
+        Args:
+            background_index: the background class id, to add mIoU_fg (mIoU without that class).
+
+        Returns:
+            A dict with aAcc, mIoU, mAcc, IoU and Acc (per-class lists), the class, image and pixel
+            counts and, with `background_index`, mIoU_fg.
         """
         out = {
             "aAcc": _none(self.aacc()),
@@ -163,7 +197,11 @@ class SegmentationMeter:
         return out
 
     def format_table(self, class_names: Sequence[str]) -> str:
-        """A plain-text table: one row per class (IoU %, Acc %, labelled / predicted pixels), then totals."""
+        """A plain-text table: one row per class (IoU %, Acc %, labelled / predicted pixels), then totals.
+
+        Raises:
+            ZerosegError: `class_names` does not have `num_classes` names.
+        """
         if len(class_names) != self.num_classes:
             raise ZerosegError(
                 f"{len(class_names)} class names given for a meter of {self.num_classes} classes; "
@@ -197,10 +235,19 @@ class SegmentationMeter:
 def chance_mious(class_pixels: Sequence[int] | np.ndarray) -> tuple[float, float]:
     """Chance-level mIoUs from ground-truth pixel counts per class (ignore pixels excluded).
 
-    Returns (all background, frequency-matched random labels): labelling every pixel class 0 scores
-    p_0 on class 0 and 0 on every other class present; labelling pixels at random with the classes'
-    frequencies has expected IoU_c = p_c / (2 - p_c). Classes absent from the ground truth are left
-    out, as the nan-mean of `SegmentationMeter` leaves them out.
+    Labelling every pixel class 0 scores p_0 on class 0 and 0 on every other class present;
+    labelling pixels at random with the classes' frequencies has expected IoU_c = p_c / (2 - p_c).
+    Classes absent from the ground truth are left out, as the nan-mean of `SegmentationMeter`
+    leaves them out.
+
+    Args:
+        class_pixels: labelled pixels per class id (e.g. `SegmentationMeter.area_label`).
+
+    Returns:
+        (mIoU of labelling everything class 0, expected mIoU of frequency-matched random labels).
+
+    Raises:
+        ZerosegError: there are no labelled pixels.
     """
     counts = np.asarray(class_pixels, dtype=np.float64)
     present = counts > 0

@@ -5,7 +5,7 @@ The paper's inference, stage for stage (`zeroseg.infer.base` composes them):
         normalised embeddings, cached per vocabulary;
     preprocess: image -> shorter side `short_side` (both sides multiples of the patch), [0, 1];
     forward: normalisation -> student -> unit-norm segment tokens and the hard patch -> segment
-        assignment (the two stages' argmax assignments composed, GroupViT's inference);
+        assignment (every grouping stage's argmax assignment, composed: GroupViT's inference);
     head: `zeroseg.kernels.segment_head`, the one dispatch point: cosine x logit scale, softmax over
         classes, background below the threshold, bilinear upsampling of the assignment straight to
         the image's own size (align_corners=False), argmax segment per pixel.

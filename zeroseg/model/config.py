@@ -18,7 +18,30 @@ from zeroseg.errors import ZerosegError
 
 @dataclass(frozen=True)
 class StudentConfig:
-    """Sizes and training-time behaviour of the ZeroSeg student."""
+    """Sizes and training-time behaviour of the ZeroSeg student (defaults: the `base` preset).
+
+    Attributes:
+        image_size: training input side (square); a multiple of `patch_size`.
+        patch_size: ViT patch side.
+        embed_dim: encoder width.
+        depth: encoder blocks.
+        num_heads: encoder attention heads.
+        mlp_ratio: MLP hidden width / block width (encoder, decoder and segmentation head).
+        decoder_dim: MAE reconstruction decoder width.
+        decoder_depth: decoder blocks.
+        decoder_heads: decoder attention heads.
+        seg_dim: segmentation head width.
+        seg_heads: segmentation head attention heads.
+        seg_depth: segmentation head blocks.
+        group_after: after which head blocks (1-based, increasing) a grouping stage runs.
+        num_groups: group tokens of each grouping stage; the last is the number of segments m.
+        out_dim: segment embedding size, equal to the teacher's embedding size E.
+        mask_ratio: fraction of patches masked in training, in [0, 1).
+        norm_pix_loss: reconstruct per-patch normalised pixels (MAE's option).
+        gumbel_tau: temperature of the Gumbel-softmax assignment.
+        gumbel: Gumbel noise on the assignment logits in training (GroupViT); False: plain
+            straight-through hard argmax, grouping exactly as inference does.
+    """
 
     image_size: int = 224
     patch_size: int = 16
@@ -111,7 +134,18 @@ PRESETS["shapeworld"] = replace(
 
 
 def student_preset(name: str, **overrides: object) -> StudentConfig:
-    """A named preset, optionally with fields replaced (e.g. out_dim to match the teacher)."""
+    """A named preset, optionally with fields replaced (e.g. out_dim to match the teacher).
+
+    Args:
+        name: "base", "tiny" or "shapeworld" (the keys of `PRESETS`).
+        **overrides: `StudentConfig` fields to replace.
+
+    Returns:
+        The validated `StudentConfig`.
+
+    Raises:
+        ZerosegError: an unknown preset, or overrides that make the sizes inconsistent.
+    """
     if name not in PRESETS:
         raise ZerosegError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     return replace(PRESETS[name], **overrides).validate()

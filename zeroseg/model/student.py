@@ -1,8 +1,9 @@
 """The ZeroSeg student: a masked ViT encoder with a reconstruction decoder and a grouping head.
 
-Training (`forward`): the encoder sees a random 40 % of the patches (MAE masking); the MAE decoder
-reconstructs the rest; the segmentation head groups the visible tokens into 32, then 8 segment
-tokens g_i; a global head turns them into z. g_i and z are projected into the teacher's CLIP space.
+Training (`forward`): the encoder sees a random 40 % of the patches (MAE masking; `base` preset);
+the MAE decoder reconstructs the rest; the segmentation head groups the visible tokens into 32,
+then 8 segment tokens g_i; a global head turns them into z. g_i and z are projected into the
+teacher's CLIP space.
 
 Inference (`segment`): no masking; returns the segment embeddings and the composed hard (one-hot)
 patch->segment assignment as maps (B, m, h, w), which the head kernels upsample into labels.
@@ -225,7 +226,14 @@ def compose_assignments(assignments: list[torch.Tensor]) -> torch.Tensor:
 
 
 class ZeroSegStudent(nn.Module):
-    """ViT encoder + MAE decoder + grouping head + global head, projected to the teacher's space."""
+    """ViT encoder + MAE decoder + grouping head + global head, projected to the teacher's space.
+
+    Args:
+        cfg: the architecture (`student_preset`); validated here.
+
+    Raises:
+        ZerosegError: `cfg` has inconsistent sizes.
+    """
 
     def __init__(self, cfg: StudentConfig) -> None:
         super().__init__()
@@ -245,7 +253,17 @@ class ZeroSegStudent(nn.Module):
         return torch.einsum("bchpwq->bhwpqc", x).reshape(b, (h // p) * (w // p), p * p * c)
 
     def forward(self, images: torch.Tensor, mask_ratio: float | None = None) -> StudentOutput:
-        """Training pass on normalised images (B,3,H,W); mask_ratio defaults to the config's."""
+        """Training pass: mask, encode, reconstruct, group and project.
+
+        Args:
+            images: (B, 3, H, W) normalised images, sides multiples of the patch size.
+            mask_ratio: fraction of patches to mask (default: the config's; 0 masks nothing and
+                skips the decoder).
+
+        Returns:
+            The `StudentOutput` (segments, z, reconstruction, mask, composed hard assignment,
+            visible patch indices).
+        """
         ratio = self.cfg.mask_ratio if mask_ratio is None else mask_ratio
         p = self.cfg.patch_size
         num_patches = (images.shape[2] // p) * (images.shape[3] // p)
@@ -264,7 +282,18 @@ class ZeroSegStudent(nn.Module):
 
     @torch.no_grad()
     def segment(self, images: torch.Tensor) -> SegmentationOutput:
-        """Inference on normalised images whose sides are multiples of the patch size."""
+        """Inference: no masking, no decoder; segment tokens and their patch masks.
+
+        Args:
+            images: (B, 3, H, W) normalised images whose sides are multiples of the patch size.
+
+        Returns:
+            A `SegmentationOutput`: segment embeddings (B, m, E) and the one-hot patch->segment
+            maps (B, m, h, w) on the patch grid (the stages' hard assignments composed).
+
+        Raises:
+            ZerosegError: the images are not (B, 3, H, W) with H, W multiples of the patch size.
+        """
         p = self.cfg.patch_size
         if images.dim() != 4 or images.shape[1] != 3 or images.shape[2] % p or images.shape[3] % p:
             raise ZerosegError(f"expected (B,3,H,W) with H and W multiples of {p}, got {tuple(images.shape)}")

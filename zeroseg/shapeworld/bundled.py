@@ -20,7 +20,14 @@ REBUILD_HINT = "rebuild it with `python -m zeroseg.shapeworld.proof --bundle`"
 
 
 def bundled_checkpoint() -> Path:
-    """Path of the bundled ShapeWorld ZeroSeg checkpoint."""
+    """Path of the bundled ShapeWorld ZeroSeg checkpoint.
+
+    Returns:
+        `zeroseg/assets/shapeworld.pt`.
+
+    Raises:
+        ZerosegError: the file is missing (the message says how to rebuild it).
+    """
     path = ASSETS / CHECKPOINT_NAME
     if not path.is_file():
         raise ZerosegError(f"the bundled checkpoint {path} is missing; {REBUILD_HINT}")
@@ -28,7 +35,14 @@ def bundled_checkpoint() -> Path:
 
 
 def bundled_teacher() -> Path:
-    """Path of the bundled ShapeWorld teacher (a tiny open_clip CLIP, usable as --teacher)."""
+    """Path of the bundled ShapeWorld teacher (a tiny open_clip CLIP, usable as --teacher).
+
+    Returns:
+        `zeroseg/assets/shapeworld_teacher.pt`, a teacher file for `load_teacher`.
+
+    Raises:
+        ZerosegError: the file is missing (the message says how to rebuild it).
+    """
     path = ASSETS / TEACHER_NAME
     if not path.is_file():
         raise ZerosegError(f"the bundled teacher {path} is missing; {REBUILD_HINT}")

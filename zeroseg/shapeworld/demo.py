@@ -1,6 +1,6 @@
 """The demo: a generated ShapeWorld scene segmented by the bundled ZeroSeg model, next to the truth.
 
-`run_demo` needs no network and no data: it draws a scene with `zeroseg.shapeworld.write.generate_scene`,
+`run_demo` needs no network and no data: it draws a scene with `zeroseg.shapeworld.scenes.generate_scene`,
 segments it into ShapeWorld's colour classes with a ZeroSeg checkpoint (the bundled one by default)
 and, when a teacher is at hand, with the training-free MaskCLIP baseline on that teacher, and writes
 one side-by-side picture (input | ground truth | ZeroSeg | MaskCLIP) plus each overlay and a JSON of
@@ -104,8 +104,24 @@ def run_demo(
 ) -> DemoResult:
     """Segment ShapeWorld scene `seed` (side `size`) and write the demo picture into `out`.
 
-    checkpoint None means the bundled model; teacher None means the bundled teacher (used only for
-    the MaskCLIP column, which `baseline=False` leaves out).
+    Writes `demo.png` (the panel), `scene.png`, `demo.json` (settings and per-scene mIoU) and one
+    `<method>_overlay.png` per method.
+
+    Args:
+        out: the output folder (created).
+        seed: which scene to draw.
+        size: the scene's side in pixels, 64 to 2048.
+        checkpoint: the ZeroSeg checkpoint (default: the bundled model).
+        teacher: the teacher spec for the MaskCLIP column (default: the bundled teacher, with the
+            background settings the ShapeWorld proof tuned for it).
+        baseline: add the MaskCLIP column.
+        device: where to run.
+
+    Returns:
+        A `DemoResult`: the panel's path, every file written and each method's scene mIoU.
+
+    Raises:
+        ZerosegError: a bad size or seed, `out` is a file, or a model cannot be loaded.
     """
     from zeroseg.infer.segmenter import Segmenter
     from zeroseg.shapeworld import bundled

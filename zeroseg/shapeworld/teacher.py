@@ -2,8 +2,8 @@
 
 No CLIP weights can be downloaded on our machines, so ShapeWorld grows its own: an open_clip CLIP
 (open_clip's model classes, its contrastive `ClipLoss` and its real BPE tokenizer) trained on
-freshly generated captioned single-object images. It learns colours from text within about a
-minute on two CPU cores; shapes come much more slowly (see README). Zero-shot accuracy on held-out
+freshly generated captioned single-object images. It learns colours from text quickly; shapes
+come much more slowly (see README). Zero-shot accuracy on held-out
 images is measured with the same prompt machinery that segmentation uses.
 """
 
@@ -162,6 +162,23 @@ def pretrain_teacher(
 
     Stops after `steps`, or after `seconds` of wall time when `steps` is None (the schedule then
     assumes the step rate measured over the first 20 steps).
+
+    Args:
+        seconds: wall-time budget, used when `steps` is None.
+        steps: number of optimizer steps (wins over `seconds`).
+        batch_size: captioned images per contrastive batch (at least 2).
+        lr: AdamW peak learning rate (warmup, then cosine decay).
+        weight_decay: AdamW weight decay.
+        warmup: warmup steps.
+        seed: seeds torch and the caption generator.
+        cfg: the model's size.
+        progress: show a progress bar.
+
+    Returns:
+        The trained model (eval mode) and a `PretrainReport` with held-out zero-shot accuracies.
+
+    Raises:
+        ZerosegError: neither `steps` nor a positive `seconds`, or batch_size < 2.
     """
     if steps is None and (seconds is None or seconds <= 0):
         raise ZerosegError("give --steps or a positive --seconds budget")
@@ -243,7 +260,13 @@ def prune_text_vocabulary(
 
 
 def save_pretrained_teacher(path: str | Path, model: open_clip.model.CLIP, cfg: TinyClipConfig) -> None:
-    """Prune the text vocabulary to the caption corpus and save a teacher file for `--teacher PATH`."""
+    """Prune the text vocabulary to the caption corpus and save a teacher file for `--teacher PATH`.
+
+    Args:
+        path: the teacher file to write (`zeroseg.teacher.clip.save_teacher`).
+        model: the CLIP `pretrain_teacher` trained.
+        cfg: the config it was built with.
+    """
     from zeroseg.teacher.clip import save_teacher
 
     pruned, model_cfg, subset = prune_text_vocabulary(model, cfg, caption_corpus())

@@ -134,7 +134,21 @@ def write_captions(
     """Write `n` captioned images: `images/<id>.png` and `captions.jsonl`, plus `dataset.json`.
 
     Each captions.jsonl line: {"file", "caption", "colour", "shape", "split"} (colour and shape are
-    null for an empty background). Returns the dataset.json dict.
+    null for an empty background).
+
+    Args:
+        out: the folder to write into (created).
+        n: number of images.
+        seed: data set seed; item i depends only on (seed, i).
+        size: image side in pixels (16 to 4096).
+        val_fraction: fraction of the items in the val split, in [0, 1].
+        progress: called with 1 after each image.
+
+    Returns:
+        The dataset.json dict (generator settings and split sizes).
+
+    Raises:
+        ZerosegError: n < 1, a negative seed, val_fraction outside [0, 1], or a bad size.
     """
     _check_args(n, seed, val_fraction)
     _check_size(size, 16)
@@ -179,7 +193,9 @@ def write_scenes(
     labels: str = "colour",
     progress: Progress | None = None,
 ) -> dict:
-    """Write `n` scenes in the PASCAL VOC layout under `out`:
+    """Write `n` scenes in the PASCAL VOC layout under `out`.
+
+    Layout written:
 
     - `JPEGImages/<id>.jpg` (quality 95, no chroma subsampling);
     - `SegmentationClass/<id>.png`: VOC palette PNG of the `labels` set, 255 on the border band;
@@ -189,7 +205,22 @@ def write_scenes(
     - `annotations.jsonl`: per image its id, split and objects (instance -> colour, shape, pose,
       visible pixels), from which `relabel_scenes` derives any label set;
     - `dataset.json`: the generator settings.
-    Returns the dataset.json dict.
+
+    Args:
+        out: the folder to write into (created).
+        n: number of scenes.
+        seed: data set seed; item i depends only on (seed, i).
+        size: image side in pixels (32 to 4096).
+        val_fraction: fraction of the items in the val split, in [0, 1].
+        labels: the label set of `SegmentationClass/`: "colour", "shape" or "both".
+        progress: called with 1 after each scene.
+
+    Returns:
+        The dataset.json dict (generator settings and split sizes).
+
+    Raises:
+        ZerosegError: n < 1, a negative seed, val_fraction outside [0, 1], an unknown label set,
+            or a bad size.
     """
     _check_args(n, seed, val_fraction)
     class_names(labels)

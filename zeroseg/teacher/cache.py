@@ -245,8 +245,29 @@ def build_cache(
 ) -> CacheSummary:
     """Encode every image's grid views with the teacher into the cache at `out` (resumes if present).
 
-    rank/world_size default to torch.distributed's (if initialised) or 0/1; each rank does rank::world.
-    max_batch bounds the views per teacher forward. Returns this rank's summary (rank 0's has totals).
+    Args:
+        source: the training images, in the order of the cache rows.
+        teacher: the frozen CLIP whose features are cached.
+        out: the cache folder (created; an existing cache of the same settings is resumed).
+        grids: the grid sizes of the views (see `check_grids`).
+        image_size: side of the centre crop each image is cut to before its views.
+        batch_size: images per teacher batch.
+        dtype: "float16" or "float32", the stored feature dtype.
+        num_workers: DataLoader workers that decode the images.
+        overwrite: delete an existing cache at `out` and rebuild it.
+        max_batch: at most this many views per teacher forward (bounds memory).
+        amp: run the teacher under CUDA float16 autocast.
+        rank: this process's rank (default: torch.distributed's if initialised, else 0); each rank
+            encodes the indices rank::world_size.
+        world_size: the number of ranks (default: torch.distributed's if initialised, else 1).
+        progress: show a progress bar (rank 0 only).
+
+    Returns:
+        This rank's `CacheSummary` (rank 0's has the totals).
+
+    Raises:
+        ZerosegError: invalid settings, or an existing cache at `out` made with another teacher, grid
+            set, image size, dtype or image list (without `overwrite`), or too little disk space.
     """
     from tqdm import tqdm
 
@@ -330,7 +351,16 @@ def build_cache(
 
 
 class TeacherCache:
-    """Read access to a finished (or, with allow_partial, unfinished) teacher cache for training."""
+    """Read access to a finished (or, with allow_partial, unfinished) teacher cache for training.
+
+    Made by `TeacherCache.open`. `features(indices)` reads the rows, `valid` says which rows hold
+    features; `keys`, `grids`, `num_views`, `embed_dim` and `teacher_fingerprint` come from the
+    manifest. The arrays are memory-mapped lazily (DataLoader workers map them again).
+
+    Args:
+        path: the cache folder.
+        manifest: its parsed manifest.json.
+    """
 
     def __init__(self, path: Path, manifest: dict):
         self.path = path
@@ -348,7 +378,23 @@ class TeacherCache:
         image_size: int | None = None,
         allow_partial: bool = False,
     ) -> TeacherCache:
-        """Open the cache at `path`, checking everything given against its manifest."""
+        """Open the cache at `path`, checking everything given against its manifest.
+
+        Args:
+            path: a folder written by `build_cache` (`zeroseg cache-teacher`).
+            source: the training images; their keys and signatures must be the cached ones.
+            teacher_fingerprint: the training teacher's `Teacher.fingerprint`.
+            grids: the grid sizes training expects.
+            image_size: the crop size training expects.
+            allow_partial: accept a cache with images still to encode (their rows are zeros).
+
+        Returns:
+            The opened `TeacherCache`.
+
+        Raises:
+            ZerosegError: no cache at `path`, another format or version, a mismatch with any argument
+                given, or an incomplete cache without `allow_partial`.
+        """
         path = Path(path)
         fix = "re-run cache-teacher or drop --teacher-cache"
         if not (path / MANIFEST).is_file():
@@ -393,26 +439,32 @@ class TeacherCache:
 
     @property
     def keys(self) -> list[str]:
+        """The image keys, in row order."""
         return self.manifest["keys"]
 
     @property
     def grids(self) -> tuple[int, ...]:
+        """The grid sizes of the views."""
         return tuple(self.manifest["grids"])
 
     @property
     def num_views(self) -> int:
+        """V, the views per image."""
         return int(self.manifest["num_views"])
 
     @property
     def embed_dim(self) -> int:
+        """E, the teacher's embedding dimension."""
         return int(self.manifest["embed_dim"])
 
     @property
     def teacher_fingerprint(self) -> str:
+        """The `Teacher.fingerprint` of the teacher that made the cache."""
         return self.manifest["teacher"]["fingerprint"]
 
     @property
     def status(self) -> np.ndarray:
+        """uint8 (N,): 0 to do, 1 done, 2 unreadable."""
         return np.asarray(self._open()[1])
 
     @property
@@ -421,6 +473,13 @@ class TeacherCache:
         return torch.from_numpy(self.status == DONE)
 
     def features(self, indices) -> torch.Tensor:
-        """(n, V, E) float32 features of image indices (rows of unencoded images are zeros)."""
+        """Cached teacher features of some images.
+
+        Args:
+            indices: image indices (a sequence, array or tensor of n row numbers).
+
+        Returns:
+            (n, V, E) float32 unit-norm features (rows of unencoded images are zeros).
+        """
         idx = np.asarray(indices.cpu() if isinstance(indices, torch.Tensor) else indices, dtype=np.int64)
         return torch.from_numpy(np.asarray(self._open()[0][idx], dtype=np.float32))

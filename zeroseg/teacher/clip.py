@@ -58,7 +58,30 @@ def weights_fingerprint(label: str, state_dict: dict[str, torch.Tensor], extra: 
 
 
 class Teacher:
-    """A frozen open_clip CLIP (eval mode, no gradients) and what the cache and checkpoints need."""
+    """A frozen open_clip CLIP (eval mode, no gradients) and what the cache and checkpoints need.
+
+    Built by `load_teacher`; the constructor puts `model` in eval mode and freezes it.
+
+    Args:
+        model: the open_clip `CLIP` module.
+        spec: the spec string it was loaded from (see `load_teacher`).
+        name: a label for fingerprints and messages.
+        model_cfg: the kwargs of `open_clip.model.CLIP(**model_cfg)` (saved with the text tower).
+        mean: per-channel pixel mean the model was trained with.
+        std: per-channel pixel std the model was trained with.
+        tokenizer_name: the tokenizer of the text tower (an open_clip model name or `SIMPLE_TOKENIZER`).
+        context_length: the text tower's token context length.
+        fingerprint: `label@hash` of the weights (`weights_fingerprint`); the feature cache checks it.
+        token_subset: the original CLIP BPE ids of a pruned text vocabulary, if any.
+
+    Attributes:
+        image_size: the (square) input side of the image tower.
+        embed_dim: the dimension E of the image and text embeddings.
+        logit_scale: CLIP's learned multiplier of cosine similarities (already exponentiated).
+
+    Raises:
+        ZerosegError: the image tower takes non-square input.
+    """
 
     def __init__(
         self,
@@ -98,14 +121,20 @@ class Teacher:
 
     @property
     def device(self) -> torch.device:
+        """Where the model's weights are."""
         return next(self.model.parameters()).device
 
     def to(self, device: str | torch.device) -> Teacher:
+        """Move the model to `device` (in place); returns self."""
         self.model.to(device)
         return self
 
     def text_state(self) -> dict:
-        """The text tower as {"config", "state_dict"} for checkpoints (see zeroseg.text)."""
+        """The text tower as {"config", "state_dict"} for checkpoints (see `zeroseg.text`).
+
+        Returns:
+            The dict `save_checkpoint(text=...)` and `TextEncoder.from_state` take (tensors on the CPU).
+        """
         return text_state_from_clip(
             self.model,
             model_cfg=self.model_cfg,
@@ -115,16 +144,26 @@ class Teacher:
         )
 
     def text_encoder(self) -> TextEncoder:
-        """A standalone TextEncoder (CPU) equal to this teacher's `encode_text`."""
+        """A standalone text encoder equal to this teacher's `encode_text`.
+
+        Returns:
+            A `TextEncoder` on the CPU, rebuilt from `text_state`.
+        """
         return TextEncoder.from_state(self.text_state())
 
     @torch.no_grad()
     def encode_images(
         self, images01: torch.Tensor, *, max_batch: int | None = None, amp: bool = False
     ) -> torch.Tensor:
-        """(N,3,H,W) in [0,1] -> L2-normalised image features (N,E) float32 (resized if H,W differ).
+        """L2-normalised CLIP image features of whole images.
 
-        amp: run the forward under CUDA float16 autocast (ignored on the CPU).
+        Args:
+            images01: (N, 3, H, W) images in [0, 1]; resized to `image_size` if H, W differ.
+            max_batch: at most this many images per forward (default: all at once).
+            amp: run the forward under CUDA float16 autocast (ignored on the CPU).
+
+        Returns:
+            (N, E) float32 unit-norm features, on the teacher's device.
         """
         x = images01.to(self.device, torch.float32)
         if tuple(x.shape[-2:]) != (self.image_size, self.image_size):
@@ -150,10 +189,22 @@ class Teacher:
         max_batch: int | None = None,
         amp: bool = False,
     ) -> torch.Tensor:
-        """(B,3,S,S) in [0,1] -> (B,V,E) unit-norm features of all grid views (order: `view_boxes`).
+        """Unit-norm teacher features of every grid view of each image (the training targets).
 
-        All B*V views go through the teacher in one batched forward, or in chunks of at most
-        `max_batch` views (images are cut into views chunk by chunk, so memory stays bounded).
+        All B*V views go through the teacher in one batched forward, or in chunks (images are cut
+        into views chunk by chunk, so memory stays bounded).
+
+        Args:
+            images01: (B, 3, S, S) images in [0, 1].
+            grids: the grid sizes; 1 is the full image (see `check_grids`).
+            max_batch: at most this many views per forward (default: all B*V at once).
+            amp: run the forward under CUDA float16 autocast (ignored on the CPU).
+
+        Returns:
+            (B, V, E) float32 features, views in `view_boxes` order, on the teacher's device.
+
+        Raises:
+            ZerosegError: `grids` is invalid.
         """
         grids = check_grids(grids)
         views = num_views(grids)
@@ -213,10 +264,22 @@ def save_teacher(
 ) -> None:
     """Write a zeroseg teacher file (atomic; loadable with torch.load(weights_only=True)).
 
-    model_cfg: the kwargs of `open_clip.model.CLIP(**model_cfg)` the model was built with; if None
-    it is read off the modules and verified by rebuilding the model. mean/std: the pixel statistics
-    the model was trained with. name: a label for fingerprints and messages. token_subset: the
-    original CLIP BPE ids of a pruned text vocabulary (`zeroseg.text.SubsetTokenizer`), if any.
+    Args:
+        path: the file to write; `load_teacher(path)` reads it back.
+        clip_model: the open_clip `CLIP` module to save (its full state dict is stored).
+        tokenizer_name: the tokenizer of its text tower (an open_clip model name or `SIMPLE_TOKENIZER`).
+        context_length: the text context length (default: the one in `model_cfg`, else 77).
+        model_cfg: the kwargs of `open_clip.model.CLIP(**model_cfg)` the model was built with; if None
+            it is read off the modules and verified by rebuilding the model.
+        mean: per-channel pixel mean the model was trained with.
+        std: per-channel pixel std the model was trained with.
+        name: a label for fingerprints and messages.
+        token_subset: the original CLIP BPE ids of a pruned text vocabulary
+            (`zeroseg.text.SubsetTokenizer`), if any.
+
+    Raises:
+        ZerosegError: `model_cfg` is None and cannot be read off the modules, or the rebuilt model
+            does not reproduce `clip_model`.
     """
     if model_cfg is None:
         try:
@@ -361,10 +424,19 @@ def _load_open_clip(spec: str, name: str, weights: str | None, device) -> Teache
 def load_teacher(spec: str, device: str | torch.device = "cpu") -> Teacher:
     """Load the frozen CLIP teacher named by `spec`.
 
-    Specs: `MODEL:TAG` (open_clip pretrained tag; needs network or a warm Hugging Face cache),
-    `MODEL:/path/to/weights` (a local open_clip/OpenAI state dict, offline; for OpenAI weights use the
-    `-quickgelu` model name), a zeroseg teacher file (`save_teacher`), or `hf-hub:`/`local-dir:` names
-    as open_clip understands them. Every failure is a one-line ZerosegError.
+    Args:
+        spec: `MODEL:TAG` (open_clip pretrained tag; needs network or a warm Hugging Face cache),
+            `MODEL:/path/to/weights` (a local open_clip/OpenAI state dict, offline; for OpenAI
+            weights use the `-quickgelu` model name), a zeroseg teacher file (`save_teacher`), or
+            `hf-hub:`/`local-dir:` names as open_clip understands them.
+        device: where to put the model.
+
+    Returns:
+        The frozen `Teacher`, with its weights' fingerprint.
+
+    Raises:
+        ZerosegError: every failure (empty spec, unknown model or tag, missing or damaged file,
+            weights that cannot be downloaded), as one line.
     """
     import open_clip
 
