@@ -218,7 +218,7 @@ def run_latency(settings: LatencySettings, *, log: Callable[[str], None] = print
             "network_input_hw": list(net_size),
             "short_side": seg.short_side,
             "bg_thresh": thresh,
-            "inputs": "ShapeWorld scenes (zeroseg.shapeworld.write.generate_scene), in memory as PIL RGB",
+            "inputs": "ShapeWorld scenes (zeroseg.shapeworld.scenes.generate_scene), in memory as PIL RGB",
             "timing": TIMING_DOC,
             "stages": STAGE_DOC,
         },

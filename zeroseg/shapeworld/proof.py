@@ -52,7 +52,7 @@ def _zeroseg(*args: str) -> None:
     print("$", " ".join(cmd[2:]), flush=True)
     if subprocess.run(cmd).returncode != 0:
         raise SystemExit(
-            f"shapeworld_proof: `zeroseg {args[0]}` failed (see above); fix it and rerun to resume"
+            f"zeroseg.shapeworld.proof: `zeroseg {args[0]}` failed (see above); fix it and rerun to resume"
         )
 
 
