@@ -7,11 +7,17 @@ Training checkpoints add a `train_state` (optimizer, scheduler, step, RNG, data 
 
 Layout of the saved dict:
     format: "zeroseg-checkpoint", version: int, config_json: str (JSON of `CheckpointConfig`),
-    student: state dict, text: {"config": dict, "state_dict": state dict}, train_state: dict | absent
+    student: state dict, text: {"config": dict, "state_dict": state dict}, train_state: dict | absent,
+    checksum: {"algorithm": "sha256", "hex": str} over every tensor's bytes (`tensor_checksum`)
+
+Zip archives do not check their CRCs on load, so a flipped byte in a tensor would load silently and
+give wrong masks; the checksum is verified on every load. Checkpoints written before it existed
+(no "checksum" key) load without the check and without a warning.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pickle
 from dataclasses import dataclass, field, replace
@@ -201,7 +207,33 @@ def save_checkpoint(
     }
     if train_state is not None:
         payload["train_state"] = train_state
+    payload["checksum"] = {"algorithm": "sha256", "hex": tensor_checksum(payload)}
     atomic_torch_save(path, payload)
+
+
+def _walk_tensors(obj: Any, prefix: str = ""):
+    """(path, tensor) for every tensor in nested dicts / lists, in a stable order (sorted keys)."""
+    if isinstance(obj, torch.Tensor):
+        yield prefix, obj
+    elif isinstance(obj, dict):
+        for key in sorted(obj, key=str):
+            yield from _walk_tensors(obj[key], f"{prefix}/{key}")
+    elif isinstance(obj, list | tuple):
+        for i, item in enumerate(obj):
+            yield from _walk_tensors(item, f"{prefix}/{i}")
+
+
+def tensor_checksum(payload: dict[str, Any]) -> str:
+    """sha256 (hex) over the student, text and train-state tensors of a checkpoint payload: each
+    tensor's path, dtype, shape and raw bytes, in sorted key order (independent of the zip layout)."""
+    digest = hashlib.sha256()
+    parts = {k: payload[k] for k in ("student", "text", "train_state") if k in payload}
+    for name, tensor in _walk_tensors(parts):
+        data = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{data.dtype}|{tuple(data.shape)}\n".encode())
+        if data.numel():
+            digest.update(data.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _cast(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
@@ -275,4 +307,23 @@ def load_checkpoint(path: str | Path, *, with_train_state: bool = True) -> Check
         raise ZerosegError(f"{path} is a damaged zeroseg checkpoint ({exc})") from None
     except ZerosegError as exc:  # e.g. a student config from a newer zeroseg
         raise ZerosegError(f"{path}: {exc}") from None
+    _verify_checksum(path, payload)
     return ckpt
+
+
+def _verify_checksum(path: Path, payload: dict[str, Any]) -> None:
+    """Refuse a checkpoint whose tensors do not match their stored checksum (absent: not checked)."""
+    stored = payload.get("checksum")
+    if stored is None:
+        return
+    if not isinstance(stored, dict) or stored.get("algorithm") != "sha256" or not stored.get("hex"):
+        raise ZerosegError(f"{path} has a damaged checksum entry; re-copy or re-train it")
+    try:
+        actual = tensor_checksum(payload)
+    except (KeyError, TypeError, RuntimeError) as exc:
+        raise ZerosegError(f"{path} is a damaged zeroseg checkpoint ({type(exc).__name__})") from None
+    if actual != stored["hex"]:
+        raise ZerosegError(
+            f"{path} is corrupt (damaged): its tensor data fails the sha256 checksum stored with it; "
+            "re-copy or re-train it"
+        )

@@ -7,8 +7,10 @@ Ctrl-C exit with 130 quietly.
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import typer
+import typer.main
 
 from zeroseg.errors import ZerosegError
 
@@ -29,14 +31,43 @@ def fail(message: str) -> None:
     raise ZerosegError(message)
 
 
+class Interrupted(KeyboardInterrupt):
+    """A Ctrl-C with a command-specific line to print (e.g. how to resume)."""
+
+
+def _report_interrupts(command: Any) -> None:
+    """Make `command` print its "interrupted" line before exiting 130.
+
+    Typer turns a KeyboardInterrupt inside a command into a silent `Exit(130)`; wrapping the
+    (group's) `invoke` catches it first, whichever sub-command was running.
+    """
+    if getattr(command, "_zeroseg_interrupts", False):
+        return
+    original = command.invoke
+
+    def invoke(ctx: typer.Context) -> Any:
+        try:
+            return original(ctx)
+        except KeyboardInterrupt as exc:
+            message = str(exc) if isinstance(exc, Interrupted) and str(exc) else "interrupted"
+            typer.echo(message, err=True)
+            raise typer.Exit(130) from None
+
+    command.invoke = invoke  # type: ignore[method-assign]
+    command._zeroseg_interrupts = True  # type: ignore[attr-defined]
+
+
 def run_app(app: typer.Typer) -> None:
-    """Run a Typer app; user errors become a one-line message and exit status 2."""
+    """Run a Typer app; user errors become a one-line message and exit status 2, Ctrl-C prints
+    "interrupted" (or the command's own line) and exits 130."""
+    command = typer.main.get_command(app)
+    _report_interrupts(command)
     try:
-        app()
+        command(prog_name=app.info.name or None)
     except ZerosegError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # outside a command (e.g. while importing)
         typer.echo("interrupted", err=True)
         sys.exit(130)
 

@@ -8,11 +8,12 @@ Re-running the same command resumes an interrupted cache.
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 from pathlib import Path
 
 import typer
 
-from zeroseg.cli._app import parse_int_list
+from zeroseg.cli._app import Interrupted, parse_int_list
 from zeroseg.errors import ZerosegError
 
 
@@ -51,7 +52,10 @@ def register(app: typer.Typer) -> None:
         from zeroseg.data.sources import ImageSource
         from zeroseg.teacher.cache import build_cache, check_cache_args
         from zeroseg.teacher.clip import load_teacher
+        from zeroseg.utils.atomic import clean_stale_temps
         from zeroseg.utils.device import init_distributed, local_rank, resolve_device
+        from zeroseg.utils.lock import folder_lock
+        from zeroseg.utils.writable import ensure_writable_dir
 
         grid_values = check_cache_args(parse_int_list(grids, "--grids"), image_size, dtype, batch_size)
         if workers is None:
@@ -59,26 +63,36 @@ def register(app: typer.Typer) -> None:
         if workers < 0 or max_views < 0:
             raise ZerosegError("--workers and --max-views must not be negative")
         dev = resolve_device(device, local_rank=local_rank())
+        main_rank = int(os.environ.get("RANK", "0") or 0) == 0
+        if main_rank:
+            ensure_writable_dir(out, "--out")
         joined = init_distributed(dev).joined
         try:
             source = ImageSource.open(data)
             model = load_teacher(teacher, device=dev)
-            summary = build_cache(
-                source,
-                model,
-                out,
-                grids=grid_values,
-                image_size=image_size,
-                batch_size=batch_size,
-                dtype=dtype,
-                num_workers=workers,
-                overwrite=overwrite,
-                max_batch=max_views or None,
-                amp=amp,
-                progress=progress,
-            )
+            with folder_lock(out, what="teacher cache") if main_rank else nullcontext():
+                if main_rank:
+                    clean_stale_temps(out)
+                summary = build_cache(
+                    source,
+                    model,
+                    out,
+                    grids=grid_values,
+                    image_size=image_size,
+                    batch_size=batch_size,
+                    dtype=dtype,
+                    num_workers=workers,
+                    overwrite=overwrite,
+                    max_batch=max_views or None,
+                    amp=amp,
+                    progress=progress,
+                )
             if summary.rank == 0:
                 typer.echo(summary.line())
+        except KeyboardInterrupt:
+            raise Interrupted(
+                f"interrupted: {out} keeps every finished batch; run the same command again to resume"
+            ) from None
         finally:
             if joined:
                 torch.distributed.destroy_process_group()

@@ -18,11 +18,13 @@ def demo(
         None, "--teacher", help="CLIP for the MaskCLIP column (default: the bundled teacher)."
     ),
     baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Add the MaskCLIP column."),
-    device: str = typer.Option("cpu", "--device", help="cpu | cuda."),
+    device: str = typer.Option("cpu", "--device", help="auto | cpu | cuda."),
 ) -> None:
     """Segment a generated ShapeWorld scene into colours: demo.png = input | truth | ZeroSeg | MaskCLIP."""
     from zeroseg.shapeworld.demo import run_demo
+    from zeroseg.utils.device import resolve_device
 
+    resolve_device(device)  # one line for cuda without a GPU
     result = run_demo(
         out, seed=seed, size=size, checkpoint=checkpoint, teacher=teacher, baseline=baseline, device=device
     )

@@ -10,7 +10,9 @@ from zeroseg.errors import ZerosegError
 
 
 def evaluate_command(
-    checkpoint: Path = typer.Argument(..., help="ZeroSeg checkpoint (.pt); ignored by --method maskclip."),
+    checkpoint: Path | None = typer.Argument(
+        None, help="ZeroSeg checkpoint (.pt); ignored by --method maskclip; left out with --engine."
+    ),
     dataset: Path = typer.Option(
         ..., "--dataset", help="VOC-layout folder (JPEGImages, SegmentationClass...)."
     ),
@@ -30,14 +32,20 @@ def evaluate_command(
     short_side: int | None = typer.Option(None, "--short-side", help="Network input short side."),
     limit: int | None = typer.Option(None, "--limit", help="Only the first N images."),
     batch_size: int = typer.Option(8, "--batch-size", help="Images per forward pass."),
-    device: str = typer.Option("cpu", "--device", help="cpu | cuda."),
+    device: str = typer.Option("cpu", "--device", help="auto | cpu | cuda."),
     json_out: Path | None = typer.Option(None, "--json", help="Write the scores here as JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    engine: Path | None = typer.Option(
+        None, "--engine", help="Score an exported ONNX bundle (zeroseg-export onnx) instead of a checkpoint."
+    ),
+    precision: str = typer.Option("fp32", "--precision", help="With --engine: fp32 | int8."),
 ) -> None:
     """Score segmentation with mmseg's mIoU: intersection and union summed over the split."""
     from zeroseg.data.voc import VOCDataset
     from zeroseg.evaluation.evaluate import evaluate
     from zeroseg.utils.atomic import atomic_write_json
+    from zeroseg.utils.device import resolve_device
+    from zeroseg.utils.writable import ensure_writable_file
 
     if bg_thresh is not None and not 0.0 <= bg_thresh <= 1.0:
         raise ZerosegError(f"--bg-thresh must be in [0, 1], got {bg_thresh}")
@@ -45,16 +53,44 @@ def evaluate_command(
         raise ZerosegError(
             f"--json {json_out} is a folder; pass a file name such as {json_out / 'eval.json'}"
         )
+    if json_out is not None:
+        ensure_writable_file(json_out, "--json")  # before the compute, not after it
+    resolve_device(device)
     data = VOCDataset(dataset, split, classes, reduce_zero_label=reduce_zero_label)
+    if not data.has_background and not reduce_zero_label:
+        typer.echo(
+            f"warning: the class list has no 'background' first, so mask label 0 is scored as "
+            f"{data.class_names[0]!r}; list background first, or pass --reduce-zero-label if 0 means ignore",
+            err=True,
+        )
     from zeroseg.infer.factory import build_segmenter
 
-    segmenter = build_segmenter(
-        method, checkpoint=checkpoint, teacher=teacher, device=device, short_side=short_side
-    )
-    report = evaluate(
-        segmenter, data, bg_thresh=bg_thresh, bg_prompt=bg_prompt, batch_size=batch_size, limit=limit,
-        progress=not quiet, on_warning=lambda m: typer.echo(f"warning: {m}", err=True),
-    )  # fmt: skip
+    if method == "zeroseg" and str(checkpoint) == "bundled":
+        from zeroseg.shapeworld.bundled import bundled_checkpoint
+
+        checkpoint = bundled_checkpoint()
+
+    if engine is not None:
+        if checkpoint is not None or method != "zeroseg":
+            raise ZerosegError("--engine replaces the checkpoint: pass either CHECKPOINT or --engine DIR")
+        from zeroseg.export.runtime import OnnxSegmenter
+
+        segmenter = OnnxSegmenter(engine, precision=precision, short_side=short_side)
+    elif method == "zeroseg" and checkpoint is None:
+        raise ZerosegError("no checkpoint given: zeroseg eval CHECKPOINT --dataset D (or --engine DIR)")
+    else:
+        segmenter = build_segmenter(
+            method, checkpoint=checkpoint, teacher=teacher, device=device, short_side=short_side
+        )
+    try:
+        report = evaluate(
+            segmenter, data, bg_thresh=bg_thresh, bg_prompt=bg_prompt, batch_size=batch_size, limit=limit,
+            progress=not quiet, on_warning=lambda m: typer.echo(f"warning: {m}", err=True),
+        )  # fmt: skip
+    except KeyboardInterrupt:
+        from zeroseg.cli._app import Interrupted
+
+        raise Interrupted("interrupted: no scores were written") from None
     typer.echo(report.table)
     fg = report.summary.get("mIoU_fg")
     fg_text = f", foreground mIoU {fg:.4f}" if fg is not None else ""

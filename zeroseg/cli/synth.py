@@ -10,6 +10,23 @@ import typer
 from zeroseg.errors import ZerosegError
 
 KINDS = ("captions", "scenes")
+#: What synth writes in --out; --overwrite removes these first, so no stale item survives.
+SYNTH_OUTPUTS: tuple[str, ...] = (
+    "images", "JPEGImages", "SegmentationClass", "SegmentationObject", "ImageSets",
+    "captions.jsonl", "annotations.jsonl", "classes.txt", "dataset.json",
+)  # fmt: skip
+
+
+def _remove_previous(out: Path) -> None:
+    """Delete a previous synth's outputs in `out` (only the names synth writes)."""
+    import shutil
+
+    for name in SYNTH_OUTPUTS:
+        path = out / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
 
 
 def synth(
@@ -24,13 +41,19 @@ def synth(
     ),
     val_fraction: float = typer.Option(0.2, "--val-fraction", help="Share of items in the val split."),
     labels: str = typer.Option("colour", "--labels", help="Scene mask classes: colour | shape | both."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Write into a folder that is not empty."),
+    overwrite: bool = typer.Option(
+        False,
+        "--overwrite",
+        help="Write into a folder that is not empty (a previous synth's files there are removed first).",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Generate ShapeWorld data: seeded, deterministic, numpy + PIL only."""
     from tqdm import tqdm
 
     from zeroseg.shapeworld.write import LABEL_SETS, write_captions, write_scenes
+    from zeroseg.shapeworld.write import _check_args as check_args
+    from zeroseg.utils.writable import ensure_writable_dir
 
     if kind not in KINDS:
         raise ZerosegError(f"--kind must be one of {', '.join(KINDS)}, got {kind!r}")
@@ -40,6 +63,10 @@ def synth(
         raise ZerosegError(f"--out {out} is a file; give a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise ZerosegError(f"output folder {out} is not empty; choose a new folder or pass --overwrite")
+    check_args(n, seed, val_fraction)  # before anything is created or removed
+    ensure_writable_dir(out, "--out")
+    if overwrite:
+        _remove_previous(out)
     start = time.perf_counter()
     with tqdm(total=n, unit="img", disable=quiet, desc=f"synth {kind}") as bar:
         if kind == "captions":

@@ -23,7 +23,28 @@ def _parse_weights(text: str) -> tuple[float, float, float]:
     return values  # type: ignore[return-value]
 
 
+#: CLI parameter -> TrainConfig field, where the names differ.
+_PARAM_FIELDS: dict[str, str] = {
+    "warmup": "warmup_fraction",
+    "loss_weights": "weights",
+    "workers": "num_workers",
+    "compile_model": "compile",
+    "stop_after": "stop_after_steps",
+}
+
+
+def _explicit_fields(ctx: typer.Context) -> set[str]:
+    """The TrainConfig fields whose flags were given on the command line (or by the environment)."""
+    given = set()
+    for name in ctx.params:
+        source = ctx.get_parameter_source(name)  # by name: Typer may ship its own copy of click
+        if source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT"):
+            given.add(_PARAM_FIELDS.get(name, name))
+    return given
+
+
 def train_command(
+    ctx: typer.Context,
     data: str = typer.Option(
         ..., "--data", help="Image folder (recursive), .tar shard(s), folder of shards or glob."
     ),
@@ -84,7 +105,10 @@ def train_command(
     save_every: int = typer.Option(500, "--save-every", help="Steps between last.pt checkpoints."),
     stop_after: int | None = typer.Option(None, "--stop-after-steps", help="Stop (resumably) after N steps."),
     resume: bool = typer.Option(
-        False, "--resume", help="Continue the run in --out exactly where it stopped."
+        False,
+        "--resume",
+        help="Continue the run in --out (that folder, even if copied or renamed) exactly where it stopped; "
+        "--steps may grow, other changed settings are refused.",
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -109,7 +133,18 @@ def train_command(
         amp=amp, compile=compile_model, num_workers=workers, seed=seed, device=device, log_every=log_every,
         save_every=save_every, stop_after_steps=stop_after,
     )  # fmt: skip
-    result = train(cfg, resume=resume, progress=not quiet)
+    try:
+        result = train(
+            cfg, resume=resume, progress=not quiet, explicit=_explicit_fields(ctx),
+            on_warning=lambda m: typer.echo(f"warning: {m}", err=True),
+        )  # fmt: skip
+    except KeyboardInterrupt:  # the second Ctrl-C: stop at once, without saving
+        from zeroseg.cli._app import Interrupted
+
+        raise Interrupted(
+            f"interrupted twice: stopped at once without saving; {out / 'last.pt'} holds the last saved "
+            "step (continue with --resume)"
+        ) from None
     if result.interrupted:
         typer.echo(
             f"interrupted at step {result.step}: saved {out / 'last.pt'}; continue with --resume", err=True

@@ -107,6 +107,12 @@ class VOCDataset:
             classes_file = default
         self.class_synonyms = load_classes(classes_file)
         self.class_names = [c[0] for c in self.class_synonyms]
+        late = [i for i, name in enumerate(self.class_names) if name.strip().lower() == "background" and i]
+        if late:
+            raise ZerosegError(
+                f"{classes_file} lists 'background' as class {late[0]} (0-based), but label 0 of the masks "
+                "is background: list it first (or leave it out for data sets without background)"
+            )
 
     def _image_path(self, item: str) -> Path:
         for suffix in _IMAGE_SUFFIXES:

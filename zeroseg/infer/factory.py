@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from zeroseg.errors import ZerosegError
 from zeroseg.infer.base import SegmenterBase
+
+if TYPE_CHECKING:
+    import torch
 
 METHODS: tuple[str, ...] = ("zeroseg", "maskclip")
 
@@ -15,7 +19,7 @@ def build_segmenter(
     *,
     checkpoint: str | os.PathLike | None = None,
     teacher: str | None = None,
-    device: str = "cpu",
+    device: str | torch.device = "cpu",
     short_side: int | None = None,
 ) -> SegmenterBase:
     """The ZeroSeg `Segmenter` of a checkpoint, or the MaskCLIP baseline on a teacher.
@@ -33,6 +37,9 @@ def build_segmenter(
     """
     if method not in METHODS:
         raise ZerosegError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    from zeroseg.utils.device import resolve_device
+
+    device = resolve_device(device)  # one line for cuda without a GPU or an unknown device
     if method == "maskclip":
         from zeroseg.infer.maskclip import MaskCLIPSegmenter
 

@@ -28,6 +28,7 @@ from zeroseg.kernels import segment_head
 from zeroseg.model.student import SegmentationOutput
 from zeroseg.preprocess import normalize
 from zeroseg.text import Vocabulary
+from zeroseg.utils.device import resolve_device
 
 
 class Segmenter(TorchSegmenterBase):
@@ -55,7 +56,7 @@ class Segmenter(TorchSegmenterBase):
             else load_checkpoint(checkpoint, with_train_state=False)
         )
         self.checkpoint = ckpt
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.model = ckpt.build_student(self.device)
         self.vocabulary = Vocabulary(ckpt.build_text_encoder(self.device), ckpt.templates)
         self.preprocessing = ckpt.preprocess

@@ -4,6 +4,12 @@ Used by `zeroseg segment` (outputs), `zeroseg synth` (ground-truth masks) and ev
 Label PNGs follow PASCAL VOC: a palette ("P") PNG whose pixel *indices* are the class ids, with the
 standard VOC colours, so 255 (ignore) shows as VOC's cream border colour. More than 256 classes need
 a 16-bit grey PNG instead ("I;16"), whose values are the class ids.
+
+Predicted label maps (`zeroseg segment`) pass `num_labels`, which fixes the format for the whole run
+from the label space, not from the labels one image happens to hold: up to 255 labels (background +
+254 classes) -> 8-bit palette PNG, more -> 16-bit PNG. 255 never means a class in either: in 16-bit
+files class ids of 255 and above are stored as id + 1 (`LABEL_PNG_VALUES`), so VOC tools read them
+as classes, not as ignore.
 """
 
 from __future__ import annotations
@@ -61,10 +67,46 @@ def _full_palette(palette: np.ndarray | Sequence | None, n: int = 256) -> np.nda
     return full
 
 
-def label_image(labels: np.ndarray, palette: np.ndarray | Sequence | None = None) -> Image.Image:
-    """A PIL image of a label map: "P" mode with `palette` (default VOC) if every label < 256,
-    otherwise 16-bit grey ("I;16")."""
+#: How `zeroseg segment` stores class ids in its label PNGs (also written into each image's JSON).
+LABEL_PNG_VALUES = "value = class id (0 = background); in 16-bit files ids >= 255 are stored as id + 1"
+#: The most labels (background included) an 8-bit label PNG holds without using 255 (VOC's ignore).
+MAX_8BIT_LABELS = 255
+
+
+def label_ids_from_png(values: np.ndarray) -> np.ndarray:
+    """Class ids of a predicted label PNG's pixel values (inverse of the 16-bit id + 1 storage;
+    8-bit files hold the ids as they are). 255 (never a predicted class) stays 255."""
+    values = np.asarray(values).astype(np.int64)
+    return values - (values > 255)
+
+
+def label_png_bits(num_labels: int) -> int:
+    """8 or 16: the label PNG depth for a label space of `num_labels` labels (background included)."""
+    return 8 if num_labels <= MAX_8BIT_LABELS else 16
+
+
+def label_image(
+    labels: np.ndarray, palette: np.ndarray | Sequence | None = None, *, num_labels: int | None = None
+) -> Image.Image:
+    """A PIL image of a label map.
+
+    Args:
+        labels: (H, W) integer class ids.
+        palette: colours of the 8-bit palette (default VOC).
+        num_labels: the size of the label space (predictions): fixes the format for every image of
+            a run and keeps 255 free (module docstring). None (masks with 255 = ignore): "P" mode if
+            every label < 256, otherwise 16-bit grey ("I;16") holding the values as they are.
+    """
     labels = _check_labels(labels)
+    if num_labels is not None:
+        if int(labels.max()) >= num_labels:
+            raise ZerosegError(f"label {int(labels.max())} is outside the {num_labels} labels of the run")
+        if label_png_bits(num_labels) == 16:
+            stored = labels.astype(np.int64)
+            stored = stored + (stored >= 255)
+            if int(stored.max()) > 65535:
+                raise ZerosegError(f"{num_labels} labels do not fit a 16-bit label PNG")
+            return Image.fromarray(stored.astype(np.uint16))
     if int(labels.max()) < 256:
         h, w = labels.shape
         img = Image.frombytes("P", (w, h), np.ascontiguousarray(labels, dtype=np.uint8).tobytes())
@@ -73,18 +115,24 @@ def label_image(labels: np.ndarray, palette: np.ndarray | Sequence | None = None
     return Image.fromarray(labels.astype(np.uint16))
 
 
-def encode_label_png(labels: np.ndarray, palette: np.ndarray | Sequence | None = None) -> bytes:
+def encode_label_png(
+    labels: np.ndarray, palette: np.ndarray | Sequence | None = None, *, num_labels: int | None = None
+) -> bytes:
     """The bytes of `save_label_png`'s file."""
     buf = io.BytesIO()
-    label_image(labels, palette).save(buf, format="PNG")
+    label_image(labels, palette, num_labels=num_labels).save(buf, format="PNG")
     return buf.getvalue()
 
 
 def save_label_png(
-    path: str | os.PathLike, labels: np.ndarray, palette: np.ndarray | Sequence | None = None
+    path: str | os.PathLike,
+    labels: np.ndarray,
+    palette: np.ndarray | Sequence | None = None,
+    *,
+    num_labels: int | None = None,
 ) -> None:
-    """Write a label map atomically as a palette PNG (labels < 256) or a 16-bit grey PNG."""
-    atomic_write_bytes(path, encode_label_png(labels, palette))
+    """Write a label map atomically as a palette PNG or a 16-bit grey PNG (see `label_image`)."""
+    atomic_write_bytes(path, encode_label_png(labels, palette, num_labels=num_labels))
 
 
 def label_fractions(labels: np.ndarray, class_names: Sequence[str]) -> dict[str, float]:
@@ -191,12 +239,18 @@ def save_overlay(
     class_names: Sequence[str],
     palette: np.ndarray | Sequence | None = None,
     alpha: float = 0.5,
+    *,
+    ignore_index: int = 255,
 ) -> None:
-    """Write `overlay(...)` atomically; the format follows the suffix (.png, .jpg, ...)."""
+    """Write `overlay(...)` atomically; the format follows the suffix (.png, .jpg, ...).
+
+    Predictions pass `ignore_index=-1`: they hold no ignore label, so a class with id 255 is coloured
+    and listed like any other.
+    """
     path = Path(path)
     if Image.registered_extensions().get(path.suffix.lower()) is None:
         raise ZerosegError(f"unknown image format for {path}; use a .png or .jpg file name")
-    out = overlay(image, labels, class_names, palette, alpha)
+    out = overlay(image, labels, class_names, palette, alpha, ignore_index=ignore_index)
     with atomic_path(path) as tmp:
         if path.suffix.lower() in (".jpg", ".jpeg"):
             out.save(tmp, quality=95)

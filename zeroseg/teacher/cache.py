@@ -91,13 +91,38 @@ def expected_manifest(source: ImageSource, teacher: Teacher, grids, image_size: 
     }
 
 
+#: Manifest entries every reader relies on (a manifest without one is damaged).
+_REQUIRED = (
+    "format",
+    "version",
+    "teacher",
+    "grids",
+    "num_views",
+    "image_size",
+    "embed_dim",
+    "dtype",
+    "keys",
+    "signatures",
+)
+_REQUIRED_TEACHER = ("spec", "fingerprint")
+
+
 def _read_manifest(out: Path) -> dict:
     try:
-        return json.loads((out / MANIFEST).read_text())
+        manifest = json.loads((out / MANIFEST).read_text())
     except (OSError, ValueError) as exc:
         raise ZerosegError(
             f"teacher cache manifest {out / MANIFEST} is unreadable ({type(exc).__name__}): {_REDO}"
         ) from None
+    teacher = manifest.get("teacher") if isinstance(manifest, dict) else None
+    missing = [k for k in _REQUIRED if k not in manifest] if isinstance(manifest, dict) else ["(everything)"]
+    missing += [f"teacher.{k}" for k in _REQUIRED_TEACHER if isinstance(teacher, dict) and k not in teacher]
+    if missing or not isinstance(teacher, dict):
+        raise ZerosegError(
+            f"teacher cache manifest {out / MANIFEST} is damaged "
+            f"(missing {', '.join(missing) or 'teacher'}): {_REDO}"
+        )
+    return manifest
 
 
 def _first_difference(a: list, b: list) -> int:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,7 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         """Refuse out-of-range values with a one-line message."""
+        self._validate_numbers()
         if self.batch_size <= 0:
             raise ZerosegError(f"--batch-size must be positive, got {self.batch_size}")
         if self.grad_accum <= 0:
@@ -88,6 +90,32 @@ class TrainConfig:
         if not 0.0 <= self.warmup_fraction < 1.0:
             raise ZerosegError(f"--warmup must be in [0, 1), got {self.warmup_fraction}")
         return self
+
+    def _validate_numbers(self) -> None:
+        """Every float flag finite; learning rates positive, decays and clips non-negative."""
+        floats = {
+            "--lr": self.lr, "--blr": self.blr, "--weight-decay": self.weight_decay,
+            "--warmup": self.warmup_fraction, "--clip-grad": self.clip_grad, "--mask-ratio": self.mask_ratio,
+            "--region-weight": self.region_weight, "--epochs": self.epochs, "--bg-thresh": self.bg_thresh,
+        }  # fmt: skip
+        for i, weight in enumerate(self.weights):
+            floats[f"--loss-weights (item {i + 1})"] = weight
+        for flag, value in floats.items():
+            if value is not None and not math.isfinite(value):
+                raise ZerosegError(f"{flag} must be a finite number, got {value}")
+        for flag, value in (("--lr", self.lr), ("--blr", self.blr)):
+            if value is not None and value <= 0:
+                raise ZerosegError(f"{flag} must be positive, got {value}")
+        for flag, value in (("--weight-decay", self.weight_decay), ("--clip-grad", self.clip_grad)):
+            if value is not None and value < 0:
+                raise ZerosegError(f"{flag} must not be negative, got {value}")
+        for flag, number in (("--image-size", self.image_size), ("--seed", self.seed)):
+            if number is not None and number < (16 if flag == "--image-size" else 0):
+                raise ZerosegError(
+                    f"{flag} must be {'at least 16' if flag == '--image-size' else '>= 0'}, got {number}"
+                )
+        if self.stop_after_steps is not None and self.stop_after_steps <= 0:
+            raise ZerosegError(f"--stop-after-steps must be positive, got {self.stop_after_steps}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form."""

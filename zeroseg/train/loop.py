@@ -10,7 +10,9 @@ SIGINT/SIGTERM finish the current step, write `last.pt` and exit.
 from __future__ import annotations
 
 import json
+import os
 import time
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,13 @@ from zeroseg.preprocess import Preprocess, normalize
 from zeroseg.teacher.views import view_patch_weights
 from zeroseg.train.config import TrainConfig, TrainResult
 from zeroseg.train.losses import LossTerms, LossWeights, seen_view_weights, zeroseg_loss
+from zeroseg.train.resume import (
+    absolute_config,
+    check_resume_steps,
+    resume_config,
+    trim_metrics,
+    write_run_config,
+)
 from zeroseg.train.runtime import (
     SkipSampler,
     StopFlag,
@@ -35,8 +44,11 @@ from zeroseg.train.runtime import (
     restore_rng,
     warmup_cosine,
 )
-from zeroseg.train.targets import TrainingData, open_training_data
+from zeroseg.train.targets import TrainingData, no_readable_image, open_training_data, skipped_images_line
+from zeroseg.utils.atomic import clean_stale_temps
 from zeroseg.utils.device import amp_dtype, init_distributed, local_rank, resolve_device
+from zeroseg.utils.lock import folder_lock
+from zeroseg.utils.writable import ensure_writable_dir
 
 
 def _groups_used(assignment: torch.Tensor) -> float:
@@ -130,32 +142,67 @@ def train_step(
     return terms, out
 
 
-def _resolve_config(cfg: TrainConfig, resume: bool) -> TrainConfig:
+def _resolve_config(
+    cfg: TrainConfig, resume: bool, explicit: Collection[str] | None, on_note: Callable[[str], None] | None
+) -> TrainConfig:
     run = Path(cfg.out)
     if not resume:
         if (run / "last.pt").exists():
             raise ZerosegError(
                 f"{run} already holds a run: pass --resume to continue it or choose another --out"
             )
-        return cfg.validate()
+        return absolute_config(cfg).validate()
     if not (run / "last.pt").exists():
         raise ZerosegError(f"nothing to resume in {run} (no last.pt); drop --resume to start a new run")
-    saved = TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
-    return replace(saved, steps=cfg.steps or saved.steps, stop_after_steps=cfg.stop_after_steps).validate()
+    return resume_config(cfg, run, explicit, on_note)
 
 
-def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> TrainResult:
-    """Train (or resume) a ZeroSeg student as `cfg` says.
+def train(
+    cfg: TrainConfig,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    explicit: Collection[str] | None = None,
+    on_warning: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """Train (or resume) a ZeroSeg student as `cfg` says; one process at a time per run folder.
 
     Args:
         cfg: the run (data, teacher or teacher cache, preset, schedule, losses, output folder).
-        resume: continue the run in `cfg.out` from its `last.pt` (exactly: RNG and data position).
+        resume: continue the run in `cfg.out` (always that folder, whatever its config.json says)
+            from its `last.pt` (exactly: RNG and data position).
         progress: show a progress bar (main process only).
+        explicit: the settings given on the command line (see `zeroseg.train.resume.resume_config`).
+        on_warning: told, in one line each, about skipped images and settings changed on resume.
 
     Returns:
         Where it stopped: steps done, last loss, whether a signal interrupted it, the exit code.
     """
-    cfg = _resolve_config(cfg, resume)
+    run = Path(cfg.out)
+    if local_rank() != 0 or _env_rank() != 0:
+        return _train(cfg, resume, progress, explicit, on_warning)
+    ensure_writable_dir(run, "--out")
+    with folder_lock(run, what="run folder"):
+        clean_stale_temps(run)
+        return _train(cfg, resume, progress, explicit, on_warning)
+
+
+def _env_rank() -> int:
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
+def _train(
+    cfg: TrainConfig,
+    resume: bool,
+    progress: bool,
+    explicit: Collection[str] | None,
+    on_warning: Callable[[str], None] | None,
+) -> TrainResult:
+    notes: list[str] = []  # settings changed on resume: said once the resume is known to go ahead
+    cfg = _resolve_config(cfg, resume, explicit, notes.append)
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device, local_rank=local_rank())
     info = init_distributed(device)
@@ -207,10 +254,16 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        check_resume_steps(cfg, step, total, run)
+        for note in notes if on_warning is not None else ():
+            on_warning(note)
         restore_rng(state["rng"], device)
+        if info.is_main:
+            trim_metrics(run, step)
+            write_run_config(run, cfg)  # the adjusted settings, with this folder as `out`
     elif info.is_main:
         run.mkdir(parents=True, exist_ok=True)
-        (run / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+        write_run_config(run, cfg)
     net: torch.nn.Module = model
     if info.world_size > 1:
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -268,14 +321,17 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
     last_loss = float("nan")
     stop_at = total if cfg.stop_after_steps is None else min(total, step + cfg.stop_after_steps)
     model.train()
+    unreadable: set[int] = set()
     with StopFlag() as stop:
         while step < stop_at and stop.signal is None:
             sampler.set_epoch(epoch, skip=batch_in_epoch * cfg.batch_size * cfg.grad_accum)
             optimizer.zero_grad(set_to_none=True)
-            micro = 0
+            micro, good_in_epoch = 0, 0
             tick, images_seen, skipped = time.perf_counter(), 0, 0
             for batch in loader:
                 skipped += batch["skipped"]
+                unreadable.update(batch["skipped_index"].tolist())
+                good_in_epoch += int(batch["image"].shape[0])
                 if batch["image"].shape[0] == 0:
                     continue
                 images01 = batch["image"].to(device, non_blocking=True)
@@ -328,9 +384,16 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
                 if step >= stop_at or stop.signal is not None:
                     break
             else:
+                if good_in_epoch == 0 and stop.signal is None:  # a whole epoch of unreadable files
+                    message = no_readable_image(data, cfg.data)
+                    if message is not None:
+                        bar.close()
+                        raise ZerosegError(message)
                 epoch += 1
                 batch_in_epoch = 0
         bar.close()
+        if unreadable and on_warning is not None:
+            on_warning(skipped_images_line(data, cfg.data, unreadable))
         save(run / "last.pt", with_state=True)
         if step >= total:
             save(run / "model.pt", with_state=False, inference_only=True)

@@ -39,6 +39,30 @@ class TrainingData:
     text_state: dict[str, Any]
     logit_scale: float
     templates: list[str]
+    source: ImageSource | None = None
+
+
+def _examples(source: ImageSource, indices: list[int]) -> str:
+    names = [source.keys[i] for i in sorted(indices)[:3] if 0 <= i < len(source)]
+    return ", ".join(names)
+
+
+def no_readable_image(data: TrainingData, spec: str) -> str | None:
+    """After an epoch without one readable image: the one-line error if no image of the data set
+    decodes at all (every file is tried), None if some do (then training goes on)."""
+    source = data.source
+    if source is None:
+        return f"no readable image in {spec}"
+    bad = [i for i in range(len(source)) if source.load(i) is None]
+    if len(bad) < len(source):
+        return None
+    return f"no readable image in {spec}: {len(bad)} files skipped, e.g. {_examples(source, bad)}"
+
+
+def skipped_images_line(data: TrainingData, spec: str, indices: set[int]) -> str:
+    """The warning that names the unreadable images training left out."""
+    where = f" e.g. {_examples(data.source, list(indices))}" if data.source is not None else ""
+    return f"skipped {len(indices)} unreadable image(s) in {spec} (left out of training):{where}"
 
 
 def open_training_data(cfg: TrainConfig, device: torch.device, default_size: int) -> TrainingData:
@@ -98,4 +122,5 @@ def open_training_data(cfg: TrainConfig, device: torch.device, default_size: int
         text_state=teacher.text_state(),
         logit_scale=teacher.logit_scale,
         templates=templates,
+        source=source,
     )

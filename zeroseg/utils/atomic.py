@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from zeroseg.errors import ZerosegError
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -35,16 +38,21 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     body raises, including on KeyboardInterrupt.
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.stem}.tmp-{os.getpid()}{final.suffix}")
     try:
+        final.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, final)
         _fsync_dir(final.parent)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException as exc:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:  # e.g. a read-only file system: keep the original error, not this one
+            pass
+        if isinstance(exc, OSError):
+            raise ZerosegError(f"cannot write {final}: {_why(exc)}; choose a writable folder") from None
         raise
 
 
@@ -60,8 +68,57 @@ def atomic_write_json(final: str | os.PathLike, obj: Any) -> None:
 
 
 def atomic_torch_save(final: str | os.PathLike, obj: Any) -> None:
-    """`torch.save` to `final` atomically."""
+    """`torch.save` to `final` atomically; a failed write (full disk, read-only folder) is a
+    one-line ZerosegError and leaves the previous file in place."""
     import torch
 
-    with atomic_path(final) as tmp:
-        torch.save(obj, tmp)
+    try:
+        with atomic_path(final) as tmp:
+            torch.save(obj, tmp)
+    except RuntimeError as exc:  # torch reports a failed write (full disk) as RuntimeError (inline_container)
+        if not any(marker in str(exc) for marker in ("inline_container", "enforce fail", "write")):
+            raise
+        raise ZerosegError(
+            f"cannot write {final}: {_why(exc)}; free space or choose another folder"
+        ) from None
+
+
+def _why(exc: BaseException) -> str:
+    """A short reason for a failed write."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return "write failed (disk full?)" if "inline_container" in text or "enforce fail" in text else text[:120]
+
+
+_TEMP_NAME = re.compile(r"^\..+\.tmp-(\d+)(\.[^.]*)?$")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def clean_stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temp files (`.<name>.tmp-<pid><suffix>`) that `atomic_path` writers left behind
+    when they were killed (their process is gone); returns what was removed."""
+    folder = Path(folder)
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for path in folder.iterdir():
+        match = _TEMP_NAME.match(path.name)
+        if match is None or not path.is_file() or int(match.group(1)) == os.getpid():
+            continue
+        if not _alive(int(match.group(1))):
+            try:
+                path.unlink()
+                removed.append(path)
+            except OSError:
+                pass
+    return removed
