@@ -189,3 +189,93 @@ def dense_head_ref(
     table = (torch.arange(c, device=maps.device) + label_offset).expand(b, c)
     labels = upsample_labels_ref(maps, table, None, size, bg_thresh, bg_label=bg_label, out_dtype=out_dtype)
     return HeadResult(labels, sim.index.view(b, h, w), sim.max_prob.view(b, h, w))
+
+
+# ---- traceable variant (the exported graphs' head) ---------------------------------------------
+# The functions above decide Python-side (chunk sizes from the shapes, numpy tap ratios, the
+# equal-size copy), which `torch.export` cannot follow when the output size is a graph input. The
+# variant below computes the same taps with tensor ops and interpolates with them explicitly
+# (separably, in the order of PyTorch's CPU kernel: along W in each source row, then along H), so
+# an exported graph reproduces the reference's tap indices and weights bit for bit instead of
+# leaving them to a runtime's Resize. Interpolating along W on the h source rows first and then
+# combining rows gives the same products and sums as PyTorch's kernel (which reads the 2 x 2 taps
+# per output pixel) at a fraction of the gathers. tests/test_export_reference.py proves it equals
+# the functions above.
+
+
+def linear_taps_traceable(
+    n_in: int | torch.SymInt, n_out: int | torch.SymInt, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Taps (i0, i1) and weights (w0, w1) of bilinear align_corners=False, as `F.interpolate` reads.
+
+    ratio = n_in / n_out in float32; src = max((dst + 0.5) * ratio - 0.5, 0), evaluated in float64
+    and rounded once to float32: PyTorch's CPU kernel contracts it into a fused multiply-add on FMA
+    hosts (AVX2 / AVX-512 builds), and a plain float32 evaluation would differ from it in the last
+    bit, enough to break the ties of one-hot maps the other way. w1 = src - i0, w0 = 1 - w1; equal
+    sizes are a copy (i0 = i1 = dst, w1 = 0). Works with symbolic sizes (no Python branch).
+    """
+    dst = torch.arange(n_out, device=device)
+    n_in_t = torch.full((), n_in, dtype=torch.float32, device=device)
+    n_out_t = torch.full((), n_out, dtype=torch.float32, device=device)
+    ratio = (n_in_t / n_out_t).double()
+    src = ((dst.double() + 0.5) * ratio - 0.5).float().clamp_min(0.0)
+    last = (n_in_t - 1).long()
+    i0 = torch.minimum(src.floor().long(), last)
+    same = n_in_t == n_out_t
+    i1 = torch.where(same, i0, torch.minimum(i0 + 1, last))
+    w1 = torch.where(same, 0.0, (src - i0.float()).clamp(0.0, 1.0))
+    return i0, i1, 1.0 - w1, w1
+
+
+def upsample_labels_traceable(
+    maps: torch.Tensor,
+    class_table: torch.Tensor,
+    probs: torch.Tensor,
+    size: tuple[int | torch.SymInt, int | torch.SymInt],
+    bg_thresh: float | torch.Tensor,
+    *,
+    bg_label: int = 0,
+    out_dtype: torch.dtype = torch.int32,
+) -> torch.Tensor:
+    """`upsample_labels_ref` in segment mode (probs given), exportable with a symbolic `size`.
+
+    All K maps are interpolated at once (no chunking: K is the few segment tokens), and `bg_thresh`
+    may be a 0-d tensor (a graph input).
+    """
+    maps = maps.float()
+    y0, y1, wy0, wy1 = linear_taps_traceable(maps.shape[-2], size[0], maps.device)
+    x0, x1, wx0, wx1 = linear_taps_traceable(maps.shape[-1], size[1], maps.device)
+    # along W on the source rows first (cheap: h rows), then the two source rows of every output row
+    cols = maps.index_select(3, x0) * wx0 + maps.index_select(3, x1) * wx1  # (B, K, h, W)
+    up = cols.index_select(2, y0) * wy0[:, None] + cols.index_select(2, y1) * wy1[:, None]  # (B, K, H, W)
+    best_idx = up.argmax(dim=1)  # ties -> first map
+    labels = class_table.long().gather(1, best_idx.flatten(1)).view_as(best_idx)
+    score = probs.float().gather(1, best_idx.flatten(1)).view_as(best_idx)
+    bad = ~torch.isfinite(maps).all(dim=1)  # (B, h, w): the taps' non-finite sources
+    bad_cols = bad.index_select(2, x0) | bad.index_select(2, x1)  # (B, h, W)
+    touched = bad_cols.index_select(1, y0) | bad_cols.index_select(1, y1)
+    keep = (score >= bg_thresh) & ~touched
+    return torch.where(keep, labels, bg_label).to(out_dtype)
+
+
+def segment_head_traceable(
+    tokens: torch.Tensor,
+    text: torch.Tensor,
+    logit_scale: float,
+    maps: torch.Tensor,
+    size: tuple[int | torch.SymInt, int | torch.SymInt],
+    bg_thresh: float | torch.Tensor,
+    *,
+    bg_label: int = 0,
+    label_offset: int | torch.Tensor = 1,
+    out_dtype: torch.dtype = torch.int32,
+) -> HeadResult:
+    """`segment_head_ref` for export: the same similarity, the traceable upsampling.
+
+    `size`, `bg_thresh` and `label_offset` may be symbolic / 0-d tensors (graph inputs).
+    """
+    sim = token_text_similarity_ref(tokens, text, logit_scale)
+    labels = upsample_labels_traceable(
+        maps, sim.index + label_offset, sim.max_prob, size, bg_thresh, bg_label=bg_label, out_dtype=out_dtype
+    )
+    return HeadResult(labels, sim.index, sim.max_prob)

@@ -45,15 +45,17 @@ class SegmenterBase:
     short_side: int
     default_bg_thresh: float
     default_bg_prompt: bool
+    #: Cap on the longer side of the network input (an exported bundle may set a smaller one).
+    max_side: int = MAX_INFERENCE_SIDE
 
     # ---- geometry and labels ------------------------------------------------------------------
 
     def input_size(self, height: int, width: int) -> tuple[int, int]:
         """Network input size (H, W) of an image: shorter side `short_side`, both sides multiples of
-        the patch, the longer side capped at MAX_INFERENCE_SIDE."""
+        the patch, the longer side capped at `max_side`."""
         h, w = inference_size(height, width, self.short_side, self.patch)
-        if max(h, w) > MAX_INFERENCE_SIDE:
-            scale = MAX_INFERENCE_SIDE / max(h, w)
+        if max(h, w) > self.max_side:
+            scale = self.max_side / max(h, w)
             h = max(self.patch, int(h * scale) // self.patch * self.patch)
             w = max(self.patch, int(w * scale) // self.patch * self.patch)
         return h, w

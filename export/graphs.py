@@ -1,0 +1,92 @@
+"""One traceable wrapper per exported graph, kept out of the library model (SAM's `SamOnnxModel`).
+
+    ImageEncoderGraph  pixels in [0, 1] -> unit segment embeddings + patch -> segment assignment;
+                       the checkpoint's normalisation is folded in as constants, so a runtime only
+                       resizes.
+    TextEncoderGraph   token ids -> unit text embeddings; CLIP's end-of-text pooling reads the
+                       features at the largest token id, taken here by an ArgMax over the ids cast
+                       to float32 (exact below 2**24; every CLIP vocabulary is) and a GatherElements,
+                       because ONNX Runtime's CPU ArgMax has no int64 kernel.
+    SegmenterGraph     the image encoder, then `zeroseg.kernels.reference.segment_head_traceable`
+                       (the reference head with symbolic output size): the label map with exactly
+                       the reference's semantics.
+
+The wrappers are what `torch.onnx.export` traces; `zeroseg.export.io` names their tensors.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zeroseg.errors import ZerosegError
+from zeroseg.kernels.reference import segment_head_traceable
+from zeroseg.preprocess import Preprocess
+
+
+class ImageEncoderGraph(nn.Module):
+    """The student on [0, 1] pixels: (B, 3, H, W) -> segments (B, K, D) unit norm, maps (B, K, h, w)."""
+
+    def __init__(self, student: nn.Module, preprocess: Preprocess) -> None:
+        super().__init__()
+        self.student = student.eval()
+        self.register_buffer("mean", torch.tensor(preprocess.mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(preprocess.std, dtype=torch.float32).view(1, 3, 1, 1))
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.student.segment((pixels - self.mean) / self.std)
+        return F.normalize(out.segments, dim=-1), out.maps
+
+
+class TextEncoderGraph(nn.Module):
+    """A `zeroseg.text.TextEncoder` on token ids (C, L) -> unit embeddings (C, D), export-safe pooling."""
+
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        self.tower = encoder.tower
+        pool = getattr(self.tower, "pool_type", "argmax")
+        # open_clip's own forward for anything but CLIP's argmax pooling (its int ops export as is)
+        self.own_pooling = pool == "argmax" and getattr(self.tower, "cls_emb", None) is None
+        if not self.own_pooling and pool not in ("eos", "first", "last"):
+            raise ZerosegError(f"cannot export a text tower with pool_type {pool!r}")
+
+    def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
+        tower = self.tower
+        if not self.own_pooling:
+            return F.normalize(tower(token_ids).float(), dim=-1)
+        x, attn_mask = tower._embeds(token_ids)  # token + position embeddings and the causal mask
+        x = tower.ln_final(tower.transformer(x, attn_mask=attn_mask))
+        eot = token_ids.to(torch.float32).argmax(dim=-1)  # end-of-text: the largest id
+        pooled = x.gather(1, eot.view(-1, 1, 1).expand(-1, 1, x.shape[-1])).squeeze(1)
+        proj = tower.text_projection
+        if proj is not None:
+            pooled = proj(pooled) if isinstance(proj, nn.Linear) else pooled @ proj
+        return F.normalize(pooled.float(), dim=-1)
+
+
+class SegmenterGraph(nn.Module):
+    """Pixels + text embeddings + threshold + label offset + output size -> the label map."""
+
+    def __init__(self, encoder: ImageEncoderGraph, logit_scale: float) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.logit_scale = float(logit_scale)
+
+    def forward(
+        self,
+        pixels: torch.Tensor,
+        text_embeddings: torch.Tensor,
+        bg_thresh: torch.Tensor,
+        label_offset: torch.Tensor,
+        output_size: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        segments, maps = self.encoder(pixels)
+        height, width = output_size[0].item(), output_size[1].item()
+        torch._check(height >= 1)
+        torch._check(width >= 1)
+        head = segment_head_traceable(
+            segments, text_embeddings, self.logit_scale, maps, (height, width), bg_thresh,
+            bg_label=0, label_offset=label_offset,
+        )  # fmt: skip
+        return head.labels, (head.index + label_offset).to(torch.int32), head.prob

@@ -1,0 +1,149 @@
+"""Helpers of the export tests: run the exporter in-process, its CLI, and Python without torch."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from zeroseg.export.bundle import export_onnx
+from zeroseg.export.manifest import MANIFEST_NAME, _canonical_sha256
+from zeroseg.export.onnx import ExportSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def export(checkpoint: Path, out: Path, **options) -> tuple[Path, list[str]]:
+    """`export_onnx` with progress bars off; returns the bundle and the lines it logged."""
+    lines: list[str] = []
+    export_onnx(ExportSettings(checkpoint=checkpoint, out=out, progress=False, **options), log=lines.append)
+    return out, lines
+
+
+def scenes(n: int, seed: int = 5, size: int = 128) -> list[Image.Image]:
+    """ShapeWorld scenes as PIL images."""
+    from zeroseg.shapeworld.scenes import generate_scene
+
+    return [Image.fromarray(generate_scene(seed, size, index=i).image) for i in range(n)]
+
+
+def smooth_image(height: int, width: int, seed: int) -> Image.Image:
+    """A smooth random picture (random blocks, bilinearly enlarged)."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (max(1, height // 7), max(1, width // 7), 3), dtype=np.uint8)
+    return Image.fromarray(small).resize((width, height), Image.BILINEAR)
+
+
+def write_voc(root: Path, n: int, seed: int = 77) -> Path:
+    """A small ShapeWorld data set in VOC layout (all val)."""
+    from zeroseg.shapeworld.write import write_scenes
+
+    write_scenes(root, n=n, seed=seed, size=128, val_fraction=1.0)
+    return root
+
+
+def copy_bundle(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def edit_manifest(bundle: Path, change, *, resign: bool) -> None:
+    """Apply `change(data)` to a bundle's manifest; resign=True recomputes its own checksum."""
+    path = bundle / MANIFEST_NAME
+    data = json.loads(path.read_text())
+    change(data)
+    if resign:
+        data["manifest_sha256"] = _canonical_sha256(data)
+    path.write_text(json.dumps(data, indent=2))
+
+
+#: A meta-path finder that makes torch, open_clip, torchvision and timm unimportable.
+NO_TORCH = textwrap.dedent(
+    """
+    import importlib.abc, sys
+
+    class _NoTorch(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("torch", "open_clip", "torchvision", "timm"):
+                raise ImportError(f"{name} is not installed (blocked by the test)")
+            return None
+
+    sys.meta_path.insert(0, _NoTorch())
+    """
+)
+
+
+def run_without_torch(code: str, *args: str) -> subprocess.CompletedProcess:
+    """Run `code` in a fresh Python in which torch & co. cannot be imported."""
+    script = NO_TORCH + textwrap.dedent(code)
+    return subprocess.run(
+        [sys.executable, "-c", script, *args], capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+def run_export_cli(capsys, monkeypatch, *args) -> CliResult:
+    """`zeroseg-export ARGS` in-process through its console entry point (one-line errors, exit 2)."""
+    from zeroseg.export import cli
+
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "argv", ["zeroseg-export", *(str(a) for a in args)])
+    code = 0
+    try:
+        cli.main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    out, err = capsys.readouterr()
+    return CliResult(code, out, err)
+
+
+def leftovers(parent: Path) -> list[str]:
+    """Temporary bundle folders left next to an output (there must be none)."""
+    return sorted(p.name for p in parent.iterdir() if ".tmp-" in p.name or ".old-" in p.name)
+
+
+def parse_miou(out: str) -> float:
+    """The overall mIoU of `zeroseg eval`'s summary line ("mIoU 0.7246, foreground mIoU ...")."""
+    import re
+
+    match = re.search(r"^mIoU ([0-9.]+)", out, flags=re.MULTILINE)
+    assert match, out
+    return float(match.group(1))
+
+
+def shared_bundle(tmp_path_factory, name: str, build) -> Path:
+    """A folder (a bundle, a data set) built once per test run, shared by the xdist workers (file lock).
+
+    Under xdist every worker has its own base temp inside the run's folder, so the lock and the
+    bundle sit one level up; alone, in the run's own base temp. `build(path)` writes the bundle.
+    """
+    import fcntl
+    import os
+
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    target = root / f"shared-{name}"
+    with open(root / f"shared-{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            done = root / f"shared-{name}.done"
+            if not done.is_file():
+                shutil.rmtree(target, ignore_errors=True)
+                build(target)
+                done.write_text("ok")
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return target
