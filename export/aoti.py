@@ -1,0 +1,431 @@
+"""`export_aoti`: a checkpoint -> an AOTInductor bundle (`segmenter.pt2` + manifest), gated on parity.
+
+What is compiled: `zeroseg.export.graphs.SegmenterGraph`, the same end-to-end wrapper the ONNX
+bundle exports (pixels in [0, 1] + text embeddings + threshold + label offset + output size ->
+labels, the reference head's semantics), captured by `torch.export` and compiled by
+`torch._inductor.aoti_compile_and_package` with freezing on (weights folded as constants, as
+PyTorch recommends for CPU). Its inputs and outputs are `zeroseg.export.io.segmenter_spec`.
+
+Output size: kept a graph input (an int64 tensor of 2) read with `.item()`, so Inductor compiles
+the head for *unbacked* output sizes: one package paints any output size, checked by the gate at
+several sizes. Input size: `--dynamic` makes batch, height and width symbolic (height and width as
+patch x Dim, i.e. multiples of the patch); without it the package is static at batch 1 and the
+input size of a 640x480 landscape image at `--short-side` (256 -> 256x344), and the runtimes refuse
+any other size with one line (resizing to it silently would change the results).
+
+CPU portability (the options are recorded in the manifest, `exporter.inductor`): by default
+Inductor compiles with `-march=native`, the build host's widest vector ISA, and kernels specialised
+to the build's `torch.get_num_threads()`. `--portable` sets `cpp.march="x86-64-v3"` (AVX2, FMA,
+BMI2: any x86-64 from Haswell / Zen 1 on), `cpp.simdlen=256` (AVX2 kernels even on an AVX-512 host)
+and `cpp.dynamic_threads=True` (the thread count is read at run time).
+
+The bundle: segmenter.pt2, text_encoder.pt (the checkpoint's text tower, for new class names),
+with --labels also vocab.npz (`zeroseg.export.onnx.vocabulary_file`) and vocab.bin (the label
+space's text embeddings for the C++ runner, `zeroseg.export.vocab_bin`), and manifest.json (the
+ONNX bundle's `BundleManifest`, format `zeroseg-aoti-bundle`). It is written to a temporary folder
+and renamed into place only after the gate passed; a failure leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from zeroseg.errors import ZerosegError
+from zeroseg.export import io, parity
+from zeroseg.export.manifest import BundleManifest, sha256_file, write_manifest
+from zeroseg.export.preprocess import preprocess_images
+from zeroseg.infer.labels import DEFAULT_BG_THRESH, LabelSpace
+from zeroseg.preprocess import inference_size
+
+AOTI_FORMAT = "zeroseg-aoti-bundle"  # a key of zeroseg.export.manifest.BUNDLE_KINDS
+PACKAGE_NAME = "segmenter.pt2"
+TEXT_NAME = "text_encoder.pt"
+#: Static packages take the input size of an image of this (height, width) at the short side.
+STATIC_ASPECT = (480, 640)
+#: Inductor options of every package, and those --portable adds (names checked on torch 2.14.1).
+BASE_OPTIONS: dict = {"freezing": True}
+PORTABLE_OPTIONS: dict = {"cpp.march": "x86-64-v3", "cpp.simdlen": 256, "cpp.dynamic_threads": True}
+#: Rough compile time on 2 cores (the bundled model: ~75 s static, ~90 s dynamic).
+COMPILE_SECONDS = {False: 80, True: 100}
+SIZE_RULE = (
+    "scale = short_side / min(H, W); each side = max(patch, round_half_even(side * scale / patch) * "
+    "patch) in float64 (Python's round); if the longer side exceeds max_side, both sides are scaled "
+    "by max_side / longer and floored to the patch (zeroseg.infer.base.SegmenterBase.input_size)"
+)
+RESIZE = (
+    "[0, 1] = uint8 / 255 in float32; PyTorch F.interpolate(mode='bicubic', antialias=True, "
+    "align_corners=False) (Keys a = -0.5, support 2 x scale when downsampling, weights normalised), "
+    "the width pass first, a pass skipped when its size is unchanged; then clamped to [0, 1]"
+)
+
+
+@dataclass(frozen=True)
+class AotiSettings:
+    """What `zeroseg-export aoti` was asked for (see `cli.py` for each option)."""
+
+    checkpoint: Path
+    out: Path
+    labels: list[list[str]] | None = None
+    short_side: int | None = None
+    dynamic: bool = False
+    portable: bool = False
+    max_side: int = 2048
+    force: bool = False
+    tolerance: float | None = None
+    progress: bool = True
+
+
+def inductor_options(portable: bool) -> dict:
+    """The `inductor_configs` of `aoti_compile_and_package`.
+
+    Args:
+        portable: add `PORTABLE_OPTIONS` (any x86-64 with AVX2, run-time thread count).
+
+    Returns:
+        Option name -> value (a fresh dict).
+    """
+    return {**BASE_OPTIONS, **(PORTABLE_OPTIONS if portable else {})}
+
+
+def describe_inductor(options: dict) -> dict:
+    """The options and what they resolve to on this host: the -march flag, vector ISA, threads.
+
+    Args:
+        options: the `inductor_configs` passed to the compiler.
+
+    Returns:
+        A JSON-able dict for the manifest (`exporter.inductor`).
+    """
+    import torch._inductor.config as config
+    from torch._inductor import cpp_builder, cpu_vec_isa
+
+    with config.patch(options):
+        arch = cpp_builder._get_cpu_arch_cflags(cpp_builder.get_cpp_compiler())
+        isa = cpu_vec_isa.pick_vec_isa()
+        dynamic_threads = bool(config.cpp.dynamic_threads)
+    portable = all(options.get(k) == v for k, v in PORTABLE_OPTIONS.items())
+    return {
+        "options": dict(options),
+        "portable": portable,
+        "march_flags": ["-" + f for f in arch],
+        "vec_isa": str(isa),
+        "isa_flags": isa.build_arch_flags() if isa else "",
+        "dynamic_threads": dynamic_threads,
+        "threads": None if dynamic_threads else torch.get_num_threads(),
+        "runs_on": "any x86-64 with AVX2 and FMA (x86-64-v3)" if portable else "CPUs with this host's ISA",
+    }
+
+
+def static_size(short_side: int, patch: int) -> tuple[int, int]:
+    """Input (H, W) of a static package: a 640x480 image at `short_side` (256 -> 256x344)."""
+    return inference_size(*STATIC_ASPECT, short_side, patch)
+
+
+def capture(
+    graph: torch.nn.Module, *, patch: int, embed_dim: int, size: tuple[int, int] | None, max_side: int
+):
+    """`torch.export` of a SegmenterGraph: dynamic batch/height/width when `size` is None, else static.
+
+    Args:
+        graph: the `SegmenterGraph`.
+        patch: the patch size (height and width are multiples of it).
+        embed_dim: the text embedding width.
+        size: the static input (H, W) at batch 1, or None for dynamic shapes.
+        max_side: largest side a dynamic package accepts.
+
+    Returns:
+        The `torch.export.ExportedProgram`.
+    """
+    from zeroseg.export.onnx import _classes_dim, _pixel_dims, _trace_pixels
+
+    gen = torch.Generator().manual_seed(1)
+    text = torch.nn.functional.normalize(torch.randn(3, embed_dim, generator=gen), dim=-1)
+    if size is None:
+        grid = graph.encoder.student.cfg.image_size // patch  # the pos-embed grid, not to be traced
+        pixels, pixel_dims = _trace_pixels(patch, grid), _pixel_dims(patch, max_side)
+    else:
+        pixels, pixel_dims = torch.rand(1, 3, *size, generator=gen), None
+    args = (pixels, text, torch.tensor(0.5), torch.tensor(1), torch.tensor([45, 61]))
+    dims = {"pixels": pixel_dims, "text_embeddings": {0: _classes_dim()}, "bg_thresh": None,
+            "label_offset": None, "output_size": None}  # fmt: skip
+    try:
+        with torch.no_grad():
+            return torch.export.export(graph.eval(), args, dynamic_shapes=dims)
+    except Exception as exc:
+        line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ZerosegError(f"torch.export failed on the segmenter: {line[:300]}") from None
+
+
+@contextmanager
+def _ticker(desc: str, seconds: int, enabled: bool) -> Iterator[None]:
+    """A tqdm bar that advances once a second against an estimate (compiles report no progress)."""
+    bar = tqdm(total=seconds, desc=desc, unit="s", disable=not enabled, file=sys.stderr,
+               bar_format="{desc}: {elapsed} (typically ~{total} s on 2 cores) {bar}")  # fmt: skip
+    stop = threading.Event()
+
+    def tick() -> None:
+        while not stop.wait(1.0):
+            if bar.n < bar.total - 1:
+                bar.update(1)
+
+    thread = threading.Thread(target=tick, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        bar.close()
+
+
+def compile_package(program, path: Path, options: dict, *, dynamic: bool, progress: bool = True) -> float:
+    """Compile an ExportedProgram into a `.pt2` at `path`.
+
+    Args:
+        program: the `torch.export` program.
+        path: the package file to write.
+        options: Inductor options (`inductor_options`).
+        dynamic: whether the program has dynamic shapes (only for the time estimate).
+        progress: show a ticking bar while the compiler runs.
+
+    Returns:
+        The seconds the compile took.
+    """
+    import contextlib
+    import io as _stdio
+    import warnings
+
+    started = time.perf_counter()
+    est = COMPILE_SECONDS[dynamic]
+    with _ticker(f"compiling {path.name} with AOTInductor", est, progress), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            with contextlib.redirect_stdout(_stdio.StringIO()):
+                torch._inductor.aoti_compile_and_package(
+                    program, package_path=str(path), inductor_configs=dict(options)
+                )
+        except Exception as exc:
+            line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ZerosegError(f"AOTInductor could not compile the segmenter: {line[:300]}") from None
+    return time.perf_counter() - started
+
+
+def static_gate_cases(size: tuple[int, int], seed: int = 4242) -> list[parity.GateCase]:
+    """Gate of a static package: five ShapeWorld scenes at its size, labelled at 128x128 and 480x640."""
+    from PIL import Image
+
+    from zeroseg.shapeworld.scenes import generate_scene
+
+    cases = []
+    for i in range(5):
+        img = Image.fromarray(generate_scene(seed, 128, index=i).image)
+        out = (img.height, img.width) if i < 4 else STATIC_ASPECT
+        cases.append(
+            parity.GateCase(f"shapeworld {i} -> {out[0]}x{out[1]}", preprocess_images([img], size), out)
+        )
+    return cases
+
+
+def run_case(runner, case: parity.GateCase, text: torch.Tensor, bg_thresh: float, label_offset: int):
+    """The package's (labels, segment_labels, segment_probs) of one gate case, as numpy."""
+    feed = io.segmenter_feed(case.pixels, text.numpy(), bg_thresh, label_offset, case.out_size)
+    with torch.no_grad():
+        outs = runner(*(torch.from_numpy(np.ascontiguousarray(v)) for v in feed.values()))
+    return [o.numpy() for o in outs]
+
+
+def package_parity(runner, encoder, cases, text: torch.Tensor, *, logit_scale: float, bg_thresh: float,
+                   label_offset: int) -> dict:  # fmt: skip
+    """Label-map pixel agreement (and segment-prob error) of the package against PyTorch.
+
+    Args:
+        runner: the loaded package (callable on the segmenter's inputs).
+        encoder: the PyTorch `ImageEncoderGraph`.
+        cases: the gate batches.
+        text: (C, D) text embeddings.
+        logit_scale, bg_thresh, label_offset: the head's settings.
+
+    Returns:
+        The figures for the manifest's `parity` entry.
+    """
+    agree = total = 0
+    prob_err = 0.0
+    per_case = []
+    for case in cases:
+        ref = parity.torch_reference(encoder, case, text, logit_scale, bg_thresh, label_offset)
+        labels, _, probs = run_case(runner, case, text, bg_thresh, label_offset)
+        a = int((labels == ref["labels"]).sum())
+        agree, total = agree + a, total + labels.size
+        prob_err = max(prob_err, float(np.abs(probs - ref["segment_probs"]).max()))
+        per_case.append({"case": case.name, "batch": int(case.pixels.shape[0]),
+                         "input_hw": list(case.pixels.shape[2:]), "output_hw": list(case.out_size),
+                         "pixel_agreement": a / labels.size})  # fmt: skip
+    return {
+        "images": parity.gate_images(cases),
+        "classes": int(text.shape[0]),
+        "segmenter": {"pixel_agreement": agree / max(1, total), "pixels": total,
+                      "segment_probs_max_abs_error": prob_err},
+        "cases": per_case,
+    }  # fmt: skip
+
+
+def export_aoti(settings: AotiSettings, *, log=print) -> BundleManifest:
+    """Compile a checkpoint's end-to-end segmenter into an AOTInductor bundle folder.
+
+    Args:
+        settings: the checkpoint, the output folder and the options (`AotiSettings`).
+        log: where progress lines and the parity figures go.
+
+    Returns:
+        The bundle's manifest (also written as `<out>/manifest.json`).
+
+    Raises:
+        ZerosegError: any bad input or a failed parity gate (one line; nothing is left behind).
+    """
+    from zeroseg.checkpoint import load_checkpoint
+    from zeroseg.export.onnx import check_out_folder, check_sides
+
+    out = Path(settings.out)
+    check_out_folder(out, settings.force)
+    if settings.tolerance is not None and not 0.0 < settings.tolerance <= 1.0:
+        raise ZerosegError(f"--tolerance is a pixel-agreement fraction in (0, 1], got {settings.tolerance}")
+    ckpt = load_checkpoint(settings.checkpoint, with_train_state=False)
+    patch = ckpt.student_config.patch_size
+    short_side = ckpt.preprocess.test_short_side if settings.short_side is None else settings.short_side
+    check_sides(short_side, settings.max_side, patch)
+    tmp = out.absolute().parent / f".{out.name}.tmp-{os.getpid()}"
+    try:
+        tmp.mkdir(parents=True, exist_ok=False)
+    except OSError as exc:
+        raise ZerosegError(
+            f"cannot create the bundle next to {out} ({exc.strerror}); pick another --out"
+        ) from None
+    started = time.perf_counter()
+    try:
+        manifest = _build(ckpt, settings, tmp, short_side=short_side, log=log)
+        if out.exists():  # --force: the old bundle goes only once the new one is complete
+            old = out.absolute().parent / f".{out.name}.old-{os.getpid()}"
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log(f"wrote {out} ({len(manifest.files) + 1} files, {time.perf_counter() - started:.0f} s)")
+    return manifest
+
+
+def _build(ckpt, settings: AotiSettings, folder: Path, *, short_side: int, log) -> BundleManifest:
+    """Capture, compile, gate and describe into `folder` (see the module docstring)."""
+    from zeroseg.export.bundle import _model_entry
+    from zeroseg.export.onnx import GraphModules, file_hashes, versions, vocabulary_file
+    from zeroseg.export.vocab_bin import write_vocab_bin
+    from zeroseg.text import encode_classes
+    from zeroseg.utils.atomic import atomic_torch_save
+
+    cfg = ckpt.student_config
+    modules = GraphModules.of(ckpt)
+    size = None if settings.dynamic else static_size(short_side, cfg.patch_size)
+    program = capture(modules.segmenter, patch=cfg.patch_size, embed_dim=cfg.out_dim, size=size,
+                      max_side=settings.max_side)  # fmt: skip
+    options = inductor_options(settings.portable)
+    seconds = compile_package(program, folder / PACKAGE_NAME, options, dynamic=size is None,
+                              progress=settings.progress)  # fmt: skip
+    shape = "dynamic" if size is None else f"static {size[0]}x{size[1]}"
+    log(f"compiled {PACKAGE_NAME} in {seconds:.0f} s ({shape})")
+    atomic_torch_save(folder / TEXT_NAME, ckpt.text)
+    templates = list(ckpt.templates)
+    config = ckpt.config
+    vocab = None
+    if settings.labels:
+        vocab = vocabulary_file(modules.text_encoder, templates, settings.labels, folder)
+        space = LabelSpace.build([list(e) for e in settings.labels], bg_prompt=config.bg_prompt)
+        text = encode_classes(modules.text_encoder, [list(p) for p in space.prompts], templates)
+        vocab["label_space"] = write_vocab_bin(folder, space, text.numpy())
+
+    # ---- the parity gate ----------------------------------------------------------------------
+    bg_thresh = DEFAULT_BG_THRESH if config.bg_thresh is None else config.bg_thresh
+    space = LabelSpace.build(
+        settings.labels or [list(c) for c in parity.PROBE_CLASSES], bg_prompt=config.bg_prompt
+    )
+    text = encode_classes(modules.text_encoder, [list(p) for p in space.prompts], templates)
+    cases = parity.gate_cases(short_side, cfg.patch_size) if size is None else static_gate_cases(size)
+    tol = parity.FP32_AGREEMENT if settings.tolerance is None else settings.tolerance
+    runner = torch._inductor.aoti_load_package(str(folder / PACKAGE_NAME))
+    figures = package_parity(runner, modules.encoder, cases, text, logit_scale=ckpt.logit_scale,
+                             bg_thresh=bg_thresh, label_offset=space.label_offset)  # fmt: skip
+    figures.update(threshold=tol, threshold_note="default" if settings.tolerance is None else "--tolerance")
+    seg = figures["segmenter"]
+    log(f"parity (AOTInductor, {figures['images']} images, {figures['classes']} classes): label agreement "
+        f"{seg['pixel_agreement']:.4%} (gate >= {tol:.2%}); segment probs max abs error "
+        f"{seg['segment_probs_max_abs_error']:.2e}")  # fmt: skip
+    parity.check_gate(PACKAGE_NAME, "label-map pixel agreement", seg["pixel_agreement"], tol)
+
+    spec = io.segmenter_spec(cfg.num_segments, cfg.out_dim).to_dict()
+    spec["file"] = PACKAGE_NAME
+    if size is not None:  # static input: batch 1 at `size`
+        spec["inputs"][0]["dims"] = [1, 3, *size]
+        for t in spec["outputs"]:
+            t["dims"][0] = 1
+    text_cfg = modules.text_encoder.config
+    manifest = BundleManifest(
+        versions={**versions(), "compiler": _compiler_version()},
+        exporter={
+            "name": "torch._inductor.aoti_compile_and_package", "capture": "torch.export.export",
+            "dynamic": size is None, "static_input": None if size is None else {"batch": 1, "hw": list(size)},
+            "static_aspect_hw": list(STATIC_ASPECT), "inductor": describe_inductor(options),
+            "output_size": "graph input, read with .item(): compiled for unbacked (any) output sizes",
+            "compile_seconds": round(seconds, 1),
+        },
+        graphs={"segmenter": spec},
+        preprocess={
+            "mean": list(ckpt.preprocess.mean), "std": list(ckpt.preprocess.std), "short_side": short_side,
+            "max_side": settings.max_side, "patch_multiple": cfg.patch_size, "size_rule": SIZE_RULE,
+            "resize": RESIZE, "input": "RGB float32 in [0, 1], (B, 3, H, W), contiguous; the normalisation "
+            "is folded into the package",
+        },
+        text={
+            "tokenizer": text_cfg["tokenizer"], "context_length": modules.text_encoder.context_length,
+            "token_subset": text_cfg.get("token_subset"), "templates": templates,
+            "logit_scale": ckpt.logit_scale, "embed_dim": cfg.out_dim, "encoder_file": TEXT_NAME,
+        },
+        model=_model_entry(ckpt),
+        source={"checkpoint": str(Path(settings.checkpoint).absolute()),
+                "sha256": sha256_file(settings.checkpoint)},
+        parity=figures,
+        files=file_hashes(folder),
+        vocab=vocab,
+        format=AOTI_FORMAT,
+        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    )  # fmt: skip
+    write_manifest(folder, manifest)
+    return manifest
+
+
+def _compiler_version() -> str | None:
+    """First line of the C++ compiler's `--version` (Inductor's compiler)."""
+    import subprocess
+
+    from torch._inductor import cpp_builder
+
+    try:
+        cxx = cpp_builder.get_cpp_compiler()
+        done = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=30, check=False)
+        return done.stdout.splitlines()[0] if done.stdout else cxx
+    except (OSError, subprocess.SubprocessError):
+        return None

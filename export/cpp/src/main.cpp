@@ -1,0 +1,161 @@
+// zeroseg_aoti: segment images with a bundle from `zeroseg-export aoti`, from C++.
+//
+//   zeroseg_aoti BUNDLE IMAGE... [--out DIR] [--bg-thresh T] [--threads N] [--repeat N]
+//                [--dump-input FILE]
+//
+// Writes DIR/<stem>_labels.png (palette PNG, 0 = background) and DIR/<stem>.json (class fractions)
+// per image. --repeat N times preprocessing + package N times after one warm-up run and prints the
+// mean and median; --dump-input writes the first image's network input as raw float32 (3, H, W).
+// Errors are one line on stderr ("error: ...") with exit status 2.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include <ATen/Parallel.h>
+#include <nlohmann/json.hpp>
+
+#include "zeroseg/aoti_runner.h"
+
+namespace {
+
+struct Options {
+  std::filesystem::path bundle, out = ".", dump_input;
+  std::vector<std::filesystem::path> images;
+  double bg_thresh = -1.0;
+  int threads = 0, repeat = 0;
+};
+
+constexpr const char* kUsage =
+    "usage: zeroseg_aoti BUNDLE IMAGE... [--out DIR] [--bg-thresh T] [--threads N] [--repeat N] "
+    "[--dump-input FILE]";
+
+double number(const std::string& flag, const std::string& value) {
+  try {
+    size_t used = 0;
+    const double v = std::stod(value, &used);
+    if (used == value.size()) return v;
+  } catch (const std::exception&) {
+  }
+  throw zeroseg::Error(flag + " needs a number, got '" + value + "'");
+}
+
+Options parse(int argc, char** argv) {
+  Options opt;
+  std::vector<std::string> positional;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) throw zeroseg::Error(arg + " needs a value; " + kUsage);
+      return argv[++i];
+    };
+    if (arg == "--out") opt.out = value();
+    else if (arg == "--bg-thresh") opt.bg_thresh = number(arg, value());
+    else if (arg == "--threads") opt.threads = static_cast<int>(number(arg, value()));
+    else if (arg == "--repeat") opt.repeat = static_cast<int>(number(arg, value()));
+    else if (arg == "--dump-input") opt.dump_input = value();
+    else if (arg == "-h" || arg == "--help") {
+      std::cout << kUsage << "\n";
+      std::exit(0);
+    } else if (arg.rfind("--", 0) == 0) throw zeroseg::Error("unknown option " + arg + "; " + kUsage);
+    else positional.push_back(arg);
+  }
+  if (positional.size() < 2) throw zeroseg::Error(std::string("give a bundle folder and at least one image; ") + kUsage);
+  opt.bundle = positional[0];
+  opt.images.assign(positional.begin() + 1, positional.end());
+  if (opt.bg_thresh != -1.0 && !(opt.bg_thresh >= 0.0 && opt.bg_thresh <= 1.0))
+    throw zeroseg::Error("--bg-thresh must lie in [0, 1]");
+  if (opt.threads < 0 || opt.repeat < 0) throw zeroseg::Error("--threads and --repeat must be >= 0");
+  return opt;
+}
+
+void write_json(const std::filesystem::path& path, const nlohmann::json& data) {
+  std::filesystem::path tmp = path;
+  tmp += ".tmp";
+  {
+    std::ofstream out(tmp);
+    out << data.dump(2) << "\n";
+    if (!out) throw zeroseg::Error("cannot write " + path.string());
+  }
+  std::filesystem::rename(tmp, path);
+}
+
+double ms_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+}
+
+void time_runs(zeroseg::Segmenter& seg, const zeroseg::Image& image, double thresh, int repeat) {
+  const auto [h, w] = seg.input_size(image.height, image.width);
+  seg.run(zeroseg::preprocess(image, h, w), image.height, image.width, thresh);  // warm-up
+  std::vector<double> total, pre;
+  for (int r = 0; r < repeat; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    at::Tensor pixels = zeroseg::preprocess(image, h, w);
+    pre.push_back(ms_since(t0));
+    seg.run(pixels, image.height, image.width, thresh);
+    total.push_back(ms_since(t0));
+  }
+  auto mean = [](const std::vector<double>& v) { return std::accumulate(v.begin(), v.end(), 0.0) / v.size(); };
+  auto p50 = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+  };
+  std::printf("latency %dx%d -> input %dx%d, %d runs, %d threads: mean %.2f ms, p50 %.2f ms "
+              "(preprocess mean %.2f ms)\n",
+              image.width, image.height, w, h, repeat, at::get_num_threads(), mean(total), p50(total), mean(pre));
+}
+
+int run(const Options& opt) {
+  if (opt.threads > 0) at::set_num_threads(opt.threads);
+  zeroseg::Segmenter seg(opt.bundle);
+  const double thresh = opt.bg_thresh >= 0 ? opt.bg_thresh : seg.default_bg_thresh();
+  std::error_code ec;
+  std::filesystem::create_directories(opt.out, ec);
+  if (ec) throw zeroseg::Error("cannot create --out " + opt.out.string() + ": " + ec.message());
+  for (size_t i = 0; i < opt.images.size(); ++i) {
+    const zeroseg::Image image = zeroseg::read_image(opt.images[i]);
+    if (i == 0 && !opt.dump_input.empty()) {
+      const auto [h, w] = seg.input_size(image.height, image.width);
+      at::Tensor pixels = zeroseg::preprocess(image, h, w);
+      std::ofstream dump(opt.dump_input, std::ios::binary);
+      dump.write(reinterpret_cast<const char*>(pixels.data_ptr<float>()), static_cast<std::streamsize>(pixels.nbytes()));
+      if (!dump) throw zeroseg::Error("cannot write --dump-input " + opt.dump_input.string());
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    const zeroseg::Result result = seg.segment(image, thresh);
+    const double ms = ms_since(t0);
+    const std::string stem = opt.images[i].stem().string();
+    const auto labels_path = opt.out / (stem + "_labels.png");
+    zeroseg::write_label_png(labels_path, result.labels.data_ptr<std::int32_t>(), image.height, image.width,
+                             static_cast<int>(seg.class_names().size()));
+    nlohmann::json fractions = nlohmann::json::object();
+    for (size_t c = 0; c < result.fractions.size(); ++c)
+      if (result.fractions[c] > 0) fractions[seg.class_names()[c]] = result.fractions[c];
+    const auto [h, w] = seg.input_size(image.height, image.width);
+    write_json(opt.out / (stem + ".json"),
+               {{"image", opt.images[i].string()}, {"size", {image.width, image.height}},
+                {"input_hw", {h, w}}, {"class_names", seg.class_names()}, {"fractions", fractions},
+                {"bg_thresh", thresh}, {"labels_png", labels_path.filename().string()}, {"ms", ms}});
+    std::printf("%s -> %s (%.1f ms)\n", opt.images[i].string().c_str(), labels_path.string().c_str(), ms);
+    if (i == 0 && opt.repeat > 0) time_runs(seg, image, thresh, opt.repeat);
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(parse(argc, argv));
+  } catch (const zeroseg::Error& err) {
+    std::fprintf(stderr, "error: %s\n", err.what());
+  } catch (const std::exception& err) {  // torch / filesystem: first line only
+    std::string what = err.what();
+    std::fprintf(stderr, "error: %s\n", what.substr(0, what.find('\n')).c_str());
+  }
+  return 2;
+}

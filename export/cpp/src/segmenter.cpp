@@ -1,0 +1,176 @@
+// The bundle: manifest checks, vocab.bin, the AOTInductor package loader, one image end to end.
+#include <array>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include <ATen/ATen.h>
+#include <nlohmann/json.hpp>
+#include <openssl/evp.h>
+#include <torch/csrc/inductor/aoti_package/model_package_loader.h>
+
+#include "zeroseg/aoti_runner.h"
+
+namespace zeroseg {
+namespace {
+
+constexpr const char* kFormat = "zeroseg-aoti-bundle";
+constexpr int kFormatVersion = 1;
+constexpr char kVocabMagic[8] = {'Z', 'S', 'V', 'O', 'C', 'A', 'B', '1'};
+
+using nlohmann::json;
+
+const json& field(const json& obj, const char* key, const std::string& where) {
+  if (!obj.is_object() || !obj.contains(key))
+    throw Error(where + " has no '" + key + "' entry: re-export the bundle with this zeroseg");
+  return obj.at(key);
+}
+
+// A bundle file after checking its sha256 against the manifest's `files`.
+std::filesystem::path verified(const std::filesystem::path& dir, const json& manifest, const std::string& name) {
+  const std::filesystem::path path = dir / name;
+  const json& files = field(manifest, "files", "manifest.json");
+  if (!files.contains(name)) throw Error(name + " is not listed in the bundle's manifest; re-export the bundle");
+  if (!std::filesystem::is_regular_file(path)) throw Error(path.string() + " is missing from the bundle; re-export it");
+  if (sha256_file(path) != files.at(name).get<std::string>())
+    throw Error(path.string() + " does not match its sha256 in the manifest (edited or damaged); re-export");
+  return path;
+}
+
+}  // namespace
+
+std::string sha256_file(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error("cannot read " + path.string());
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  if (!ctx || EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr) != 1) {
+    EVP_MD_CTX_free(ctx);
+    throw Error("OpenSSL cannot compute sha256");
+  }
+  std::vector<char> block(1 << 20);
+  while (in) {
+    in.read(block.data(), static_cast<std::streamsize>(block.size()));
+    if (in.gcount() > 0) EVP_DigestUpdate(ctx, block.data(), static_cast<size_t>(in.gcount()));
+  }
+  std::array<unsigned char, EVP_MAX_MD_SIZE> digest{};
+  unsigned int len = 0;
+  EVP_DigestFinal_ex(ctx, digest.data(), &len);
+  EVP_MD_CTX_free(ctx);
+  std::string hex;
+  char buf[3];
+  for (unsigned int i = 0; i < len; ++i) {
+    std::snprintf(buf, sizeof(buf), "%02x", digest[i]);
+    hex += buf;
+  }
+  return hex;
+}
+
+Segmenter::Segmenter(const std::filesystem::path& dir) {
+  if (!std::filesystem::is_directory(dir))
+    throw Error("bundle folder not found: " + dir.string() + " (pass the folder zeroseg-export aoti wrote)");
+  const std::filesystem::path mpath = dir / "manifest.json";
+  std::ifstream in(mpath);
+  if (!in) throw Error(dir.string() + " has no manifest.json: not a zeroseg AOTInductor bundle (re-export it)");
+  json m;
+  try {
+    m = json::parse(in);
+  } catch (const json::exception&) {
+    throw Error(mpath.string() + " is not readable JSON; re-export the bundle");
+  }
+  if (!m.is_object() || m.value("format", "") != kFormat)
+    throw Error(mpath.string() + " is not a zeroseg AOTInductor bundle manifest (format != '" + kFormat + "')");
+  if (!m.contains("version") || !m["version"].is_number_integer() || m["version"].get<int>() > kFormatVersion)
+    throw Error(dir.string() + " is a newer or invalid bundle format; upgrade zeroseg or re-export");
+  try {
+    const json& pre = field(m, "preprocess", "manifest.json");
+    short_side_ = field(pre, "short_side", "preprocess").get<int>();
+    patch_ = field(pre, "patch_multiple", "preprocess").get<int>();
+    max_side_ = field(pre, "max_side", "preprocess").get<int>();
+    const json& exporter = field(m, "exporter", "manifest.json");
+    if (exporter.contains("static_input") && !exporter["static_input"].is_null()) {
+      static_h_ = exporter["static_input"]["hw"][0].get<int>();
+      static_w_ = exporter["static_input"]["hw"][1].get<int>();
+    }
+    const json& model = field(m, "model", "manifest.json");
+    bg_thresh_ = model.contains("inference") ? model["inference"].value("bg_thresh", 0.5) : 0.5;
+    const json& vocab = m.contains("vocab") ? m["vocab"] : json();
+    if (vocab.is_null() || !vocab.contains("label_space"))
+      throw Error("the bundle has no vocab.bin (the C++ runner's class embeddings): re-export it with "
+                  "zeroseg-export aoti --labels \"a,b,c\"");
+    const json& space = vocab["label_space"];
+    names_ = space.at("names").get<std::vector<std::string>>();
+    label_offset_ = space.at("label_offset").get<std::int64_t>();
+    const std::filesystem::path vpath = verified(dir, m, space.at("file").get<std::string>());
+    std::ifstream vin(vpath, std::ios::binary);
+    char magic[8];
+    std::int32_t header[4];
+    vin.read(magic, 8);
+    vin.read(reinterpret_cast<char*>(header), sizeof(header));
+    if (!vin || std::memcmp(magic, kVocabMagic, 8) != 0 || header[0] <= 0 || header[1] <= 0 ||
+        header[2] != label_offset_)
+      throw Error(vpath.string() + " is not a zeroseg vocab.bin matching the manifest; re-export the bundle");
+    text_ = at::empty({header[0], header[1]}, at::kFloat);
+    vin.read(reinterpret_cast<char*>(text_.data_ptr<float>()), static_cast<std::streamsize>(text_.nbytes()));
+    if (!vin) throw Error(vpath.string() + " is truncated; re-export the bundle");
+    const std::string package = field(field(field(m, "graphs", "manifest.json"), "segmenter", "graphs"),
+                                      "file", "graphs.segmenter").get<std::string>();
+    const std::filesystem::path ppath = verified(dir, m, package);
+    try {
+      loader_ = std::make_unique<torch::inductor::AOTIModelPackageLoader>(ppath.string(), "model", false, 1);
+    } catch (const std::exception& exc) {
+      std::string first = exc.what();
+      first = first.substr(0, std::min<size_t>(first.find('\n'), 200));
+      throw Error("cannot load the AOTInductor package " + ppath.string() + ": " + first + "; re-export it");
+    }
+  } catch (const json::exception& exc) {
+    throw Error(mpath.string() + " is incomplete (" + exc.what() + "); re-export the bundle");
+  }
+}
+
+Segmenter::~Segmenter() = default;
+
+at::Tensor preprocess(const Image& image, int out_h, int out_w) {
+  const std::vector<float> planes = resize_unit(image, out_h, out_w);
+  at::Tensor out = at::empty({1, 3, out_h, out_w}, at::kFloat);
+  std::copy(planes.begin(), planes.end(), out.data_ptr<float>());
+  return out;
+}
+
+std::pair<int, int> Segmenter::input_size(int height, int width) const {
+  return zeroseg::input_size(height, width, short_side_, patch_, max_side_);
+}
+
+at::Tensor Segmenter::run(const at::Tensor& pixels, int out_h, int out_w, double bg_thresh) {
+  if (static_h_ > 0 && (pixels.size(2) != static_h_ || pixels.size(3) != static_w_)) {
+    std::ostringstream msg;
+    msg << "segmenter.pt2 is static at " << static_h_ << "x" << static_w_ << " (batch 1) but this image needs a "
+        << pixels.size(2) << "x" << pixels.size(3) << " input; re-export with --dynamic (or pass images of "
+        << static_w_ << ":" << static_h_ << " aspect)";
+    throw Error(msg.str());
+  }
+  std::vector<at::Tensor> inputs = {
+      pixels.contiguous(),
+      text_,
+      at::scalar_tensor(bg_thresh, at::kFloat),
+      at::scalar_tensor(label_offset_, at::kLong),
+      at::tensor(std::vector<std::int64_t>{out_h, out_w}, at::kLong),
+  };
+  return loader_->run(inputs).at(0);  // labels (1, out_h, out_w) int32
+}
+
+Result Segmenter::segment(const Image& image, double bg_thresh) {
+  const auto [h, w] = input_size(image.height, image.width);
+  Result result;
+  result.labels = run(preprocess(image, h, w), image.height, image.width, bg_thresh)[0].contiguous();
+  result.fractions.assign(names_.size(), 0.0);
+  const std::int32_t* p = result.labels.data_ptr<std::int32_t>();
+  const std::int64_t n = result.labels.numel();
+  std::vector<std::int64_t> counts(names_.size(), 0);
+  for (std::int64_t i = 0; i < n; ++i)
+    if (p[i] >= 0 && static_cast<size_t>(p[i]) < counts.size()) ++counts[p[i]];
+  for (size_t i = 0; i < counts.size(); ++i) result.fractions[i] = static_cast<double>(counts[i]) / std::max<std::int64_t>(1, n);
+  return result;
+}
+
+}  // namespace zeroseg
