@@ -18,7 +18,7 @@ from pathlib import Path
 import typer
 
 from zeroseg.bench.common import json_path, parse_size, set_threads, write_result
-from zeroseg.cli._app import new_app, parse_int_list, run_app
+from zeroseg.utils.console import new_app, parse_int_list, run_app
 from zeroseg.errors import ZerosegError
 
 app = new_app(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import typer
 
-from zeroseg.cli._app import new_app, run_app
+from zeroseg.utils.console import new_app, run_app
 
 app = new_app(
     "Export ZeroSeg checkpoints: `onnx` writes image, text and end-to-end ONNX graphs (optionally int8) "

@@ -7,7 +7,6 @@ import shutil
 import subprocess
 import sys
 import textwrap
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -86,28 +85,6 @@ def run_without_torch(code: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-c", script, *args], capture_output=True, text=True, cwd=ROOT, timeout=300
     )
-
-
-@dataclass
-class CliResult:
-    code: int
-    out: str
-    err: str
-
-
-def run_export_cli(capsys, monkeypatch, *args) -> CliResult:
-    """`zeroseg-export ARGS` in-process through its console entry point (one-line errors, exit 2)."""
-    from zeroseg.export import cli
-
-    capsys.readouterr()
-    monkeypatch.setattr(sys, "argv", ["zeroseg-export", *(str(a) for a in args)])
-    code = 0
-    try:
-        cli.main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out, err = capsys.readouterr()
-    return CliResult(code, out, err)
 
 
 def leftovers(parent: Path) -> list[str]:

@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import json
 import math
-import sys
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
 import torch
 
-from zeroseg.bench import cli as bench_cli
 from zeroseg.bench.timing import describe, percentile, rate, sample_times
 
 STAT_KEYS = {"n", "repeats", "mean_ms", "sd_ms", "min_ms", "max_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms"}
@@ -34,32 +31,7 @@ TINY_LATENCY = [
 ]
 
 
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-
-@pytest.fixture
-def bench(capsys, monkeypatch):
-    """Run `zeroseg-bench ARGS...` in-process, as the console script does."""
-
-    def run(*args) -> Run:
-        capsys.readouterr()
-        monkeypatch.setattr(sys, "argv", ["zeroseg-bench", *(str(a) for a in args)])
-        code = 0
-        try:
-            bench_cli.main()
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        out, err = capsys.readouterr()
-        return Run(code, out, err)
-
-    return run
-
-
-def _ok(run: Run) -> Run:
+def _ok(run):
     assert run.code == 0, (run.code, run.out, run.err)
     return run
 
@@ -111,9 +83,9 @@ def test_sample_times_discards_the_warmup() -> None:
 # ---- commands ---------------------------------------------------------------------------------------
 
 
-def test_latency_writes_per_stage_distributions(assets, bench, tmp_path) -> None:
+def test_latency_writes_per_stage_distributions(world, bench_cli, tmp_path) -> None:
     out = tmp_path / "lat.json"
-    run = _ok(bench("latency", assets.checkpoint, "--batch", "1,2", *TINY_LATENCY, "--json", out))
+    run = _ok(bench_cli("latency", world.checkpoint, "--batch", "1,2", *TINY_LATENCY, "--json", out))
     data = json.loads(out.read_text())
     assert data["schema"] == "zeroseg-bench/latency/v1" and data["command"] == "latency"
     env = data["env"]
@@ -121,7 +93,7 @@ def test_latency_writes_per_stage_distributions(assets, bench, tmp_path) -> None
     assert env["cpu"]["model"] and env["cpu"]["torch_threads"] >= 1 and "available" in env["cuda"]
     settings = data["settings"]
     assert settings["batches"] == [1, 2] and settings["backend_resolved"] == "torch"
-    assert settings["image_size_hw"] == [48, 64] and settings["network_input_hw"] == [32, 40]
+    assert settings["image_size_hw"] == [48, 64] and settings["network_input_hw"] == [64, 88]
     assert settings["checkpoint"]["sha256"] and set(settings["stages"]) >= {"preprocess", "head", "full"}
     text = data["text"]
     assert _positive_finite(text["cold_ms"]) and text["prompts"] == 6 * 2  # 6 colours x 2 templates
@@ -139,25 +111,27 @@ def test_latency_writes_per_stage_distributions(assets, bench, tmp_path) -> None
     assert "bs1 latency" in run.out and "preprocess" in run.out and f"wrote {out}" in run.out
 
 
-def test_no_command_runs_latency_on_the_bundled_checkpoint(assets, bench, tmp_path, monkeypatch) -> None:
+def test_no_command_runs_latency_on_the_bundled_checkpoint(world, bench_cli, tmp_path, monkeypatch) -> None:
     from zeroseg.shapeworld import bundled
 
-    monkeypatch.setattr(bundled, "bundled_checkpoint", lambda: assets.checkpoint)
+    monkeypatch.setattr(bundled, "bundled_checkpoint", lambda: world.checkpoint)
     tiny = {"batches": (1,), "warmup": 0, "iters": 2, "repeat": 1, "text_iters": 1, "image_size": (40, 40)}
-    monkeypatch.setattr(bench_cli, "MAIN_JOB", tiny)
+    from zeroseg.bench import cli as bench_module
+
+    monkeypatch.setattr(bench_module, "MAIN_JOB", tiny)
     monkeypatch.chdir(tmp_path)
-    run = _ok(bench())
+    run = _ok(bench_cli())
     data = json.loads((tmp_path / "bench-results" / "latency.json").read_text())
     settings = data["settings"]
-    assert settings["device"] == "cpu" and settings["checkpoint"]["path"] == str(assets.checkpoint)
+    assert settings["device"] == "cpu" and settings["checkpoint"]["path"] == str(world.checkpoint)
     assert _positive_finite(data["summary"]["bs1_latency_ms"]["mean"])
     assert "bs1 latency" in run.out
 
 
-def test_train_reports_throughput_and_peak_memory(bench, tmp_path) -> None:
+def test_train_reports_throughput_and_peak_memory(bench_cli, tmp_path) -> None:
     out = tmp_path / "train.json"
     run = _ok(
-        bench("train", "--batch-size", "2", "--steps", "2", "--warmup-steps", "1", "--image-size", "32",
+        bench_cli("train", "--batch-size", "2", "--steps", "2", "--warmup-steps", "1", "--image-size", "32",
               "--grids", "1,2", "--device", "cpu", "--json", out)
     )  # fmt: skip
     data = json.loads(out.read_text())
@@ -174,15 +148,15 @@ def test_train_reports_throughput_and_peak_memory(bench, tmp_path) -> None:
     assert "images/s" in run.out and "peak memory" in run.out
 
 
-def test_cache_reports_images_and_views_per_second(assets, bench, tmp_path, monkeypatch) -> None:
+def test_cache_reports_images_and_views_per_second(world, bench_cli, tmp_path, monkeypatch) -> None:
     from zeroseg.shapeworld import bundled
 
-    monkeypatch.setattr(bundled, "bundled_teacher", lambda: assets.teacher)  # the default teacher
+    monkeypatch.setattr(bundled, "bundled_teacher", lambda: world.teacher_file)  # the default teacher
     out = tmp_path / "cache.json"
-    run = _ok(bench("cache", "--images", "4", "--batch-size", "2", "--grids", "1,2", "--device", "cpu",
+    run = _ok(bench_cli("cache", "--images", "4", "--batch-size", "2", "--grids", "1,2", "--device", "cpu",
                     "--json", out))  # fmt: skip
     data = json.loads(out.read_text())
-    assert data["settings"]["teacher"] == str(assets.teacher) and data["settings"]["views_per_image"] == 5
+    assert data["settings"]["teacher"] == str(world.teacher_file) and data["settings"]["views_per_image"] == 5
     assert data["images"] == 4 and _positive_finite(data["seconds"])
     assert data["views_per_s"] == pytest.approx(5 * data["images_per_s"]) and _positive_finite(
         data["images_per_s"]
@@ -190,16 +164,16 @@ def test_cache_reports_images_and_views_per_second(assets, bench, tmp_path, monk
     assert data["cache_bytes"] > 0 and "views/s" in run.out
 
 
-def test_head_delegates_to_the_kernel_benchmark(bench, tmp_path, monkeypatch) -> None:
+def test_head_delegates_to_the_kernel_benchmark(bench_cli, tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    run = _ok(bench("head", "--device", "cpu", "--quick"))
+    run = _ok(bench_cli("head", "--device", "cpu", "--quick"))
     data = json.loads((tmp_path / "bench-results" / "head.json").read_text())
     assert any(r["op"] == "segment_head" for r in data["rows"]) and "segment_head" in run.out
 
 
-def test_env_lists_versions_and_runtimes(bench, tmp_path) -> None:
+def test_env_lists_versions_and_runtimes(bench_cli, tmp_path) -> None:
     out = tmp_path / "env.json"
-    run = _ok(bench("env", "--json", out))
+    run = _ok(bench_cli("env", "--json", out))
     env = json.loads(out.read_text())["env"]
     runtimes = env["runtimes"]
     assert isinstance(runtimes["tensorrt"]["python_package"], bool) and "trtexec" in runtimes["tensorrt"]
@@ -210,7 +184,7 @@ def test_env_lists_versions_and_runtimes(bench, tmp_path) -> None:
 # ---- bad input --------------------------------------------------------------------------------------
 
 
-def _one_line_error(run: Run, *fragments: str) -> None:
+def _one_line_error(run, *fragments: str) -> None:
     assert run.code == 2, (run.code, run.out, run.err)
     lines = [line for line in run.err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), run.err
@@ -232,28 +206,28 @@ def _one_line_error(run: Run, *fragments: str) -> None:
         (["--classes", "cat,cat"], "more than once"),
     ],
 )
-def test_bad_latency_options_are_one_line_errors(assets, bench, tmp_path, args, fragment) -> None:
-    _one_line_error(bench("latency", assets.checkpoint, *args, "--json", tmp_path / "x.json"), fragment)
+def test_bad_latency_options_are_one_line_errors(world, bench_cli, tmp_path, args, fragment) -> None:
+    _one_line_error(bench_cli("latency", world.checkpoint, *args, "--json", tmp_path / "x.json"), fragment)
     assert not (tmp_path / "x.json").exists()
 
 
-def test_missing_or_unusable_inputs_are_one_line_errors(bench, tmp_path, monkeypatch) -> None:
+def test_missing_or_unusable_inputs_are_one_line_errors(bench_cli, tmp_path, monkeypatch) -> None:
     from zeroseg.shapeworld import bundled
 
-    _one_line_error(bench("latency", tmp_path / "missing.pt"), "checkpoint not found")
+    _one_line_error(bench_cli("latency", tmp_path / "missing.pt"), "checkpoint not found")
     monkeypatch.setattr(bundled, "ASSETS", tmp_path / "no-assets")
-    _one_line_error(bench(), "bundled checkpoint")
-    _one_line_error(bench("cache", "--images", "2", "--device", "cpu"), "bundled teacher")
-    _one_line_error(bench("train", "--batch-size", "0"), "--batch-size")
-    _one_line_error(bench("train", "--steps", "0"), "--steps")
-    _one_line_error(bench("train", "--preset", "huge", "--device", "cpu"), "unknown preset")
-    _one_line_error(bench("train", "--image-size", "30", "--device", "cpu"), "multiple of patch_size")
-    _one_line_error(bench("cache", "--images", "0"), "--images")
-    _one_line_error(bench("latency", "--threads", "-1"), "--threads")
+    _one_line_error(bench_cli(), "bundled checkpoint")
+    _one_line_error(bench_cli("cache", "--images", "2", "--device", "cpu"), "bundled teacher")
+    _one_line_error(bench_cli("train", "--batch-size", "0"), "--batch-size")
+    _one_line_error(bench_cli("train", "--steps", "0"), "--steps")
+    _one_line_error(bench_cli("train", "--preset", "huge", "--device", "cpu"), "unknown preset")
+    _one_line_error(bench_cli("train", "--image-size", "30", "--device", "cpu"), "multiple of patch_size")
+    _one_line_error(bench_cli("cache", "--images", "0"), "--images")
+    _one_line_error(bench_cli("latency", "--threads", "-1"), "--threads")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
-def test_cuda_without_a_gpu_is_a_one_line_error(assets, bench) -> None:
-    _one_line_error(bench("latency", assets.checkpoint, "--device", "cuda"), "no CUDA device")
-    _one_line_error(bench("train", "--device", "cuda"), "no CUDA device")
-    _one_line_error(bench("head", "--device", "cuda", "--quick"), "no CUDA device")
+def test_cuda_without_a_gpu_is_a_one_line_error(world, bench_cli) -> None:
+    _one_line_error(bench_cli("latency", world.checkpoint, "--device", "cuda"), "no CUDA device")
+    _one_line_error(bench_cli("train", "--device", "cuda"), "no CUDA device")
+    _one_line_error(bench_cli("head", "--device", "cuda", "--quick"), "no CUDA device")

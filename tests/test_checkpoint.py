@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import fixtures
 import pytest
 import torch
-from fixtures import assert_one_line_error
+from helpers import assert_one_line_error
 from PIL import Image
 
 from zeroseg.checkpoint import (
@@ -23,8 +22,7 @@ from zeroseg.infer.segmenter import Segmenter
 from zeroseg.model.student import ZeroSegStudent
 from zeroseg.text import encode_classes
 
-# the shared fixtures, registered in this module (one_thread is autouse)
-world, cli, one_thread = fixtures.world, fixtures.cli, fixtures.one_thread
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 CLASSES = [["cat"], ["dog", "puppy"], ["traffic light"]]
 

@@ -11,9 +11,9 @@ from PIL import Image
 from zeroseg.shapeworld.demo import run_demo, scene_miou
 
 
-def test_demo_writes_panel_overlays_and_scores(assets, tmp_path) -> None:
+def test_demo_writes_panel_overlays_and_scores(world, tmp_path) -> None:
     result = run_demo(
-        tmp_path / "demo", seed=3, size=96, checkpoint=assets.checkpoint, teacher=str(assets.teacher)
+        tmp_path / "demo", seed=3, size=96, checkpoint=world.checkpoint, teacher=str(world.teacher_file)
     )
     panel = Image.open(result.panel)
     assert panel.width > 4 * 256 and panel.height > 256  # four tiles side by side
@@ -32,9 +32,9 @@ def test_scene_miou_perfect_and_disjoint() -> None:
 
 
 @pytest.mark.parametrize(("kwargs", "fragment"), [({"size": 10}, "--size"), ({"seed": -1}, "--seed")])
-def test_bad_demo_options_are_refused(assets, tmp_path, kwargs, fragment) -> None:
+def test_bad_demo_options_are_refused(world, tmp_path, kwargs, fragment) -> None:
     from zeroseg.errors import ZerosegError
 
     with pytest.raises(ZerosegError, match=fragment):
-        run_demo(tmp_path / "d", checkpoint=assets.checkpoint, baseline=False, **kwargs)
+        run_demo(tmp_path / "d", checkpoint=world.checkpoint, baseline=False, **kwargs)
     assert not (tmp_path / "d").exists()

@@ -7,11 +7,10 @@ import math
 import shutil
 from pathlib import Path
 
-import fixtures
 import numpy as np
 import pytest
 import torch
-from fixtures import assert_one_line_error
+from helpers import assert_one_line_error
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -23,8 +22,7 @@ from zeroseg.infer.segmenter import Segmenter
 from zeroseg.infer.visualize import encode_label_png
 from zeroseg.shapeworld.write import write_scenes
 
-# the shared fixtures, registered in this module (one_thread is autouse)
-world, cli, one_thread = fixtures.world, fixtures.cli, fixtures.one_thread
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 N_IMAGES = 10
 SPLIT = "trainval"  # all ten scenes

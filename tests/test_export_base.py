@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import export_helpers as eh
-import fixtures
+import helpers
 import pytest
 import torch
 
@@ -14,7 +14,7 @@ from zeroseg.model.config import student_preset
 from zeroseg.model.student import ZeroSegStudent
 from zeroseg.preprocess import Preprocess
 
-world, one_thread = fixtures.world, fixtures.one_thread
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.slow
@@ -25,14 +25,14 @@ def test_base_preset_exports_at_448_and_passes_the_gate(world, tmp_path):
     config = CheckpointConfig(
         student=cfg,
         preprocess=Preprocess(train_size=224, test_short_side=448),
-        templates=tuple(fixtures.TEMPLATES),
+        templates=tuple(helpers.TEMPLATES),
         logit_scale=world.teacher.logit_scale,
         teacher={"name": "tiny"},
     )
     ckpt = tmp_path / "base.pt"
     save_checkpoint(ckpt, config=config, student=state, text=world.teacher.text_state(), inference_only=True)
     del state
-    with fixtures.torch_threads(2):
+    with helpers.torch_threads(2):
         out, lines = eh.export(ckpt, tmp_path / "bundle", threads=2)
     m = read_manifest(out)
     assert m.preprocess["short_side"] == 448 and m.preprocess["patch_multiple"] == 16

@@ -4,7 +4,7 @@ gate, `OnnxSegmenter` labels equal to `Segmenter`'s on ShapeWorld scenes, `zeros
 from __future__ import annotations
 
 import export_helpers as eh
-import fixtures
+import helpers
 import numpy as np
 import pytest
 import torch
@@ -17,7 +17,7 @@ from zeroseg.infer.labels import LabelSpace
 from zeroseg.infer.segmenter import Segmenter
 from zeroseg.shapeworld.bundled import bundled_checkpoint
 
-cli, one_thread = fixtures.cli, fixtures.one_thread
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 COLOURS = [["red"], ["green"], ["blue"], ["yellow"], ["magenta"], ["cyan"]]
 
@@ -33,7 +33,7 @@ def bundle(calib, tmp_path_factory):
     """The bundled checkpoint at its short side (256), with a vocabulary and static int8, once per run."""
 
     def build(out):
-        with fixtures.torch_threads(1):
+        with helpers.torch_threads(1):
             _, lines = eh.export(
                 bundled_checkpoint(), out, labels=COLOURS, int8="static", calib=calib, threads=1
             )
@@ -107,7 +107,7 @@ def test_dynamic_int8_agrees_with_fp32(bundle, torch_model, tmp_path):
 
 def test_onnx_segmenter_equals_segmenter_on_scenes(bundle):
     images = eh.scenes(6, seed=21) + [eh.scenes(1, seed=22)[0].resize((320, 240))]
-    with fixtures.torch_threads(1):
+    with helpers.torch_threads(1):
         want = Segmenter(bundled_checkpoint())(images, COLOURS, batch_size=4)
     got = OnnxSegmenter(bundle[0], threads=1)(images, COLOURS, batch_size=4)
     agreement = np.mean([(a.labels == b.labels).mean() for a, b in zip(want, got, strict=True)])

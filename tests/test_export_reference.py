@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-import fixtures
 import numpy as np
 import pytest
 import torch
@@ -26,7 +25,7 @@ from zeroseg.export.parity import check_gate
 from zeroseg.export.preprocess import preprocess_images, resize_unit
 from zeroseg.kernels import reference
 
-world, one_thread = fixtures.world, fixtures.one_thread
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 SHAPES = [  # b, k, h, w, H, W: upsampling by odd ratios (ties of one-hot maps), equal sizes, 1 x 1
     (1, 8, 4, 4, 4, 4),

@@ -8,12 +8,12 @@ import json
 import shutil
 
 import export_helpers as eh
-import fixtures
+import helpers
 import numpy as np
 import onnx
 import pytest
 import torch
-from fixtures import assert_one_line_error
+from helpers import assert_one_line_error
 
 from zeroseg.checkpoint import load_checkpoint
 from zeroseg.errors import ZerosegError
@@ -22,7 +22,7 @@ from zeroseg.export.manifest import read_manifest, sha256_file
 from zeroseg.infer.segmenter import Segmenter
 from zeroseg.kernels.reference import segment_head_ref
 
-world, cli, one_thread = fixtures.world, fixtures.cli, fixtures.one_thread
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 LABELS = "cat,dog|puppy,traffic light"
 CLASSES = [["cat"], ["dog", "puppy"], ["traffic light"]]
@@ -38,7 +38,7 @@ def bundle(world, tmp_path_factory):
     """The tiny checkpoint exported with a vocabulary (fp32), once per run; and the export's log."""
 
     def build(out):
-        with fixtures.torch_threads(1):
+        with helpers.torch_threads(1):
             _, lines = eh.export(world.checkpoint, out, labels=CLASSES, threads=1)
         (out.parent / f"{out.name}.log").write_text("\n".join(lines))
 
@@ -71,9 +71,9 @@ def test_bundle_files_and_manifest(bundle, world):
     for name, digest in m.files.items():
         assert sha256_file(path / name) == digest
     assert m.source["sha256"] == sha256_file(m.source["checkpoint"])
-    assert m.preprocess["short_side"] == fixtures.SHORT_SIDE and m.preprocess["patch_multiple"] == 8
+    assert m.preprocess["short_side"] == helpers.SHORT_SIDE and m.preprocess["patch_multiple"] == 8
     assert m.preprocess["mean"] == list(world.config.preprocess.mean)
-    assert m.text["templates"] == fixtures.TEMPLATES and m.text["context_length"] == 16
+    assert m.text["templates"] == helpers.TEMPLATES and m.text["context_length"] == 16
     assert m.model["student"] == world.student_cfg.to_dict() and "train" not in m.model
     assert [c for c in m.vocab["classes"]] == [*CLASSES, ["background"]]
     assert any("parity (fp32" in line for line in lines) and m.int8 is None
@@ -269,54 +269,52 @@ def test_missing_int8_and_unknown_precision(bundle):
 # ---- the exporter's refusals (no export runs: they come first) ---------------------------------
 
 
-def _refused(capsys, monkeypatch, tmp_path, *args, fragments=()):
-    res = eh.run_export_cli(capsys, monkeypatch, "onnx", *args)
+def _refused(export_cli, tmp_path, *args, fragments=()):
+    res = export_cli("onnx", *args)
     assert_one_line_error(res, *fragments)
     assert eh.leftovers(tmp_path) == []
     return res
 
 
-def test_export_refuses_bad_checkpoints(world, tmp_path, capsys, monkeypatch):
+def test_export_refuses_bad_checkpoints(world, tmp_path, export_cli):
     out = tmp_path / "b"
-    _refused(capsys, monkeypatch, tmp_path, tmp_path / "nope.pt", "--out", out, fragments=("not found",))
+    _refused(export_cli, tmp_path, tmp_path / "nope.pt", "--out", out, fragments=("not found",))
     truncated = tmp_path / "trunc.pt"
     truncated.write_bytes(world.checkpoint.read_bytes()[:5000])
-    _refused(capsys, monkeypatch, tmp_path, truncated, "--out", out, fragments=("truncated",))
+    _refused(export_cli, tmp_path, truncated, "--out", out, fragments=("truncated",))
     foreign = tmp_path / "foreign.pt"
     torch.save({"weights": torch.zeros(3)}, foreign)
-    _refused(capsys, monkeypatch, tmp_path, foreign, "--out", out, fragments=("zeroseg",))
+    _refused(export_cli, tmp_path, foreign, "--out", out, fragments=("zeroseg",))
     assert not out.exists()
 
 
-def test_export_refuses_bad_options(world, tmp_path, capsys, monkeypatch):
+def test_export_refuses_bad_options(world, tmp_path, export_cli):
     ck, out = world.checkpoint, tmp_path / "b"
     existing = tmp_path / "exists"
     existing.mkdir()
     (existing / "keep.txt").write_text("x")
-    _refused(capsys, monkeypatch, tmp_path, ck, "--out", existing, fragments=("--force",))
+    _refused(export_cli, tmp_path, ck, "--out", existing, fragments=("--force",))
     assert (existing / "keep.txt").read_text() == "x"
     a_file = tmp_path / "file"
     a_file.write_text("x")
-    _refused(capsys, monkeypatch, tmp_path, ck, "--out", a_file / "b", fragments=("not a folder",))
-    res = eh.run_export_cli(capsys, monkeypatch, "onnx", ck, "--out", "/proc/zeroseg-no-bundle")
+    _refused(export_cli, tmp_path, ck, "--out", a_file / "b", fragments=("not a folder",))
+    res = export_cli("onnx", ck, "--out", "/proc/zeroseg-no-bundle")
     assert_one_line_error(res, "bundle")
     for side in ("30", "0", "-8"):
-        _refused(
-            capsys, monkeypatch, tmp_path, ck, "--out", out, "--short-side", side, fragments=("multiple",)
-        )
+        _refused(export_cli, tmp_path, ck, "--out", out, "--short-side", side, fragments=("multiple",))
     empty = tmp_path / "empty"
     empty.mkdir()
-    _refused(capsys, monkeypatch, tmp_path, ck, "--out", out, "--int8", "static", "--calib", empty,
+    _refused(export_cli, tmp_path, ck, "--out", out, "--int8", "static", "--calib", empty,
              fragments=("no images",))  # fmt: skip
     texts = tmp_path / "texts"
     texts.mkdir()
     (texts / "a.txt").write_text("not an image")
-    _refused(capsys, monkeypatch, tmp_path, ck, "--out", out, "--int8", "static", "--calib", texts,
+    _refused(export_cli, tmp_path, ck, "--out", out, "--int8", "static", "--calib", texts,
              fragments=("no images",))  # fmt: skip
-    _refused(capsys, monkeypatch, tmp_path, ck, "--out", out, "--calib", texts, fragments=("--int8",))
-    _refused(capsys, monkeypatch, tmp_path, ck, "--out", out, "--int8", "fp8", fragments=("dynamic",))
-    _refused(capsys, monkeypatch, tmp_path, ck, "--out", out, "--opset", "12", fragments=("opset",))
-    _refused(capsys, monkeypatch, tmp_path, ck, "--out", out, "--tolerance", "2", fragments=("tolerance",))
+    _refused(export_cli, tmp_path, ck, "--out", out, "--calib", texts, fragments=("--int8",))
+    _refused(export_cli, tmp_path, ck, "--out", out, "--int8", "fp8", fragments=("dynamic",))
+    _refused(export_cli, tmp_path, ck, "--out", out, "--opset", "12", fragments=("opset",))
+    _refused(export_cli, tmp_path, ck, "--out", out, "--tolerance", "2", fragments=("tolerance",))
     assert not out.exists()
 
 

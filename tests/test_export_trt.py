@@ -8,15 +8,14 @@ export inside takes most of the ~1 min); the precision-graph tests reuse its ima
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-import fixtures
+import helpers
 import numpy as np
 import onnx
 import pytest
 import torch
-from fixtures import assert_one_line_error
+from helpers import assert_one_line_error
 from tiny_clip import tiny_clip
 
 from zeroseg.errors import ZerosegError
@@ -73,7 +72,7 @@ def graph_only(micro, tmp_path_factory) -> tuple[Path, list[str]]:
 
     out = tmp_path_factory.mktemp("trt_out") / "engine"
     lines: list[str] = []
-    with fixtures.torch_threads(2):
+    with helpers.torch_threads(2):
         export_trt(TrtSettings(source=micro, out=out, onnx_only=True, progress=False), log=lines.append)
     return out, lines
 
@@ -348,26 +347,7 @@ def test_trt_segmenter_refuses_without_an_engine_or_tensorrt(graph_only, tmp_pat
         assert "\n" not in str(info.value)
 
 
-@pytest.fixture
-def cli(capsys, monkeypatch):
-    """Run `zeroseg-export` in-process; returns (code, out, err)."""
-    from zeroseg.export.cli import main
-
-    def run(*args):
-        capsys.readouterr()
-        monkeypatch.setattr(sys, "argv", ["zeroseg-export", *(str(a) for a in args)])
-        code = 0
-        try:
-            main()
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        out, err = capsys.readouterr()
-        return fixtures.CliResult(code, out, err)
-
-    return run
-
-
-def test_bad_inputs_are_one_line_errors_and_write_nothing(micro, graph_only, cli, tmp_path):
+def test_bad_inputs_are_one_line_errors_and_write_nothing(micro, graph_only, export_cli, tmp_path):
     bare = tmp_path / "model.onnx"
     bare.write_bytes(b"\x08\x07")
     truncated = tmp_path / "trunc.pt"
@@ -391,12 +371,12 @@ def test_bad_inputs_are_one_line_errors_and_write_nothing(micro, graph_only, cli
         ((micro, "--calib", tmp_path), ("--calib is for --precision int8",)),
     ]
     for args, fragments in cases:
-        assert_one_line_error(cli("trt", args[0], "--out", out, *args[1:]), *fragments)
+        assert_one_line_error(export_cli("trt", args[0], "--out", out, *args[1:]), *fragments)
     existing, _ = graph_only
-    assert_one_line_error(cli("trt", micro, "--out", existing), "already exists", "--force")
+    assert_one_line_error(export_cli("trt", micro, "--out", existing), "already exists", "--force")
     if _tensorrt_skip() is not None:
         assert_one_line_error(
-            cli("trt", micro, "--out", out), "TensorRT is not installed", "nothing was written"
+            export_cli("trt", micro, "--out", out), "TensorRT is not installed", "nothing was written"
         )
     assert not out.exists() and not list(tmp_path.glob(".out.tmp-*"))
 

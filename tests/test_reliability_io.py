@@ -8,11 +8,10 @@ import tracemalloc
 import zipfile
 from pathlib import Path
 
-import fixtures
 import numpy as np
 import pytest
 import torch
-from fixtures import assert_one_line_error
+from helpers import assert_one_line_error
 from PIL import Image
 
 import zeroseg.infer.files
@@ -26,7 +25,7 @@ from zeroseg.shapeworld.bundled import bundled_checkpoint
 from zeroseg.shapeworld.write import write_scenes
 from zeroseg.utils.atomic import atomic_path
 
-world, cli, one_thread = fixtures.world, fixtures.cli, fixtures.one_thread
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 #: a place no process may write (read-only for root too): mkdir there fails
 READ_ONLY = Path("/sys/zeroseg-reliability-test")

@@ -12,10 +12,9 @@ import sys
 import time
 from pathlib import Path
 
-import fixtures
 import pytest
 import torch
-from fixtures import assert_one_line_error
+from helpers import assert_one_line_error
 
 import zeroseg.evaluation.evaluate
 import zeroseg.teacher.cache
@@ -24,7 +23,7 @@ from zeroseg.checkpoint import load_checkpoint
 from zeroseg.shapeworld.write import write_scenes
 from zeroseg.utils.lock import LOCK_NAME, folder_lock
 
-world, cli, one_thread = fixtures.world, fixtures.cli, fixtures.one_thread
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

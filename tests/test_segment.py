@@ -11,10 +11,9 @@ import warnings
 import zlib
 from pathlib import Path
 
-import fixtures
 import numpy as np
 import pytest
-from fixtures import SHORT_SIDE, assert_one_line_error, make_config
+from helpers import SHORT_SIDE, assert_one_line_error, make_config
 from PIL import Image, ImageOps
 from typer.testing import CliRunner
 
@@ -26,8 +25,7 @@ from zeroseg.errors import ZerosegError
 from zeroseg.infer.segmenter import LabelSpace, Segmenter
 from zeroseg.infer.visualize import label_ids_from_png
 
-# the shared fixtures, registered in this module (one_thread is autouse)
-world, cli, one_thread = fixtures.world, fixtures.cli, fixtures.one_thread
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 LABELS = "cat,dog|puppy,traffic light"
 NAMES = ["background", "cat", "dog", "traffic light"]

@@ -8,7 +8,6 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from zeroseg.cli import synth as synth_command
-from zeroseg.cli._app import new_app
 from zeroseg.data.voc import VOCDataset
 from zeroseg.errors import ZerosegError
 from zeroseg.shapeworld.scenes import BASE_RGB
@@ -26,6 +25,7 @@ from zeroseg.shapeworld.write import (
     write_captions,
     write_scenes,
 )
+from zeroseg.utils.console import new_app
 
 
 def _files(root):

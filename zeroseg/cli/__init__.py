@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-from zeroseg.cli._app import new_app, run_app
+from zeroseg.utils.console import new_app, run_app
 
 app = new_app("ZeroSeg: label-free open-vocabulary segmentation distilled from CLIP.")
 

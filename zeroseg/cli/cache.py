@@ -13,7 +13,7 @@ from pathlib import Path
 
 import typer
 
-from zeroseg.cli._app import Interrupted, parse_int_list
+from zeroseg.utils.console import Interrupted, parse_int_list
 from zeroseg.errors import ZerosegError
 
 

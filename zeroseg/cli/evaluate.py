@@ -88,7 +88,7 @@ def evaluate_command(
             progress=not quiet, on_warning=lambda m: typer.echo(f"warning: {m}", err=True),
         )  # fmt: skip
     except KeyboardInterrupt:
-        from zeroseg.cli._app import Interrupted
+        from zeroseg.utils.console import Interrupted
 
         raise Interrupted("interrupted: no scores were written") from None
     typer.echo(report.table)

@@ -68,7 +68,7 @@ def segment(
     before the first file is written. Existing outputs are refused without --overwrite.
     """
     from zeroseg.classes import parse_labels_option
-    from zeroseg.cli._app import Interrupted
+    from zeroseg.utils.console import Interrupted
     from zeroseg.infer.files import plan_outputs, segment_files
     from zeroseg.shapeworld.bundled import bundled_checkpoint, bundled_teacher
     from zeroseg.utils.device import resolve_device

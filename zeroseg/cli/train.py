@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from zeroseg.cli._app import parse_int_list
+from zeroseg.utils.console import parse_int_list
 from zeroseg.errors import ZerosegError
 
 
@@ -139,7 +139,7 @@ def train_command(
             on_warning=lambda m: typer.echo(f"warning: {m}", err=True),
         )  # fmt: skip
     except KeyboardInterrupt:  # the second Ctrl-C: stop at once, without saving
-        from zeroseg.cli._app import Interrupted
+        from zeroseg.utils.console import Interrupted
 
         raise Interrupted(
             f"interrupted twice: stopped at once without saving; {out / 'last.pt'} holds the last saved "

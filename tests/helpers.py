@@ -1,12 +1,9 @@
-"""Shared fixtures for the segment / eval / checkpoint tests: a small real checkpoint and a CLI runner.
+"""Helpers shared by the tests (the fixtures themselves live in conftest.py).
 
-The checkpoint is what `zeroseg train` writes, minus the training: a randomly initialised tiny
-student (seeded) and the text tower of a tiny random open_clip CLIP, saved with `save_checkpoint`.
-It is built once per test process (`world`), however many modules import the fixture.
-
-Register them in a test module by assigning them to module names (a plain import would trip ruff's
-F811):
-    world, cli, one_thread = fixtures.world, fixtures.cli, fixtures.one_thread
+`World` is what `zeroseg train` writes, minus the training: a randomly initialised tiny student
+(seeded) and the text tower of a tiny random open_clip CLIP, saved with `save_checkpoint`; the
+`world` fixture builds it once per test process. `run_console` runs a console entry point in-process
+(`zeroseg`, `zeroseg-bench`, `zeroseg-export`) the way the installed scripts do.
 """
 
 from __future__ import annotations
@@ -17,11 +14,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 import torch
 from tiny_clip import TINY_CFG, tiny_clip
 
-from zeroseg import cli as zeroseg_cli
 from zeroseg.checkpoint import CheckpointConfig, save_checkpoint
 from zeroseg.model.config import StudentConfig, student_preset
 from zeroseg.model.student import ZeroSegStudent
@@ -41,6 +36,11 @@ class World:
     student_cfg: StudentConfig
     student_state: dict[str, torch.Tensor]
     config: CheckpointConfig
+
+    @property
+    def teacher_file(self) -> Path:
+        """The tiny teacher as a teacher file (`--teacher`)."""
+        return self.root / "teacher.pt"
 
 
 def make_config(student_cfg: StudentConfig, teacher: Teacher, **inference) -> CheckpointConfig:
@@ -66,16 +66,9 @@ def torch_threads(n: int):
         torch.set_num_threads(before)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These tests run a tiny model: one thread is as fast as two on a quiet machine, and over ten
-    times faster when another process keeps the two cores busy (OpenMP threads then spin-wait)."""
-    with torch_threads(1):
-        yield
-
-
 @functools.cache
-def _build_world(base: Path) -> World:
+def build_world(base: Path) -> World:
+    """The shared `World` under `base`, built once per process."""
     with torch_threads(1):
         return _make_world(base)
 
@@ -94,12 +87,6 @@ def _make_world(base: Path) -> World:
     return World(root, teacher, root / "ckpt.pt", student_cfg, state, config)
 
 
-@pytest.fixture(scope="session")
-def world(tmp_path_factory) -> World:
-    """A tiny teacher and a checkpoint built from it (read-only: copy before damaging)."""
-    return _build_world(tmp_path_factory.getbasetemp())
-
-
 @dataclass
 class CliResult:
     code: int
@@ -107,26 +94,22 @@ class CliResult:
     err: str
 
 
-@pytest.fixture
-def cli(capsys, monkeypatch):
-    """Run the `zeroseg` console entry point (`zeroseg.cli.main`) in-process: cli("segment", ...).
+def run_console(main, prog: str, args, capsys, monkeypatch) -> CliResult:
+    """Run console entry point `main` as `prog ARGS...` in-process; its exit code, stdout and stderr.
 
-    Goes through `run_app`, so a ZerosegError becomes "error: ..." on stderr and exit status 2, as in
-    the installed script; any other exception propagates (a bug: the test fails with its traceback).
+    Goes through the script's `run_app`, so a ZerosegError becomes "error: ..." on stderr and exit
+    status 2, as in the installed script; any other exception propagates (a bug: the test fails with
+    its traceback).
     """
-
-    def run(*args) -> CliResult:
-        capsys.readouterr()
-        monkeypatch.setattr(sys, "argv", ["zeroseg", *(str(a) for a in args)])
-        code = 0
-        try:
-            zeroseg_cli.main()
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        out, err = capsys.readouterr()
-        return CliResult(code, out, err)
-
-    return run
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "argv", [prog, *(str(a) for a in args)])
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    out, err = capsys.readouterr()
+    return CliResult(code, out, err)
 
 
 def assert_one_line_error(result: CliResult, *fragments: str) -> None:
