@@ -49,6 +49,7 @@ from zeroseg.export.manifest import BundleManifest, sha256_file, write_manifest
 from zeroseg.export.preprocess import preprocess_images
 from zeroseg.infer.labels import DEFAULT_BG_THRESH, LabelSpace
 from zeroseg.preprocess import inference_size
+from zeroseg.utils.atomic import install_folder
 
 AOTI_FORMAT = "zeroseg-aoti-bundle"  # a key of zeroseg.export.manifest.BUNDLE_KINDS
 PACKAGE_NAME = "segmenter.pt2"
@@ -316,13 +317,7 @@ def export_aoti(settings: AotiSettings, *, log=print) -> BundleManifest:
     started = time.perf_counter()
     try:
         manifest = _build(ckpt, settings, tmp, short_side=short_side, log=log)
-        if out.exists():  # --force: the old bundle goes only once the new one is complete
-            old = out.absolute().parent / f".{out.name}.old-{os.getpid()}"
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        install_folder(tmp, out)  # --force: the old one goes only once this is complete
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -34,6 +34,7 @@ from zeroseg.export.onnx import (
 )
 from zeroseg.export.runtime import open_session
 from zeroseg.infer.labels import DEFAULT_BG_THRESH, LabelSpace
+from zeroseg.utils.atomic import install_folder
 
 RESIZE = (
     "bicubic, antialias=True, align_corners=False, then clamped to [0, 1] (PyTorch F.interpolate, as "
@@ -212,13 +213,7 @@ def export_onnx(settings: ExportSettings, *, log=print) -> BundleManifest:
     started = time.perf_counter()
     try:
         manifest = build_bundle(ckpt, settings, tmp, short_side=short_side, log=log)
-        if out.exists():  # --force: the old bundle goes only once the new one is complete
-            old = out.absolute().parent / f".{out.name}.old-{os.getpid()}"
-            os.replace(out, old)
-            os.replace(tmp, out)
-            _remove(old)
-        else:
-            os.replace(tmp, out)
+        install_folder(tmp, out)  # --force: the old one goes only once this is complete
     except BaseException:
         _remove(tmp)
         raise

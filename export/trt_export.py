@@ -29,6 +29,7 @@ from zeroseg.export.manifest import MANIFEST_NAME, sha256_file
 from zeroseg.export.trt_manifest import ENGINE_FILE, HARDWARE_COMPAT, write_engine_json
 from zeroseg.export.trt_precision import PRECISIONS
 from zeroseg.export.trt_profiles import Profile, Shape, derive_profile
+from zeroseg.utils.atomic import install_folder
 
 FP16_AGREEMENT = 0.995
 BUNDLE_DIR = "onnx"
@@ -289,13 +290,7 @@ def export_trt(settings: TrtSettings, *, log=print) -> dict:
             "trtexec": line,
         }
         write_engine_json(tmp, data)
-        if out.exists():  # --force: the old folder goes only once the new one is complete
-            old = out.absolute().parent / f".{out.name}.old-{os.getpid()}"
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        install_folder(tmp, out)  # --force: the old one goes only once this is complete
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

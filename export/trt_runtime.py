@@ -22,14 +22,13 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 from zeroseg.errors import ZerosegError
 from zeroseg.export.trt_manifest import check_compatible, read_engine_json
 from zeroseg.export.trt_profiles import Profile, check_input
 from zeroseg.infer.base import SegmenterBase
-from zeroseg.infer.labels import LabelSpace, SegmentationResult
+from zeroseg.infer.labels import LabelSpace
 
 
 class TRTSegmenter(SegmenterBase):
@@ -140,20 +139,14 @@ class TRTSegmenter(SegmenterBase):
 
     def head(self, out, text, sizes: Sequence[tuple[int, int]], *, bg_thresh: float, space: LabelSpace):
         """Name each image's segments and paint its labels at its own (H, W) (`segment_head`)."""
-        from zeroseg.kernels import segment_head
+        from zeroseg.infer.segmenter import name_segments
 
-        results = []
-        for j, size in enumerate(sizes):
-            head = segment_head(
-                out.segments[j : j + 1], text, self.logit_scale, out.maps[j : j + 1], size, bg_thresh,
-                bg_label=0, label_offset=space.label_offset, backend=self.backend,
-            )  # fmt: skip
-            results.append(
-                SegmentationResult(
-                    labels=head.labels[0].cpu().numpy().astype(np.int32),
-                    class_names=space.names,
-                    segment_labels=(head.index[0] + space.label_offset).cpu().numpy(),
-                    segment_probs=head.prob[0].cpu().numpy(),
-                )
-            )
-        return results
+        return name_segments(
+            out,
+            text,
+            sizes,
+            logit_scale=self.logit_scale,
+            bg_thresh=bg_thresh,
+            space=space,
+            backend=self.backend,
+        )

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import typer
 
-from zeroseg.utils.console import Interrupted, parse_int_list
 from zeroseg.errors import ZerosegError
+from zeroseg.utils.console import Interrupted, parse_int_list
 
 
 def register(app: typer.Typer) -> None:

@@ -68,9 +68,9 @@ def segment(
     before the first file is written. Existing outputs are refused without --overwrite.
     """
     from zeroseg.classes import parse_labels_option
-    from zeroseg.utils.console import Interrupted
     from zeroseg.infer.files import plan_outputs, segment_files
     from zeroseg.shapeworld.bundled import bundled_checkpoint, bundled_teacher
+    from zeroseg.utils.console import Interrupted
     from zeroseg.utils.device import resolve_device
     from zeroseg.utils.writable import ensure_writable_dir
 

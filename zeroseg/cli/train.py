@@ -7,8 +7,8 @@ from pathlib import Path
 
 import typer
 
-from zeroseg.utils.console import parse_int_list
 from zeroseg.errors import ZerosegError
+from zeroseg.utils.console import parse_int_list
 
 
 def _parse_weights(text: str) -> tuple[float, float, float]:

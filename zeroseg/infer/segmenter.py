@@ -100,18 +100,53 @@ class Segmenter(TorchSegmenterBase):
         space: LabelSpace,
     ) -> list[SegmentationResult]:
         """Name each image's segments and paint its labels at its own (H, W)."""
-        results = []
-        for j, size in enumerate(sizes):
-            head = segment_head(
-                out.segments[j : j + 1], text, self.logit_scale, out.maps[j : j + 1], size, bg_thresh,
-                bg_label=0, label_offset=space.label_offset, backend=self.backend,
-            )  # fmt: skip
-            results.append(
-                SegmentationResult(
-                    labels=head.labels[0].cpu().numpy().astype(np.int32),
-                    class_names=space.names,
-                    segment_labels=(head.index[0] + space.label_offset).cpu().numpy(),
-                    segment_probs=head.prob[0].cpu().numpy(),
-                )
+        return name_segments(
+            out,
+            text,
+            sizes,
+            logit_scale=self.logit_scale,
+            bg_thresh=bg_thresh,
+            space=space,
+            backend=self.backend,
+        )
+
+
+def name_segments(
+    out: SegmentationOutput,
+    text: torch.Tensor,
+    sizes: Sequence[tuple[int, int]],
+    *,
+    logit_scale: float,
+    bg_thresh: float,
+    space: LabelSpace,
+    backend: str | None = None,
+) -> list[SegmentationResult]:
+    """The ZeroSeg head on a batch (`zeroseg.kernels.segment_head`, one image at a time).
+
+    Args:
+        out: segment tokens (B, m, D) and assignment maps (B, m, h, w), from any engine.
+        text: (C, D) class embeddings of `space`'s prompts.
+        sizes: each image's (H, W): its labels are painted at that size.
+        logit_scale: multiplier of the cosine similarities.
+        bg_thresh: segments whose best class probability is below it become background.
+        space: the label space (names, label offset).
+        backend: the kernels' backend (None: `zeroseg.kernels`' choice for the device).
+
+    Returns:
+        One `SegmentationResult` per image.
+    """
+    results = []
+    for j, size in enumerate(sizes):
+        head = segment_head(
+            out.segments[j : j + 1], text, logit_scale, out.maps[j : j + 1], size, bg_thresh,
+            bg_label=0, label_offset=space.label_offset, backend=backend,
+        )  # fmt: skip
+        results.append(
+            SegmentationResult(
+                labels=head.labels[0].cpu().numpy().astype(np.int32),
+                class_names=space.names,
+                segment_labels=(head.index[0] + space.label_offset).cpu().numpy(),
+                segment_probs=head.prob[0].cpu().numpy(),
             )
-        return results
+        )
+    return results

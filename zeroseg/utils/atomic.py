@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -122,3 +123,17 @@ def clean_stale_temps(folder: str | os.PathLike) -> list[Path]:
             except OSError:
                 pass
     return removed
+
+
+def install_folder(tmp: str | os.PathLike, out: str | os.PathLike) -> None:
+    """Move a finished folder `tmp` to `out`; an existing `out` (--force) is replaced only once the new
+    one is complete, so a failure leaves the old one in place. Both must be on one filesystem."""
+    tmp, out = Path(tmp), Path(out)
+    if out.exists():
+        old = out.absolute().parent / f".{out.name}.old-{os.getpid()}"
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+    _fsync_dir(out.absolute().parent)
