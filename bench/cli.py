@@ -18,8 +18,8 @@ from pathlib import Path
 import typer
 
 from zeroseg.bench.common import json_path, parse_size, set_threads, write_result
-from zeroseg.utils.console import new_app, parse_int_list, run_app
 from zeroseg.errors import ZerosegError
+from zeroseg.utils.console import new_app, parse_int_list, run_app
 
 app = new_app(
     "Benchmarks of ZeroSeg: per-stage latency, training and teacher-cache throughput, kernels, environment. "

@@ -225,7 +225,12 @@ def print_table(rows: list[dict[str, object]]) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, required=True, help="JSON results file")
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="JSON results file (via zeroseg-bench head: default bench-results/head.json)",
+    )
     p.add_argument("--device", default="cuda", help="cuda (reference vs fused) or cpu (reference only)")
     p.add_argument("--quick", action="store_true", help="tiny sizes and few iterations: a smoke check")
     p.add_argument("--dtype", default="float16", choices=["float32", "float16", "bfloat16"])

@@ -64,7 +64,8 @@ def parse_class_names(text_or_lines: str | Iterable[str] | Iterable[Sequence[str
     classes: list[list[str]] = []
     seen: dict[str, int] = {}
     for raw in _entries(text_or_lines):
-        parts = raw.split(",") if isinstance(raw, str) else [str(p) for p in raw]
+        # synonyms: "sofa, couch" (the documented form) or "sofa|couch" (as in --labels)
+        parts = re.split(r"[,|]", raw) if isinstance(raw, str) else [str(p) for p in raw]
         if isinstance(raw, str) and raw.strip().startswith("#"):
             continue
         names: list[str] = []

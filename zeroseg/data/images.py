@@ -64,6 +64,10 @@ def open_rgb(path: str | os.PathLike) -> Image.Image:
     """
     path = Path(path)
     if not path.is_file():
+        if path.is_dir():
+            raise ZerosegError(f"{path} is a folder, not an image: pass the image files inside it")
+        if path.is_symlink():
+            raise ZerosegError(f"{path} is a broken or looping symbolic link: point it at an image file")
         raise ZerosegError(f"image not found: {path} (check the path)")
     return _decode(path, path)
 
