@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
     @app.command("aoti")
     def aoti_command(
         checkpoint: Path = typer.Argument(
-            ..., help="ZeroSeg checkpoint (.pt), e.g. zeroseg train's model.pt."
+            ..., help="ZeroSeg checkpoint (.pt), e.g. zeroseg train's model.pt, or `bundled`."
         ),
         out: Path = typer.Option(
             ..., "--out", help="Bundle folder to write (refused if it exists, unless --force)."
@@ -62,6 +62,7 @@ def register(app: typer.Typer) -> None:
         from zeroseg.classes import parse_labels_option
         from zeroseg.errors import ZerosegError
         from zeroseg.export.aoti import AotiSettings, export_aoti
+        from zeroseg.shapeworld.bundled import resolve_model_path
 
         if threads is not None:
             if threads < 1:
@@ -71,8 +72,9 @@ def register(app: typer.Typer) -> None:
             torch.set_num_threads(threads)
         classes = None if labels is None and labels_file is None else parse_labels_option(labels, labels_file)
         settings = AotiSettings(
-            checkpoint=checkpoint, out=out, labels=classes, short_side=short_side, dynamic=dynamic,
-            portable=portable, max_side=max_side, force=force, tolerance=tolerance, progress=not quiet,
+            checkpoint=resolve_model_path(checkpoint), out=out, labels=classes, short_side=short_side,
+            dynamic=dynamic, portable=portable, max_side=max_side, force=force, tolerance=tolerance,
+            progress=not quiet,
         )  # fmt: skip
         export_aoti(settings, log=typer.echo)
 

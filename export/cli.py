@@ -61,11 +61,9 @@ def onnx_command(
     from zeroseg.classes import parse_labels_option
     from zeroseg.export.bundle import export_onnx
     from zeroseg.export.onnx import ExportSettings
+    from zeroseg.shapeworld.bundled import resolve_model_path
 
-    if str(checkpoint) == "bundled":
-        from zeroseg.shapeworld.bundled import bundled_checkpoint
-
-        checkpoint = bundled_checkpoint()
+    checkpoint = resolve_model_path(checkpoint)
     classes = None if labels is None and labels_file is None else parse_labels_option(labels, labels_file)
     settings = ExportSettings(
         checkpoint=checkpoint, out=out, labels=classes, short_side=short_side, max_side=max_side,

@@ -14,7 +14,9 @@ import typer
 
 
 def trt_command(
-    source: Path = typer.Argument(..., help="ZeroSeg checkpoint (.pt) or zeroseg-export onnx bundle."),
+    source: Path = typer.Argument(
+        ..., help="ZeroSeg checkpoint (.pt), `bundled`, or a zeroseg-export onnx bundle."
+    ),
     out: Path = typer.Option(..., "--out", help="Engine folder to write (refused if it exists)."),
     precision: str = typer.Option("fp32", "--precision", help="fp32 | fp16 | int8 (written into the graph)."),
     min_shape: str | None = typer.Option(None, "--min-shape", help="Profile min B,H,W (default 1,S,S)."),
@@ -39,14 +41,16 @@ def trt_command(
     """Build a TensorRT 11 engine of the image encoder (+ engine.json), in-process."""
     from zeroseg.export.trt_export import TrtSettings, export_trt
     from zeroseg.export.trt_profiles import parse_shape
+    from zeroseg.shapeworld.bundled import resolve_model_path
 
     shapes = {
         flag: None if text is None else parse_shape(flag, text)
         for flag, text in (("--min-shape", min_shape), ("--opt-shape", opt_shape), ("--max-shape", max_shape))
     }
     settings = TrtSettings(
-        source=source, out=out, precision=precision.strip().lower(), min_shape=shapes["--min-shape"],
-        opt_shape=shapes["--opt-shape"], max_shape=shapes["--max-shape"], workspace_mb=workspace,
+        source=resolve_model_path(source), out=out, precision=precision.strip().lower(),
+        min_shape=shapes["--min-shape"], opt_shape=shapes["--opt-shape"], max_shape=shapes["--max-shape"],
+        workspace_mb=workspace,
         timing_cache=timing_cache, hardware_compat=hardware_compat.strip().lower(),
         version_compatible=version_compatible, calib=calib, onnx_only=onnx_only, force=force, threads=threads,
         progress=not quiet,

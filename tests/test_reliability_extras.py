@@ -40,3 +40,18 @@ def test_bench_head_help_gives_the_out_default(capsys):
     with pytest.raises(SystemExit):
         head_bench.parse_args(["--help"])
     assert "default bench-results/head.json" in " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.parametrize("command", ["onnx", "aoti", "trt"])
+def test_every_exporter_takes_bundled_as_a_checkpoint(export_cli, tmp_path, command):
+    """`bundled` names the bundled checkpoint for every exporter (the bad short side is refused
+    after the name resolved, before any export work)."""
+    res = export_cli(
+        command,
+        "bundled",
+        "--out",
+        tmp_path / "x",
+        *(("--short-side", "30") if command != "trt" else ("--min-shape", "1,30,30")),
+    )
+    assert res.code == 2 and "not found" not in res.err, res.err
+    assert not (tmp_path / "x").exists()

@@ -65,10 +65,10 @@ def evaluate_command(
         )
     from zeroseg.infer.factory import build_segmenter
 
-    if method == "zeroseg" and str(checkpoint) == "bundled":
-        from zeroseg.shapeworld.bundled import bundled_checkpoint
+    if method == "zeroseg" and checkpoint is not None:
+        from zeroseg.shapeworld.bundled import resolve_model_path
 
-        checkpoint = bundled_checkpoint()
+        checkpoint = resolve_model_path(checkpoint)
 
     if engine is not None:
         if checkpoint is not None or method != "zeroseg":

@@ -69,7 +69,7 @@ def segment(
     """
     from zeroseg.classes import parse_labels_option
     from zeroseg.infer.files import plan_outputs, segment_files
-    from zeroseg.shapeworld.bundled import bundled_checkpoint, bundled_teacher
+    from zeroseg.shapeworld.bundled import bundled_teacher, resolve_model_path
     from zeroseg.utils.console import Interrupted
     from zeroseg.utils.device import resolve_device
     from zeroseg.utils.writable import ensure_writable_dir
@@ -95,8 +95,8 @@ def segment(
     resolve_device(device)  # before any decoding: a bad --device is one line
     plan_outputs(images, out, overwrite=overwrite)  # cheap refusals before the model loads
     ensure_writable_dir(out, "--out", create=False)
-    if method == "zeroseg" and str(checkpoint) == "bundled":
-        checkpoint = bundled_checkpoint()
+    if method == "zeroseg" and checkpoint is not None:
+        checkpoint = resolve_model_path(checkpoint)
     if method == "maskclip" and teacher == "bundled":
         teacher = str(bundled_teacher())
     extra = {"method": method}

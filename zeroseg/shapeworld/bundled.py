@@ -47,3 +47,12 @@ def bundled_teacher() -> Path:
     if not path.is_file():
         raise ZerosegError(f"the bundled teacher {path} is missing; {REBUILD_HINT}")
     return path
+
+
+#: What users type on a command line for the bundled checkpoint (and, for MaskCLIP, the teacher).
+BUNDLED_NAME = "bundled"
+
+
+def resolve_model_path(path: str | Path) -> Path:
+    """`bundled` -> the bundled checkpoint; any other path as given (commands accept either)."""
+    return bundled_checkpoint() if str(path) == BUNDLED_NAME else Path(path)
