@@ -29,8 +29,6 @@ and renamed into place only after the gate passed; a failure leaves nothing behi
 from __future__ import annotations
 
 import datetime
-import os
-import shutil
 import sys
 import threading
 import time
@@ -49,7 +47,7 @@ from zeroseg.export.manifest import BundleManifest, sha256_file, write_manifest
 from zeroseg.export.preprocess import preprocess_images
 from zeroseg.infer.labels import DEFAULT_BG_THRESH, LabelSpace
 from zeroseg.preprocess import inference_size
-from zeroseg.utils.atomic import install_folder
+from zeroseg.utils.atomic import staged_folder
 
 AOTI_FORMAT = "zeroseg-aoti-bundle"  # a key of zeroseg.export.manifest.BUNDLE_KINDS
 PACKAGE_NAME = "segmenter.pt2"
@@ -307,20 +305,9 @@ def export_aoti(settings: AotiSettings, *, log=print) -> BundleManifest:
     patch = ckpt.student_config.patch_size
     short_side = ckpt.preprocess.test_short_side if settings.short_side is None else settings.short_side
     check_sides(short_side, settings.max_side, patch)
-    tmp = out.absolute().parent / f".{out.name}.tmp-{os.getpid()}"
-    try:
-        tmp.mkdir(parents=True, exist_ok=False)
-    except OSError as exc:
-        raise ZerosegError(
-            f"cannot create the bundle next to {out} ({exc.strerror}); pick another --out"
-        ) from None
     started = time.perf_counter()
-    try:
+    with staged_folder(out, what="the bundle") as tmp:
         manifest = _build(ckpt, settings, tmp, short_side=short_side, log=log)
-        install_folder(tmp, out)  # --force: the old one goes only once this is complete
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log(f"wrote {out} ({len(manifest.files) + 1} files, {time.perf_counter() - started:.0f} s)")
     return manifest
 

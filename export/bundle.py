@@ -10,8 +10,6 @@ renames it into place only after the gate passed; a failure (or Ctrl-C) removes 
 from __future__ import annotations
 
 import datetime
-import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -34,7 +32,7 @@ from zeroseg.export.onnx import (
 )
 from zeroseg.export.runtime import open_session
 from zeroseg.infer.labels import DEFAULT_BG_THRESH, LabelSpace
-from zeroseg.utils.atomic import install_folder
+from zeroseg.utils.atomic import staged_folder
 
 RESIZE = (
     "bicubic, antialias=True, align_corners=False, then clamped to [0, 1] (PyTorch F.interpolate, as "
@@ -164,10 +162,6 @@ def build_bundle(
     return manifest
 
 
-def _remove(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
-
-
 def export_onnx(settings: ExportSettings, *, log=print) -> BundleManifest:
     """Export a checkpoint's image, text and end-to-end graphs into a bundle folder.
 
@@ -203,19 +197,8 @@ def export_onnx(settings: ExportSettings, *, log=print) -> BundleManifest:
 
         check_calib_folder(Path(settings.calib))
 
-    tmp = out.absolute().parent / f".{out.name}.tmp-{os.getpid()}"
-    try:
-        tmp.mkdir(parents=True, exist_ok=False)
-    except OSError as exc:
-        raise ZerosegError(
-            f"cannot create the bundle next to {out} ({exc.strerror}); pick another --out"
-        ) from None
     started = time.perf_counter()
-    try:
+    with staged_folder(out, what="the bundle") as tmp:
         manifest = build_bundle(ckpt, settings, tmp, short_side=short_side, log=log)
-        install_folder(tmp, out)  # --force: the old one goes only once this is complete
-    except BaseException:
-        _remove(tmp)
-        raise
     log(f"wrote {out} ({len(manifest.files) + 1} files, {time.perf_counter() - started:.0f} s)")
     return manifest

@@ -29,7 +29,7 @@ from zeroseg.export.manifest import MANIFEST_NAME, sha256_file
 from zeroseg.export.trt_manifest import ENGINE_FILE, HARDWARE_COMPAT, write_engine_json
 from zeroseg.export.trt_precision import PRECISIONS
 from zeroseg.export.trt_profiles import Profile, Shape, derive_profile
-from zeroseg.utils.atomic import install_folder
+from zeroseg.utils.atomic import staged_folder
 
 FP16_AGREEMENT = 0.995
 BUNDLE_DIR = "onnx"
@@ -237,14 +237,7 @@ def export_trt(settings: TrtSettings, *, log=print) -> dict:
         if reason is not None:
             raise ZerosegError(f"{reason}; nothing was written (--onnx-only writes the graph without it)")
     out = Path(settings.out)
-    tmp = out.absolute().parent / f".{out.name}.tmp-{os.getpid()}"
-    try:
-        tmp.mkdir(parents=True, exist_ok=False)
-    except OSError as exc:
-        raise ZerosegError(
-            f"cannot create a folder next to {out} ({exc.strerror}); pick another --out"
-        ) from None
-    try:
+    with staged_folder(out, what="a folder") as tmp:
         bundle = tmp / BUNDLE_DIR
         if source.kind == "bundle":
             shutil.copytree(source.path, bundle)
@@ -290,9 +283,5 @@ def export_trt(settings: TrtSettings, *, log=print) -> dict:
             "trtexec": line,
         }
         write_engine_json(tmp, data)
-        install_folder(tmp, out)  # --force: the old one goes only once this is complete
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log(f"wrote {out}" + (" (graph only: --onnx-only)" if settings.onnx_only else ""))
     return data

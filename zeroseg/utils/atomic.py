@@ -137,3 +137,31 @@ def install_folder(tmp: str | os.PathLike, out: str | os.PathLike) -> None:
     else:
         os.replace(tmp, out)
     _fsync_dir(out.absolute().parent)
+
+
+@contextmanager
+def staged_folder(out: str | os.PathLike, *, what: str = "a folder") -> Iterator[Path]:
+    """A temporary folder beside `out` to build into; `install_folder`ed onto `out` when the block
+    ends normally, removed (nothing left behind) when it raises.
+
+    Args:
+        out: the folder the finished result becomes.
+        what: how the error message names it ("the bundle", ...).
+
+    Returns:
+        (yields) the temporary folder.
+    """
+    out = Path(out)
+    tmp = out.absolute().parent / f".{out.name}.tmp-{os.getpid()}"
+    try:
+        tmp.mkdir(parents=True, exist_ok=False)
+    except OSError as exc:
+        raise ZerosegError(
+            f"cannot create {what} next to {out} ({exc.strerror}); pick another --out"
+        ) from None
+    try:
+        yield tmp
+        install_folder(tmp, out)  # --force: the old one goes only once this is complete
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
