@@ -24,6 +24,7 @@ SOURCES = {
     "kernels": "zeroseg.kernels",
     "bench": "zeroseg.bench",
     "export": "zeroseg.export",
+    "serve": "zeroseg.serve",
 }
 LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"errors", "utils", ""}),  # "": the package facade (__version__, ZerosegError)
@@ -33,7 +34,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"train", "infer"}),
     frozenset({"evaluation"}),
     frozenset({"shapeworld"}),
-    frozenset({"cli", "bench", "export", "__main__"}),
+    frozenset({"cli", "bench", "export", "serve", "__main__"}),
 )
 LAYER = {unit: i for i, units in enumerate(LAYERS) for unit in units}
 

@@ -13,7 +13,17 @@ from zeroseg.utils.console import new_app, run_app
 app = new_app("ZeroSeg: label-free open-vocabulary segmentation distilled from CLIP.")
 
 #: Modules under zeroseg.cli, each with a `register(app)` function.
-COMMAND_MODULES: tuple[str, ...] = ("train", "cache", "synth", "pretrain", "segment", "evaluate", "demo")
+COMMAND_MODULES: tuple[str, ...] = (
+    "train",
+    "cache",
+    "synth",
+    "pretrain",
+    "segment",
+    "evaluate",
+    "demo",
+    "segment_dataset",
+    "serve",
+)
 
 for _name in COMMAND_MODULES:
     try:

@@ -1,0 +1,135 @@
+"""Segmenting and writing one batch of a data set: what the in-process and the Ray path share.
+
+`process_batch` decodes, segments and writes a batch and returns its index rows; `write_outputs`
+writes what `zeroseg segment` writes for an image (its label PNG, and its JSON with the same fields)
+minus the overlay, the JSON last so that its presence marks the image complete (`complete_row`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from zeroseg.errors import ZerosegError
+from zeroseg.infer.base import SegmenterBase
+from zeroseg.infer.files import check_memory
+from zeroseg.infer.labels import SegmentationResult
+from zeroseg.infer.visualize import LABEL_PNG_VALUES, save_label_png
+from zeroseg.serve.sources import Item, read_image
+from zeroseg.utils.atomic import atomic_write_json
+
+
+@dataclass(frozen=True)
+class Job:
+    """What every worker needs to segment and write a batch (picklable)."""
+
+    classes: list[list[str]]
+    out: str
+    bg_thresh: float | None = None
+    bg_prompt: bool | None = None
+    batch_size: int = 8
+    bits: int = 8
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def output_paths(item: Item, out: str | os.PathLike) -> tuple[Path, Path]:
+    """(label PNG, JSON) of an item under the output folder."""
+    base = Path(out) / item.out
+    return base.with_name(base.name + "_labels.png"), base.with_name(base.name + ".json")
+
+
+def write_outputs(item: Item, image_size: tuple[int, int], result: SegmentationResult, job: Job) -> dict:
+    """Write an item's label PNG and JSON (as `zeroseg.infer.files.segment_files` does); its index row."""
+    labels_path, json_path = output_paths(item, job.out)
+    names = list(result.class_names)
+    fractions = result.fractions()
+    save_label_png(labels_path, result.labels, num_labels=len(names))
+    atomic_write_json(
+        json_path,
+        {
+            "image": item.source,
+            "size": list(image_size),
+            "class_names": names,
+            "fractions": fractions,
+            "label_png": {"bits": job.bits, "values": LABEL_PNG_VALUES},
+            **job.extra,
+        },
+    )  # last: a JSON on disk means the image is complete
+    return ok_row(item, list(image_size), fractions)
+
+
+def ok_row(item: Item, size: list[int], fractions: dict[str, float]) -> dict:
+    """The index row of a segmented image."""
+    return {
+        "id": item.id,
+        "source": item.source,
+        "size": size,
+        "fractions": fractions,
+        "status": "ok",
+        "error": None,
+    }
+
+
+def failed_row(item: Item, reason: str) -> dict:
+    """The index row of an image that could not be segmented."""
+    return {
+        "id": item.id,
+        "source": item.source,
+        "size": None,
+        "fractions": None,
+        "status": "failed",
+        "error": reason,
+    }
+
+
+def process_batch(segmenter: SegmenterBase, items: Sequence[Item], job: Job) -> list[dict]:
+    """Decode, segment and write a batch; one index row per item, in order (the local and the Ray path).
+
+    An image that does not decode or does not fit in memory is a failed row; if the batch's call fails,
+    its images are retried one by one so that only the guilty one fails.
+    """
+    rows: dict[str, dict] = {}
+    decoded = []
+    for item in items:
+        try:
+            image = read_image(item)
+            check_memory(item.id, image.height, image.width)
+            decoded.append((item, image))
+        except ZerosegError as exc:
+            rows[item.id] = failed_row(item, str(exc))
+    if decoded:
+        kwargs = {"bg_thresh": job.bg_thresh, "bg_prompt": job.bg_prompt, "batch_size": job.batch_size}
+        try:
+            results: list[SegmentationResult | None] = segmenter(
+                [im for _, im in decoded], job.classes, **kwargs
+            )
+        except ZerosegError:
+            results = []
+            for item, image in decoded:
+                try:
+                    results += segmenter([image], job.classes, **kwargs)
+                except ZerosegError as exc:
+                    rows[item.id] = failed_row(item, str(exc))
+                    results.append(None)
+        for (item, image), result in zip(decoded, results, strict=True):
+            if result is not None:
+                rows[item.id] = write_outputs(item, image.size, result, job)
+    return [rows[item.id] for item in items]
+
+
+def complete_row(item: Item, job: Job, names: list[str]) -> dict | None:
+    """The index row of an item whose outputs are complete for this run, else None (redo it)."""
+    labels_path, json_path = output_paths(item, job.out)
+    try:
+        info = json.loads(json_path.read_text(encoding="utf-8"))
+        if labels_path.stat().st_size == 0:
+            return None
+    except (OSError, ValueError):
+        return None
+    if not isinstance(info, dict) or info.get("image") != item.source or info.get("class_names") != names:
+        return None
+    return ok_row(item, info.get("size"), info.get("fractions"))
