@@ -81,6 +81,10 @@ from zeroseg.export.aoti_cli import register as _register_aoti  # noqa: E402 (AO
 
 _register_aoti(app)
 
+from zeroseg.export.triton_repo import register as _register_triton  # noqa: E402 (Triton model repository)
+
+_register_triton(app)
+
 
 def main() -> None:
     """Console entry point."""
