@@ -1,6 +1,8 @@
-"""`zeroseg-bench`: latency, training and teacher-cache throughput, the kernel benchmark, the environment.
+"""`zeroseg-bench`: every backend side by side; latency, training and cache throughput, kernels, environment.
 
-    zeroseg-bench              # bundled ShapeWorld model, CPU latency -> bench-results/latency.json
+    zeroseg-bench              # the bundled model on every backend here -> bench-results/compare.{json,png}
+    zeroseg-bench ckpt.pt --backends torch,onnxruntime,onnxruntime-int8 --batch-sizes 1,4,16
+    zeroseg-bench bundle/ --iters 50           # an exported bundle (ONNX, AOTInductor or TensorRT)
     zeroseg-bench latency ckpt.pt --device cuda --batch 1,8,32 --iters 200 --json out.json
     zeroseg-bench train --preset base --batch-size 64
     zeroseg-bench cache --teacher ViT-B-16:/path/to/open_clip.bin --images 256
@@ -22,13 +24,11 @@ from zeroseg.errors import ZerosegError
 from zeroseg.utils.console import new_app, parse_int_list, run_app
 
 app = new_app(
-    "Benchmarks of ZeroSeg: per-stage latency, training and teacher-cache throughput, kernels, environment. "
-    "With no command: the bundled ShapeWorld model's latency on CPU, written to bench-results/latency.json."
+    "Benchmarks of ZeroSeg. `zeroseg-bench [CKPT|BUNDLE] [options]` (the `compare` command) runs every "
+    "backend side by side: latency per stage, throughput, speed-up over torch eager, memory, pixel "
+    "agreement and mIoU, into bench-results/compare.json and .png. Other commands: latency, train, "
+    "cache, head, env."
 )
-
-#: What `zeroseg-bench` with no command runs (besides the bundled checkpoint and the CPU): modest
-#: settings that finish in well under a minute on 2 cores.
-MAIN_JOB: dict[str, object] = {"batches": (1, 4), "warmup": 2, "iters": 10, "repeat": 3, "text_iters": 5}
 
 JSON_HELP = "Result file (default bench-results/{}.json)."
 THREADS_HELP = "torch intra-op threads (0: torch's default)."
@@ -54,16 +54,63 @@ def _latency(settings, out: Path) -> dict:
     return result
 
 
-@app.callback(invoke_without_command=True, no_args_is_help=False)
-def main_job(ctx: typer.Context) -> None:
-    """With no command: latency of the bundled ShapeWorld checkpoint on CPU (bench-results/latency.json)."""
-    if ctx.invoked_subcommand is not None:
-        return
-    from zeroseg.bench.latency import LatencySettings
-    from zeroseg.shapeworld import bundled
+@app.command("compare")
+def compare(
+    source: Path | None = typer.Argument(
+        None, help="Checkpoint, `bundled`, or an exported bundle folder (default: the bundled model)."
+    ),
+    backends: str | None = typer.Option(
+        None,
+        "--backends",
+        help="Comma list of torch, compile, onnxruntime, onnxruntime-int8, openvino, "
+        "aoti, tensorrt, maskclip (default: every one that can run here; the others listed with the reason).",
+    ),
+    batch_sizes: str = typer.Option("1,4", "--batch-sizes", help="Batch sizes, e.g. 1,4,16."),
+    short_side: int | None = typer.Option(None, "--short-side", help="Network short side (default: ckpt's)."),
+    image_size: str = typer.Option("640x480", "--image-size", help="Source images, WIDTHxHEIGHT."),
+    classes: str | None = typer.Option(
+        None, "--classes", help='Vocabulary "cat,dog,sofa|couch" (default: the ShapeWorld colours).'
+    ),
+    warmup: int = typer.Option(1, "--warmup", help="Discarded calls before each timed series."),
+    iters: int = typer.Option(6, "--iters", help="Timed calls per series."),
+    repeat: int = typer.Option(3, "--repeat", help="Interleaved repeats (their spread is reported)."),
+    threads: int = typer.Option(0, "--threads", help="Threads of every backend (0: the usable CPUs)."),
+    device: str = typer.Option("cpu", "--device", help="cpu | cuda | cuda:N."),
+    dataset: Path | None = typer.Option(
+        None, "--dataset", help="VOC-layout folder for mIoU (default: a generated ShapeWorld val split)."
+    ),
+    dataset_images: int = typer.Option(50, "--dataset-images", help="Images of the dataset to score."),
+    int8: str = typer.Option("dynamic", "--int8", help="ONNX bundle's int8 mode: dynamic | static."),
+    teacher: str | None = typer.Option(None, "--teacher", help="CLIP for the maskclip row (MODEL:/path)."),
+    onnx_bundle: Path | None = typer.Option(None, "--onnx-bundle", help="Use this ONNX bundle (no export)."),
+    aoti_bundle: Path | None = typer.Option(None, "--aoti-bundle", help="Use this AOTInductor bundle."),
+    trt_bundle: Path | None = typer.Option(None, "--trt-bundle", help="Use this TensorRT engine folder."),
+    preset: str | None = typer.Option(
+        None, "--preset", help="Instead of a checkpoint: a random-weight student of this preset (e.g. base)."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the generated timing scenes."),
+    out: Path | None = typer.Option(None, "--json", help=JSON_HELP.format("compare")),
+    plot_path: Path | None = typer.Option(
+        None, "--plot", help="PNG plot (default bench-results/compare.png)."
+    ),
+) -> None:
+    """Every backend side by side: stage latency, images/s, speed-up over torch, memory, agreement, mIoU."""
+    from zeroseg.bench.backends import parse_backends
+    from zeroseg.bench.compare import DEFAULT_CLASSES, CompareSettings, run_compare
+    from zeroseg.bench.report import plot, table_lines
 
-    settings = LatencySettings(checkpoint=bundled.bundled_checkpoint(), device="cpu", **MAIN_JOB)
-    _latency(settings, json_path(None, "latency.json"))
+    given = {k: v for k, v in (("onnx", onnx_bundle), ("aoti", aoti_bundle), ("trt", trt_bundle)) if v}
+    settings = CompareSettings(
+        source=source, backends=parse_backends(backends),
+        batch_sizes=parse_int_list(batch_sizes, "--batch-sizes"), short_side=short_side,
+        image_size=parse_size(image_size, "--image-size"),
+        classes=classes if classes is not None else DEFAULT_CLASSES, warmup=warmup, iters=iters,
+        repeat=repeat, threads=threads, device=device, dataset=dataset, dataset_images=dataset_images,
+        int8=int8.strip().lower(), teacher=teacher, bundles=given, preset=preset, seed=seed,
+    ).validate()  # fmt: skip
+    result = run_compare(settings, log=typer.echo)
+    picture = plot(result, plot_path if plot_path is not None else json_path(None, "compare.png"))
+    _emit(result, json_path(out, "compare.json"), [*table_lines(result), f"wrote {picture}"])
 
 
 @app.command("latency")
@@ -202,6 +249,46 @@ def env(out: Path | None = typer.Option(None, "--json", help="Also write the env
         typer.echo(f"wrote {out}")
 
 
+@app.command("serve")
+def serve_load(
+    checkpoint: str | None = typer.Option(None, "--checkpoint", help="Checkpoint (default: bundled)."),
+    engine: Path | None = typer.Option(None, "--engine", help="An exported ONNX bundle instead."),
+    url: str | None = typer.Option(None, "--url", help="Target a running zeroseg serve (http://HOST:PORT)."),
+    ray: str = typer.Option("local", "--ray", help="Ray for the server it starts: local|auto|ADDRESS."),
+    port: int = typer.Option(8000, "--port", help="Port of the server the bench starts (127.0.0.1)."),
+    replicas: int = typer.Option(2, "--replicas", help="Replicas of the server the bench starts."),
+    max_batch: int = typer.Option(8, "--max-batch", help="Its @serve.batch max_batch_size."),
+    batch_wait_ms: float = typer.Option(10.0, "--batch-wait-ms", help="Its batch_wait_timeout_s, in ms."),
+    clients: int = typer.Option(4, "--clients", help="Concurrent client threads (at most 16)."),
+    seconds: float = typer.Option(10.0, "--seconds", help="Length of the run (at most 120 s)."),
+    images: int = typer.Option(8, "--images", help="Distinct inputs (expected labels precomputed)."),
+    image_size: str = typer.Option("128x96", "--image-size", help="Inputs, WIDTHxHEIGHT."),
+    labels: str = typer.Option("red,green,blue,yellow", "--labels", help="Classes of every good request."),
+    kill_replica: bool = typer.Option(False, "--kill-replica", help="Kill one replica halfway (ray.kill)."),
+    malformed_every: int = typer.Option(5, "--malformed-every", help="Every Nth request malformed (0: off)."),
+    retries: int = typer.Option(8, "--retries", help="Retries of a 5xx or connection error per request."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the generated inputs."),
+    out: Path | None = typer.Option(None, "--json", help=JSON_HELP.format("serve")),
+) -> None:
+    """Load and faults against zeroseg serve: req/s, p50/p99, batch sizes; no request lost or wrong."""
+    from zeroseg.bench.serve_load import ServeLoadSettings, report_lines, run_serve_load
+
+    settings = ServeLoadSettings(
+        checkpoint=None if engine is not None else (checkpoint or "bundled"),
+        engine=str(engine) if engine is not None else None, url=url, ray=ray, port=port, replicas=replicas,
+        max_batch=max_batch, batch_wait_ms=batch_wait_ms, clients=clients, seconds=seconds, images=images,
+        image_size=parse_size(image_size, "--image-size"), labels=labels, kill_replica=kill_replica,
+        malformed_every=malformed_every, retries=retries, seed=seed,
+    ).validate()  # fmt: skip
+    result = run_serve_load(settings, log=typer.echo)
+    _emit(result, json_path(out, "serve.json"), report_lines(result))
+    if result["errors"]:
+        raise ZerosegError(
+            f"{result['lost']} requests lost, {result['wrong']} answered wrongly, "
+            f"{result['malformed_not_refused']} malformed not refused; see {json_path(out, 'serve.json')}"
+        )
+
+
 def format_env(info: dict) -> str:
     """The environment as aligned "key: value" lines."""
     versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items() if v and k != "torch_runtime")
@@ -236,6 +323,17 @@ def format_env(info: dict) -> str:
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in lines)
 
 
+#: `zeroseg-bench` with no command name first runs `compare` (`zeroseg-bench ckpt.pt --iters 20`).
+DEFAULT_COMMAND = "compare"
+_NOT_COMMANDS = ("--help", "-h", "--install-completion", "--show-completion")
+
+
 def main() -> None:
-    """Console entry point."""
+    """Console entry point: `zeroseg-bench [CKPT|BUNDLE] [options]` is `zeroseg-bench compare ...`."""
+    import sys
+
+    names = {c.name for c in app.registered_commands}
+    args = sys.argv[1:]
+    if not args or (args[0] not in names and args[0] not in _NOT_COMMANDS):
+        sys.argv[1:1] = [DEFAULT_COMMAND]
     run_app(app)

@@ -33,9 +33,12 @@ PACKAGES: dict[str, str] = {
     "onnxruntime": "onnxruntime",
     "onnxruntime-gpu": "onnxruntime_gpu",
     "tensorrt": "tensorrt",
+    "openvino": "openvino",
+    "ray": "ray",
 }
 #: Environment variables that change what a benchmark measures.
 ENV_VARS: tuple[str, ...] = (
+    "OMP_WAIT_POLICY",
     "OMP_NUM_THREADS",
     "MKL_NUM_THREADS",
     "CUDA_VISIBLE_DEVICES",
@@ -75,6 +78,26 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
+#: CPU features that decide which backend wins (lscpu's flag names): int8 dot products (VNNI, AMX),
+#: bf16, AVX-512 and AVX2 widths.
+RELEVANT_FLAGS: tuple[str, ...] = (
+    "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx_vnni",
+    "amx_tile", "amx_int8", "amx_bf16",
+)  # fmt: skip
+
+
+def cpu_flags() -> list[str]:
+    """The CPU's flags that matter for inference speed (`RELEVANT_FLAGS` present in /proc/cpuinfo)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("flags"):
+                have = set(line.split(":", 1)[1].split())
+                return [f for f in RELEVANT_FLAGS if f in have]
+    except OSError:
+        pass
+    return []
+
+
 def load_average() -> list[float] | None:
     """1, 5 and 15-minute load averages, or None where the OS has none."""
     try:
@@ -92,6 +115,8 @@ def cpu_block() -> dict[str, Any]:
     return {
         "model": cpu_model(),
         "machine": platform.machine(),
+        "flags": cpu_flags(),
+        "flags_absent": [f for f in RELEVANT_FLAGS if f not in cpu_flags()],
         "logical_cpus": os.cpu_count(),
         "usable_cpus": usable,
         "torch_threads": torch.get_num_threads(),

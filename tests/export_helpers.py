@@ -9,12 +9,16 @@ import sys
 import textwrap
 from pathlib import Path
 
+import helpers
 import numpy as np
 from PIL import Image
 
 from zeroseg.export.bundle import export_onnx
 from zeroseg.export.manifest import MANIFEST_NAME, _canonical_sha256
 from zeroseg.export.onnx import ExportSettings
+
+#: The vocabulary of the shared ShapeWorld bundle: the six colours (background is implicit).
+COLOURS = [["red"], ["green"], ["blue"], ["yellow"], ["magenta"], ["cyan"]]
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -124,3 +128,27 @@ def shared_bundle(tmp_path_factory, name: str, build) -> Path:
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     return target
+
+
+def shared_calib(tmp_path_factory) -> Path:
+    """8 ShapeWorld scenes in VOC layout, once per test run."""
+    return shared_bundle(tmp_path_factory, "calib", lambda root: write_voc(root, 8))
+
+
+def shapeworld_bundle(tmp_path_factory) -> tuple[Path, list[str]]:
+    """The bundled checkpoint's ONNX bundle at its short side (256), with a vocabulary of the six
+    colours and static int8, once per test run (shared by the export and bench tests); and the
+    export's log lines."""
+    from zeroseg.shapeworld.bundled import bundled_checkpoint
+
+    calib = shared_calib(tmp_path_factory)
+
+    def build(out: Path) -> None:
+        with helpers.torch_threads(1):
+            _, lines = export(
+                bundled_checkpoint(), out, labels=COLOURS, int8="static", calib=calib, threads=1
+            )
+        (out.parent / f"{out.name}.log").write_text("\n".join(lines))
+
+    path = shared_bundle(tmp_path_factory, "shapeworld", build)
+    return path, (path.parent / f"{path.name}.log").read_text().splitlines()

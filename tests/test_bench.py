@@ -111,23 +111,6 @@ def test_latency_writes_per_stage_distributions(world, bench_cli, tmp_path) -> N
     assert "bs1 latency" in run.out and "preprocess" in run.out and f"wrote {out}" in run.out
 
 
-def test_no_command_runs_latency_on_the_bundled_checkpoint(world, bench_cli, tmp_path, monkeypatch) -> None:
-    from zeroseg.shapeworld import bundled
-
-    monkeypatch.setattr(bundled, "bundled_checkpoint", lambda: world.checkpoint)
-    tiny = {"batches": (1,), "warmup": 0, "iters": 2, "repeat": 1, "text_iters": 1, "image_size": (40, 40)}
-    from zeroseg.bench import cli as bench_module
-
-    monkeypatch.setattr(bench_module, "MAIN_JOB", tiny)
-    monkeypatch.chdir(tmp_path)
-    run = _ok(bench_cli())
-    data = json.loads((tmp_path / "bench-results" / "latency.json").read_text())
-    settings = data["settings"]
-    assert settings["device"] == "cpu" and settings["checkpoint"]["path"] == str(world.checkpoint)
-    assert _positive_finite(data["summary"]["bs1_latency_ms"]["mean"])
-    assert "bs1 latency" in run.out
-
-
 def test_train_reports_throughput_and_peak_memory(bench_cli, tmp_path) -> None:
     out = tmp_path / "train.json"
     run = _ok(

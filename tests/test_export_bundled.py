@@ -25,22 +25,13 @@ COLOURS = [["red"], ["green"], ["blue"], ["yellow"], ["magenta"], ["cyan"]]
 @pytest.fixture(scope="module")
 def calib(tmp_path_factory):
     """8 ShapeWorld scenes in VOC layout, once per run (the bundle's manifest scores on this copy)."""
-    return eh.shared_bundle(tmp_path_factory, "calib", lambda root: eh.write_voc(root, 8))
+    return eh.shared_calib(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
 def bundle(calib, tmp_path_factory):
     """The bundled checkpoint at its short side (256), with a vocabulary and static int8, once per run."""
-
-    def build(out):
-        with helpers.torch_threads(1):
-            _, lines = eh.export(
-                bundled_checkpoint(), out, labels=COLOURS, int8="static", calib=calib, threads=1
-            )
-        (out.parent / f"{out.name}.log").write_text("\n".join(lines))
-
-    path = eh.shared_bundle(tmp_path_factory, "shapeworld", build)
-    return path, (path.parent / f"{path.name}.log").read_text().splitlines()
+    return eh.shapeworld_bundle(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

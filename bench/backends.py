@@ -1,0 +1,201 @@
+"""The backends `zeroseg-bench` puts side by side: what each one is, whether it can run here, how to build it.
+
+Every backend is a segmenter with the library's common call (`zeroseg.infer.base.SegmenterBase`),
+so the bench times one pipeline through all of them:
+
+    torch             `zeroseg.Segmenter`, PyTorch eager fp32: the baseline every ratio is taken against
+    compile           the same, its student's `segment` under `torch.compile` (inductor)
+    onnxruntime       `OnnxSegmenter` on the bundle's fp32 end-to-end graph
+    onnxruntime-int8  `OnnxSegmenter` on its int8 graph (weight-only MatMul/Gemm/Conv, `--int8` mode)
+    openvino          `OpenVINOSegmenter`: OpenVINO's CPU plugin on the same fp32 ONNX graph
+    aoti              `AOTISegmenter`: the AOTInductor package of the end-to-end graph
+    tensorrt          `TRTSegmenter`: a TensorRT fp16 engine of the image encoder (GPU)
+    maskclip          `MaskCLIPSegmenter`: the training-free baseline on the checkpoint's teacher
+
+`unavailable` says in one line why a backend cannot run on this machine (a missing package, no GPU,
+no C++ compiler, a bundle where a checkpoint is needed); `build` makes it, exporting the bundle it
+needs into the cache first (`zeroseg.bench.engines`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from zeroseg.errors import ZerosegError
+from zeroseg.infer.base import SegmenterBase
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One row family of the table.
+
+    fused: the engine runs the encoder and the head in one call (`forward` passes the pixels on),
+    so the bench reports their sum, not each. gate: the pixel agreement with torch fp32 below which
+    the row is flagged (None: a different method, not an engine of the same model).
+    """
+
+    name: str
+    precision: str
+    fused: bool
+    gate: float | None
+    what: str
+
+
+#: Agreement gates (fraction of pixels equal to torch fp32), the export gates' own values.
+FP32_GATE = 0.999
+FP16_GATE = 0.995
+INT8_GATE = 0.98
+
+BACKENDS: dict[str, Backend] = {
+    b.name: b
+    for b in (
+        Backend("torch", "fp32", False, None, "zeroseg.Segmenter, PyTorch eager"),
+        Backend("compile", "fp32", False, FP32_GATE, "zeroseg.Segmenter, student under torch.compile"),
+        Backend("onnxruntime", "fp32", True, FP32_GATE, "OnnxSegmenter, ONNX Runtime CPU"),
+        Backend("onnxruntime-int8", "int8", True, INT8_GATE, "OnnxSegmenter(precision='int8')"),
+        Backend("openvino", "fp32", True, FP32_GATE, "OpenVINOSegmenter, OpenVINO CPU plugin"),
+        Backend("aoti", "fp32", True, FP32_GATE, "AOTISegmenter, AOTInductor package"),
+        Backend("tensorrt", "fp16", False, FP16_GATE, "TRTSegmenter, TensorRT engine (GPU)"),
+        Backend("maskclip", "fp32", False, None, "MaskCLIPSegmenter on the checkpoint's teacher"),
+    )
+}
+NAMES: tuple[str, ...] = tuple(BACKENDS)
+#: Which exported artefact each backend runs (None: the checkpoint itself).
+ARTEFACT: dict[str, str | None] = {
+    "torch": None,
+    "compile": None,
+    "onnxruntime": "onnx",
+    "onnxruntime-int8": "onnx",
+    "openvino": "onnx",
+    "aoti": "aoti",
+    "tensorrt": "trt",
+    "maskclip": None,
+}
+
+
+def parse_backends(text: str | None) -> tuple[str, ...] | None:
+    """'torch,onnxruntime' -> ('torch', 'onnxruntime'); None (all) for no text; one line for a typo."""
+    if text is None or not text.strip():
+        return None
+    names = tuple(dict.fromkeys(n.strip().lower() for n in text.split(",") if n.strip()))
+    unknown = [n for n in names if n not in BACKENDS]
+    if unknown:
+        raise ZerosegError(f"--backends: unknown {', '.join(unknown)}; choose from {', '.join(NAMES)}")
+    return names
+
+
+@dataclass
+class Source:
+    """What the bench was given: a checkpoint, or an exported bundle of one format, and the options."""
+
+    checkpoint: Path | None
+    bundles: dict[str, Path]  # artefact kind -> folder given by the user (else exported on the fly)
+    device: torch.device
+    threads: int
+    short_side: int | None
+    labels: list[list[str]]
+    int8: str = "dynamic"
+    teacher: str | None = None
+    bundled: bool = False
+
+
+def _compiler() -> str | None:
+    return shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++") or shutil.which("clang++")
+
+
+def unavailable(name: str, src: Source) -> str | None:
+    """Why backend `name` cannot run with this source on this machine (one line), or None."""
+    kind = ARTEFACT[name]
+    cpu = src.device.type == "cpu"
+    if src.checkpoint is None and (kind is None or kind not in src.bundles):
+        given = ", ".join(sorted(src.bundles)) or "no"
+        return f"needs a checkpoint (or a {kind} bundle); a {given} bundle was given"
+    if name == "maskclip" and src.teacher is None and not src.bundled:
+        return "needs the checkpoint's teacher: pass --teacher MODEL:/path or a teacher file"
+    if name in ("compile", "aoti") and _compiler() is None:
+        return "needs a C++ compiler for Inductor (apt install g++)"
+    if name.startswith("onnxruntime") or name == "openvino":
+        if importlib.util.find_spec("onnxruntime") is None:
+            return "onnxruntime is not installed (pip install onnxruntime)"
+        if not cpu:
+            return "runs on the CPU here (the CUDA provider needs onnxruntime-gpu); use --device cpu"
+    if name == "openvino":
+        from zeroseg.export.openvino_runtime import openvino_unavailable
+
+        return openvino_unavailable()
+    if name == "aoti" and not cpu:
+        return "the AOTInductor bundle is compiled for the CPU; use --device cpu"
+    if name == "tensorrt":
+        from zeroseg.export.trt_build import tensorrt_unavailable
+
+        return tensorrt_unavailable() or (None if not cpu else "runs on a CUDA GPU; use --device cuda")
+    return None
+
+
+def build(name: str, src: Source, artefact: Callable[[str], Path]) -> SegmenterBase:
+    """The segmenter of backend `name`; `artefact(kind)` gives (exporting if need be) its bundle folder."""
+    short = src.short_side
+    threads = src.threads or None
+    if name in ("torch", "compile"):
+        from zeroseg.infer.segmenter import Segmenter
+
+        seg = Segmenter.from_checkpoint(src.checkpoint, device=src.device, short_side=short)
+        if name == "compile":
+            seg.model.segment = torch.compile(seg.model.segment)
+        return seg
+    if name in ("onnxruntime", "onnxruntime-int8"):
+        from zeroseg.export.runtime import OnnxSegmenter
+
+        precision = "int8" if name.endswith("int8") else "fp32"
+        folder = artefact("onnx")
+        if precision == "int8" and not _has_int8(folder):
+            raise ZerosegError(f"{folder} has no int8 graphs: re-export it with --int8 dynamic|static")
+        return OnnxSegmenter(folder, threads=threads, precision=precision, short_side=short)
+    if name == "openvino":
+        from zeroseg.export.openvino_runtime import OpenVINOSegmenter
+
+        return OpenVINOSegmenter(artefact("onnx"), threads=threads, short_side=short)
+    if name == "aoti":
+        from zeroseg.export.aoti_runtime import AOTISegmenter
+
+        return AOTISegmenter(artefact("aoti"), short_side=short)
+    if name == "tensorrt":
+        from zeroseg.export.trt_runtime import TRTSegmenter
+
+        index = src.device.index or 0
+        return TRTSegmenter(artefact("trt"), device=index, short_side=short)
+    if name == "maskclip":
+        return _maskclip(src)
+    raise ZerosegError(f"unknown backend {name!r}")
+
+
+def _has_int8(folder: Path) -> bool:
+    from zeroseg.export.manifest import read_manifest
+
+    return bool(read_manifest(folder).graphs.get("segmenter", {}).get("int8_file"))
+
+
+def _maskclip(src: Source) -> SegmenterBase:
+    """MaskCLIP on the checkpoint's teacher, with the checkpoint's prompt templates.
+
+    For the bundled model: the bundled teacher with the settings the ShapeWorld proof tuned for it
+    (short side, background threshold and prompt); otherwise MaskCLIP's defaults.
+    """
+    from zeroseg.checkpoint import load_checkpoint
+    from zeroseg.infer.maskclip import MaskCLIPSegmenter
+
+    ckpt = load_checkpoint(src.checkpoint, with_train_state=False)
+    teacher, tuned = src.teacher, {}
+    if teacher is None:
+        from zeroseg.shapeworld.bundled import bundled_teacher
+        from zeroseg.shapeworld.demo import bundled_baseline_settings
+
+        teacher, tuned = str(bundled_teacher()), bundled_baseline_settings()
+    return MaskCLIPSegmenter.from_spec(teacher, device=src.device, templates=list(ckpt.templates), **tuned)

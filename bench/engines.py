@@ -1,0 +1,162 @@
+"""The exported bundles the bench runs, made on the fly from the checkpoint and kept in a cache folder.
+
+`zeroseg-bench` with a checkpoint (the bundled one by default) needs its ONNX bundle, AOTInductor
+package or TensorRT engine; rather than asking the user to export first, it exports each one the
+first time it is needed into `$XDG_CACHE_HOME/zeroseg/bench/<kind>-<key>/` (never the source tree)
+with the same exporters and parity gates as `zeroseg-export`. The key hashes the checkpoint's bytes,
+the options, the torch version and zeroseg's own Python sources, so a change to any of them
+exports afresh; a file lock lets two bench runs share one export.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from zeroseg.errors import ZerosegError
+
+#: The package's source folders whose code shapes an exported graph (zeroseg/, kernels/, export/).
+_PACKAGES = ("zeroseg", "zeroseg.kernels", "zeroseg.export")
+
+
+def cache_root() -> Path:
+    """`$XDG_CACHE_HOME/zeroseg/bench` (default `~/.cache/zeroseg/bench`)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "zeroseg" / "bench"
+
+
+def _source_files() -> list[Path]:
+    import importlib
+
+    files: list[Path] = []
+    for name in _PACKAGES:
+        root = Path(importlib.import_module(name).__file__).parent
+        files.extend(sorted(root.rglob("*.py")))
+    return files
+
+
+def cache_key(checkpoint: Path, kind: str, options: dict) -> str:
+    """16 hex digits naming one export: checkpoint bytes, kind, options, torch version, sources."""
+    digest = hashlib.sha256(f"{kind}|{sorted(options.items())}|{torch.__version__}".encode())
+    digest.update(Path(checkpoint).read_bytes())
+    for path in _source_files():
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def cached_export(
+    kind: str, checkpoint: Path, options: dict, export: Callable[[Path], None], *, log=print
+) -> Path:
+    """The bundle folder of `kind` for `checkpoint`, calling `export(folder)` when it is not cached.
+
+    `export` must write the complete bundle to `folder` atomically (the exporters do: staged folder,
+    installed only after their parity gate passed), so a folder with a manifest is complete.
+    """
+    home = cache_root() / f"{kind}-{cache_key(checkpoint, kind, options)}"
+    home.mkdir(parents=True, exist_ok=True)
+    bundle = home / "bundle"
+    with open(home / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not any((bundle / name).is_file() for name in ("manifest.json", "engine.json")):
+            log(f"exporting the {kind} bundle into {bundle} (once; cached for later runs)")
+            export(bundle)
+    return bundle
+
+
+def artefacts(
+    checkpoint: Path | None,
+    given: dict[str, Path],
+    *,
+    labels: list[list[str]],
+    short_side: int | None,
+    int8: str,
+    threads: int | None,
+    log=print,
+) -> Callable[[str], Path]:
+    """A function `kind -> bundle folder` ("onnx", "aoti", "trt") for `backends.build`.
+
+    Args:
+        checkpoint: what to export from (None: only `given` bundles can be used).
+        given: bundles the user passed, used as they are.
+        labels: classes stored in the bundles' vocabularies (`--labels` of the exporters).
+        short_side: network input short side the bundles are made for (None: the checkpoint's).
+        int8: the ONNX bundle's int8 mode ("dynamic" | "static").
+        threads: ONNX Runtime threads of the export's parity gate.
+        log: progress lines.
+
+    Returns:
+        The getter; it exports into the cache (`cached_export`) on first use of a kind.
+    """
+    made: dict[str, Path] = dict(given)
+
+    def onnx(out: Path) -> None:
+        from zeroseg.export.bundle import export_onnx
+        from zeroseg.export.onnx import ExportSettings
+
+        settings = ExportSettings(checkpoint=checkpoint, out=out, labels=labels, short_side=short_side,
+                                  int8=int8, threads=threads, force=True, progress=True)  # fmt: skip
+        export_onnx(settings, log=log)
+
+    def aoti(out: Path) -> None:
+        from zeroseg.export.aoti import AotiSettings, export_aoti
+
+        settings = AotiSettings(checkpoint=checkpoint, out=out, labels=labels, short_side=short_side,
+                                dynamic=True, force=True, progress=True)  # fmt: skip
+        export_aoti(settings, log=log)
+
+    def trt(out: Path) -> None:  # NOT VERIFIED: needs TensorRT and a GPU (README "TensorRT")
+        from zeroseg.export.trt_export import TrtSettings, export_trt
+
+        export_trt(TrtSettings(source=get("onnx"), out=out, precision="fp16", force=True), log=log)
+
+    builders = {"onnx": onnx, "aoti": aoti, "trt": trt}
+    options = {"labels": labels, "short_side": short_side}
+    extra = {"onnx": {"int8": int8}, "aoti": {"threads": torch.get_num_threads()}, "trt": {}}
+
+    def get(what: str) -> Path:
+        if what not in made:
+            if checkpoint is None:
+                raise ZerosegError(f"no {what} bundle was given and no checkpoint to export one from")
+            made[what] = cached_export(what, checkpoint, {**options, **extra[what]}, builders[what], log=log)
+        return made[what]
+
+    return get
+
+
+def random_checkpoint(preset: str, *, short_side: int | None = None, seed: int = 0, log=print) -> Path:
+    """A checkpoint of a randomly initialised `preset` student (e.g. `base`: ViT-B/16), cached.
+
+    For timing engines at a model's real size where no trained weights exist: the student's weights
+    are seeded random, the text tower is the bundled ShapeWorld teacher's (so the vocabulary still
+    encodes), the inference short side `short_side` (default: the preset's training crop x 2).
+    Labels and mIoU of such a model mean nothing; agreement between engines still does.
+    """
+    from zeroseg.checkpoint import CheckpointConfig, save_checkpoint
+    from zeroseg.classes import SHAPEWORLD_TEMPLATES
+    from zeroseg.model.config import student_preset
+    from zeroseg.model.student import ZeroSegStudent
+    from zeroseg.preprocess import Preprocess
+    from zeroseg.shapeworld.bundled import bundled_teacher
+    from zeroseg.teacher.clip import load_teacher
+
+    teacher = load_teacher(str(bundled_teacher()))
+    cfg = student_preset(preset, out_dim=teacher.embed_dim)
+    side = int(short_side) if short_side is not None else 2 * cfg.image_size
+    path = cache_root() / f"random-{preset}-{side}-seed{seed}.pt"
+    if not path.is_file():
+        log(f"writing a randomly initialised {preset} checkpoint to {path} (once)")
+        torch.manual_seed(seed)
+        config = CheckpointConfig(
+            student=cfg, preprocess=Preprocess(train_size=cfg.image_size, test_short_side=side),
+            templates=tuple(SHAPEWORLD_TEMPLATES), logit_scale=teacher.logit_scale,
+            teacher={"name": "bundled ShapeWorld teacher (text tower only)", "random_student": preset},
+        )  # fmt: skip
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state = ZeroSegStudent(cfg).state_dict()
+        save_checkpoint(path, config=config, student=state, text=teacher.text_state(), inference_only=True)
+    return path
