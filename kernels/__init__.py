@@ -7,12 +7,14 @@ The head turns tokens and class-name embeddings into a label map:
 * `segment_head` — both, for ZeroSeg's K segment tokens and their assignment maps;
 * `dense_head` — both, MaskCLIP-style, for dense patch tokens (the classes are the maps).
 
-Each runs as Triton kernels on CUDA tensors and as the reference (`zeroseg.kernels.reference`, plain
-torch, also the test oracle) elsewhere; `backend=` or `$ZEROSEG_HEAD_BACKEND` overrides the choice
-(see `zeroseg.kernels.dispatch`). Importing this package does not import triton.
+Each runs as Triton kernels on CUDA tensors and as the vectorised plain-torch path
+(`zeroseg.kernels.vectorized`, the reference's labels bit for bit) elsewhere; `backend=` or
+`$ZEROSEG_HEAD_BACKEND` overrides the choice, `torch` runs the reference itself
+(`zeroseg.kernels.reference`, plain torch, also the test oracle; see `zeroseg.kernels.dispatch`).
+Importing this package does not import triton.
 
-The ops are for inference: the Triton path records no autograd graph (the reference path does, as
-plain torch). Labels are int32 by default; uint8 / int16 halve or quarter the bytes written.
+The ops are for inference: the Triton path records no autograd graph (the torch paths may, as plain
+torch). Labels are int32 by default; uint8 / int16 halve or quarter the bytes written.
 """
 
 from zeroseg.kernels.api import dense_head, segment_head, token_text_similarity, upsample_labels

@@ -1,4 +1,5 @@
-"""Public head ops: validate, pick the backend (`dispatch`), run the Triton kernels or the reference.
+"""Public head ops: validate, pick the backend (`dispatch`), run the Triton kernels, the vectorised
+plain-torch path (`zeroseg.kernels.vectorized`) or the reference.
 
 Semantics, NaN rules included, are defined once in `zeroseg.kernels.reference`; see its docstring.
 """
@@ -8,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from zeroseg.errors import ZerosegError
-from zeroseg.kernels import reference, validate
+from zeroseg.kernels import reference, validate, vectorized
 from zeroseg.kernels.dispatch import resolve_backend
 from zeroseg.kernels.results import HeadResult, SimilarityResult
 
@@ -36,7 +37,8 @@ def token_text_similarity(
         logit_scale: the multiplier of the cosines (e.g. 100.0, not its log).
         topk: how many best classes to return per token, 1 <= topk <= C.
         return_probs: also return the full softmax.
-        backend: "auto" / "triton" / "torch" (default: `$ZEROSEG_HEAD_BACKEND`, see `dispatch`).
+        backend: "auto" / "triton" / "vectorized" / "torch" (default: `$ZEROSEG_HEAD_BACKEND`, see
+            `dispatch`).
 
     Returns:
         A `SimilarityResult`: `max_prob` (B, N) float32 and `index` (B, N) int64 (ties -> lowest
@@ -47,7 +49,8 @@ def token_text_similarity(
         ZerosegError: bad shapes, dtypes, devices, logit_scale, topk or backend.
     """
     validate.check_similarity_inputs(tokens, text, logit_scale, topk)
-    if backend_for(backend, tokens.device) == "torch" or topk > MAX_TRITON_TOPK:
+    # the similarity is cheap next to the upsampling: "vectorized" runs the reference's
+    if backend_for(backend, tokens.device) != "triton" or topk > MAX_TRITON_TOPK:
         return reference.token_text_similarity_ref(
             tokens, text, float(logit_scale), topk=topk, return_probs=return_probs
         )
@@ -85,7 +88,8 @@ def upsample_labels(
         bg_thresh: in [0, 1]; pixels scoring below it get bg_label.
         bg_label: the background label.
         out_dtype: torch.uint8, torch.int16 or torch.int32.
-        backend: "auto" / "triton" / "torch" (default: `$ZEROSEG_HEAD_BACKEND`, see `dispatch`).
+        backend: "auto" / "triton" / "vectorized" / "torch" (default: `$ZEROSEG_HEAD_BACKEND`, see
+            `dispatch`).
 
     Returns:
         (B, H, W) labels in out_dtype.
@@ -132,7 +136,8 @@ def segment_head(
         bg_label: the background label.
         label_offset: added to the class index (1: label 0 is background).
         out_dtype: torch.uint8, torch.int16 or torch.int32.
-        backend: "auto" / "triton" / "torch" (default: `$ZEROSEG_HEAD_BACKEND`, see `dispatch`).
+        backend: "auto" / "triton" / "vectorized" / "torch" (default: `$ZEROSEG_HEAD_BACKEND`, see
+            `dispatch`).
 
     Returns:
         A `HeadResult`: labels (B, H, W) in out_dtype, and per token the class index (B, K) int64
@@ -186,7 +191,8 @@ def dense_head(
         bg_label: the background label.
         label_offset: added to the class index (1: label 0 is background).
         out_dtype: torch.uint8, torch.int16 or torch.int32.
-        backend: "auto" / "triton" / "torch" (default: `$ZEROSEG_HEAD_BACKEND`, see `dispatch`).
+        backend: "auto" / "triton" / "vectorized" / "torch" (default: `$ZEROSEG_HEAD_BACKEND`, see
+            `dispatch`).
 
     Returns:
         A `HeadResult`: labels (B, H, W) in out_dtype, and per patch the best class index (B, h, w)
@@ -208,8 +214,10 @@ def dense_head(
     c = text.shape[0]
     bg_label, label_offset = _check_labels(bg_label, label_offset, c, out_dtype)
     dev = tokens.device
-    if backend_for(backend, dev) == "torch":
-        return reference.dense_head_ref(
+    name = backend_for(backend, dev)
+    if name != "triton":
+        head = reference.dense_head_ref if name == "torch" else vectorized.dense_head_vec
+        return head(
             patch_tokens, text, float(logit_scale), size, bg_thresh,
             bg_label=bg_label, label_offset=label_offset, out_dtype=out_dtype,
         )  # fmt: skip
@@ -228,16 +236,16 @@ def dense_head(
 
 
 def backend_for(backend: str | None, device: torch.device) -> str:
-    """`"triton"` or `"torch"` for a call on `device` (see `zeroseg.kernels.dispatch`)."""
+    """`"triton"`, `"vectorized"` or `"torch"` for a call on `device` (see `zeroseg.kernels.dispatch`)."""
     return resolve_backend(backend, device)
 
 
 def _upsample(maps, class_table, probs, size, bg_thresh, bg_label, out_dtype, backend) -> torch.Tensor:
     """Run the upsample on the chosen backend; inputs and label range already checked."""
-    if backend_for(backend, maps.device) == "torch":
-        return reference.upsample_labels_ref(
-            maps, class_table, probs, size, bg_thresh, bg_label=bg_label, out_dtype=out_dtype
-        )
+    name = backend_for(backend, maps.device)
+    if name != "triton":
+        upsample = reference.upsample_labels_ref if name == "torch" else vectorized.upsample_labels_vec
+        return upsample(maps, class_table, probs, size, bg_thresh, bg_label=bg_label, out_dtype=out_dtype)
     from zeroseg.kernels.triton_upsample import upsample_labels_triton
 
     return upsample_labels_triton(

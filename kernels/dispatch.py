@@ -1,10 +1,17 @@
 """The one dispatch point of the head ops: which backend runs a call.
 
-`backend=None` reads `ZEROSEG_HEAD_BACKEND` (`auto` | `triton` | `torch`, default `auto`). `auto` runs
-the Triton kernels when the tensors are on a CUDA device and triton can be imported, and the PyTorch
-reference otherwise (CPU). `triton` on CPU tensors works only under Triton's interpreter, which
-must be switched on with `TRITON_INTERPRET=1` before triton is first imported (that is how the tests
-run the kernels on a machine without a GPU).
+`backend=None` reads `ZEROSEG_HEAD_BACKEND` (`auto` | `triton` | `vectorized` | `torch`, default
+`auto`). The backends:
+
+* `triton` — the fused Triton kernels (`zeroseg.kernels.triton_*`);
+* `vectorized` — plain torch (`zeroseg.kernels.vectorized`): the reference's labels bit for bit, a
+  fraction of its time; runs on any device (its fastest shortcut on CPU tensors);
+* `torch` — the PyTorch reference itself (`zeroseg.kernels.reference`), the readable oracle.
+
+`auto` runs `triton` when the tensors are on a CUDA device and triton can be imported (and is not
+in interpreter mode), and `vectorized` otherwise (CPU, or CUDA without a usable Triton). `triton` on
+CPU tensors works only under Triton's interpreter, which must be switched on with `TRITON_INTERPRET=1`
+before triton is first imported (that is how the tests run the kernels on a machine without a GPU).
 
 Triton is imported lazily, on the first call that needs it, so `import zeroseg.kernels` stays cheap
 and a process may still set `TRITON_INTERPRET` after importing this package.
@@ -21,7 +28,7 @@ import torch
 from zeroseg.errors import ZerosegError
 
 ENV_VAR = "ZEROSEG_HEAD_BACKEND"
-BACKEND_CHOICES = ("auto", "triton", "torch")
+BACKEND_CHOICES = ("auto", "triton", "vectorized", "torch")
 
 
 @functools.cache
@@ -44,7 +51,7 @@ def available_backends(device: torch.device | str | None = None) -> tuple[str, .
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
-    names = ["torch"]
+    names = ["torch", "vectorized"]
     if triton_importable() and (device.type == "cuda" or (device.type == "cpu" and triton_interpreting())):
         names.append("triton")
     return tuple(names)
@@ -63,17 +70,18 @@ def requested_backend(backend: str | None) -> str:
 
 
 def resolve_backend(backend: str | None, device: torch.device) -> str:
-    """Pick `"triton"` or `"torch"` for tensors on `device`, or say why the request cannot be met."""
+    """Pick `"triton"`, `"vectorized"` or `"torch"` for tensors on `device`, or say why the request
+    cannot be met."""
     name = requested_backend(backend)
-    if name == "torch":
-        return "torch"
+    if name in ("torch", "vectorized"):
+        return name
     if name == "auto":
         if device.type == "cuda" and triton_importable() and not triton_interpreting():
             return "triton"
-        return "torch"
+        return "vectorized"
     if not triton_importable():
         raise ZerosegError(
-            "head backend 'triton' needs the triton package: pip install triton, or use 'torch'"
+            "head backend 'triton' needs the triton package: pip install triton, or use 'vectorized'"
         )
     if device.type == "cuda":
         return "triton"
@@ -82,6 +90,8 @@ def resolve_backend(backend: str | None, device: torch.device) -> str:
             return "triton"
         raise ZerosegError(
             "head backend 'triton' on CPU tensors needs Triton's interpreter: set TRITON_INTERPRET=1 "
-            "before triton is first imported, move the tensors to CUDA, or use backend 'torch'"
+            "before triton is first imported, move the tensors to CUDA, or use backend 'vectorized'"
         )
-    raise ZerosegError(f"head backend 'triton' cannot run on device {device}: use CUDA tensors or 'torch'")
+    raise ZerosegError(
+        f"head backend 'triton' cannot run on device {device}: use CUDA tensors or 'vectorized'"
+    )

@@ -16,7 +16,7 @@ from zeroseg.errors import ZerosegError
 from zeroseg.kernels import dispatch, reference
 from zeroseg.kernels.results import HeadResult
 
-BACKENDS = ["torch", "triton"]
+BACKENDS = ["torch", "vectorized", "triton"]
 DEVICE = "cuda" if os.environ.get("ZEROSEG_TEST_GPU") == "1" else "cpu"
 
 
@@ -146,12 +146,19 @@ INTERPRETER_ONLY = pytest.mark.skipif(DEVICE == "cuda", reason="runs Triton on C
 
 @INTERPRETER_ONLY
 def test_available_backends():
-    assert zk.available_backends("cpu") == ("torch", "triton")  # the interpreter is on in tests
-    assert zk.available_backends("meta") == ("torch",)
+    assert zk.available_backends("cpu") == ("torch", "vectorized", "triton")  # the interpreter is on
+    assert zk.available_backends("meta") == ("torch", "vectorized")
 
 
 @pytest.mark.parametrize(
-    "env,expected", [(None, "torch"), ("auto", "torch"), ("torch", "torch"), ("TRITON", "triton")]
+    "env,expected",
+    [
+        (None, "vectorized"),
+        ("auto", "vectorized"),
+        ("torch", "torch"),
+        ("Vectorized", "vectorized"),
+        ("TRITON", "triton"),
+    ],
 )
 @INTERPRETER_ONLY
 def test_env_var_picks_backend_on_cpu(monkeypatch, env, expected):
@@ -195,16 +202,17 @@ def test_triton_on_cpu_without_interpreter_is_refused(monkeypatch):
         ZerosegError, match="needs Triton's interpreter: set TRITON_INTERPRET=1 before triton"
     ):
         zk.resolve_backend("triton", torch.device("cpu"))
-    assert zk.resolve_backend("auto", torch.device("cpu")) == "torch"
+    assert zk.resolve_backend("auto", torch.device("cpu")) == "vectorized"
     assert zk.resolve_backend("auto", torch.device("cuda")) == "triton"  # only the device type is read
+    assert zk.resolve_backend("vectorized", torch.device("cuda")) == "vectorized"
     with pytest.raises(ZerosegError, match="cannot run on device meta"):
         zk.resolve_backend("triton", torch.device("meta"))
 
 
 def test_without_triton_everything_falls_back(monkeypatch):
     monkeypatch.setattr(dispatch, "triton_importable", lambda: False)
-    assert zk.resolve_backend("auto", torch.device("cuda")) == "torch"
-    assert zk.available_backends("cuda") == ("torch",)
+    assert zk.resolve_backend("auto", torch.device("cuda")) == "vectorized"
+    assert zk.available_backends("cuda") == ("torch", "vectorized")
     with pytest.raises(ZerosegError, match="needs the triton package"):
         zk.resolve_backend("triton", torch.device("cuda"))
 

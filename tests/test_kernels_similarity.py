@@ -20,7 +20,7 @@ from zeroseg.errors import ZerosegError
 from zeroseg.kernels import reference, token_text_similarity
 from zeroseg.kernels.results import SimilarityResult
 
-BACKENDS = ["torch", "triton"]
+BACKENDS = ["torch", "vectorized", "triton"]  # vectorized: the reference's similarity
 DEVICE = "cuda" if os.environ.get("ZEROSEG_TEST_GPU") == "1" else "cpu"
 TOL = {torch.float32: 1e-5, torch.float16: 1e-4, torch.bfloat16: 1e-4}
 

@@ -1,4 +1,4 @@
-"""upsample_labels: both backends against a float64 bilinear oracle, Triton against the reference.
+"""upsample_labels: every backend against a float64 bilinear oracle, the others against the reference.
 
 The Triton kernel only writes labels; its private `best_out` output (the best interpolated value per
 pixel) lets these tests check its arithmetic against `F.interpolate` to 1e-5 as well. With
@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from zeroseg.errors import ZerosegError
-from zeroseg.kernels import reference, upsample_labels
+from zeroseg.kernels import reference, upsample_labels, vectorized
 
-BACKENDS = ["torch", "triton"]
+BACKENDS = ["torch", "vectorized", "triton"]
 DEVICE = "cuda" if os.environ.get("ZEROSEG_TEST_GPU") == "1" else "cpu"
 
 
@@ -55,6 +55,8 @@ def _run(backend, maps, table, probs, size, thresh, **kw):
     labels = up(maps, table, probs, size, thresh, backend=backend, **kw)
     if backend == "torch":
         best = reference.upsample_argmax_ref(maps, size)[0]
+    elif backend == "vectorized":
+        best = vectorized.best_maps(maps.to(DEVICE), size)[0]
     else:
         from zeroseg.kernels.triton_upsample import upsample_labels_triton
 
@@ -102,11 +104,12 @@ def test_matches_float64_oracle(backend, b, k, h, w, H, W, with_probs):
         assert (labels == 0).any() and (labels != 0).any()
 
 
+@pytest.mark.parametrize("backend", ["vectorized", "triton"])
 @pytest.mark.parametrize("b,k,h,w,H,W,with_probs", CASES)
-def test_triton_labels_identical_to_reference(b, k, h, w, H, W, with_probs):
+def test_backend_labels_identical_to_reference(backend, b, k, h, w, H, W, with_probs):
     maps, table, probs = _inputs(b, k, h, w, with_probs, seed=h * W + k)
     thresh = 0.4 if with_probs else 0.5
-    got, got_best = _run("triton", maps, table, probs, (H, W), thresh)
+    got, got_best = _run(backend, maps, table, probs, (H, W), thresh)
     want = reference.upsample_labels_ref(maps, table, probs, (H, W), thresh)
     want_best = reference.upsample_argmax_ref(maps, (H, W))[0]
     assert torch.equal(got, want)
