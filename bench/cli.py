@@ -122,7 +122,7 @@ def latency(
     iters: int = typer.Option(30, "--iters", help="Timed calls per stage and repeat."),
     repeat: int = typer.Option(3, "--repeat", help="Repeats of each series (repeat-to-repeat variance)."),
     text_iters: int = typer.Option(10, "--text-iters", help="Timed uncached vocabulary encodings."),
-    backend: str = typer.Option("auto", "--backend", help="Head backend: auto | torch | triton."),
+    backend: str = typer.Option("auto", "--backend", help="Head: auto | vectorized | torch | triton."),
     short_side: int | None = typer.Option(None, "--short-side", help="Network short side (default: ckpt's)."),
     classes: str | None = typer.Option(
         None, "--classes", help='Vocabulary "cat,dog,sofa|couch" (default: ShapeWorld colours).'

@@ -92,7 +92,7 @@ def test_latency_writes_per_stage_distributions(world, bench_cli, tmp_path) -> N
     assert {"torch", "triton", "open_clip", "zeroseg"} <= env["versions"].keys()
     assert env["cpu"]["model"] and env["cpu"]["torch_threads"] >= 1 and "available" in env["cuda"]
     settings = data["settings"]
-    assert settings["batches"] == [1, 2] and settings["backend_resolved"] == "torch"
+    assert settings["batches"] == [1, 2] and settings["backend_resolved"] == "vectorized"
     assert settings["image_size_hw"] == [48, 64] and settings["network_input_hw"] == [64, 88]
     assert settings["checkpoint"]["sha256"] and set(settings["stages"]) >= {"preprocess", "head", "full"}
     text = data["text"]

@@ -48,7 +48,7 @@ class Segmenter(TorchSegmenterBase):
             checkpoint: a loaded `Checkpoint` or the path of one (`zeroseg train`'s model.pt).
             device: where the networks and the head run.
             short_side: network input short side (default: the checkpoint's tuned value).
-            backend: the head's kernels, "torch" or "triton" (default: `zeroseg.kernels`' choice).
+            backend: the head's kernels, "vectorized", "torch" or "triton" (default: the kernels' choice).
         """
         ckpt = (
             checkpoint
