@@ -223,11 +223,28 @@ def run_compare(settings: CompareSettings, *, log: Callable[[str], None] = print
 
 
 def _prepare(wanted, src: bk.Source, get, device, *, log) -> tuple[dict, dict, dict]:
-    """Build every wanted backend that can run; (segmenters, facts, {skipped name: reason})."""
+    """Build every wanted backend that can run; (segmenters, facts, {skipped name: reason}).
+
+    The exported bundles are made first, with autograd on as in `zeroseg-export` (the AOTInductor
+    compile of the dynamic graph fails under `torch.no_grad` on torch 2.14: "materialize_symints:
+    no producer").
+    """
     segs, info, skipped = {}, {}, {}
     memory = Memory(device)
+    reasons = {name: bk.unavailable(name, src) for name in wanted}
+    export_s: dict[str, float] = {}
+    for kind in dict.fromkeys(bk.ARTEFACT[n] for n in wanted if reasons[n] is None and bk.ARTEFACT[n]):
+        t0 = time.perf_counter()
+        try:
+            with torch.enable_grad():  # as `zeroseg-export` runs: AOTInductor fails under no_grad
+                get(kind)
+        except ZerosegError as exc:
+            for n in wanted:
+                if bk.ARTEFACT[n] == kind and reasons[n] is None:
+                    reasons[n] = f"could not be exported: {exc}"
+        export_s[kind] = time.perf_counter() - t0
     for name in wanted:
-        reason = bk.unavailable(name, src)
+        reason = reasons[name]
         if reason is None:
             before = memory.current()
             t0 = time.perf_counter()
@@ -238,7 +255,8 @@ def _prepare(wanted, src: bk.Source, get, device, *, log) -> tuple[dict, dict, d
             else:
                 spec = bk.BACKENDS[name]
                 info[name] = {"precision": spec.precision, "fused": spec.fused, "gate": spec.gate,
-                              "what": spec.what, "prepare_s": time.perf_counter() - t0,
+                              "what": spec.what, "export_s": export_s.get(bk.ARTEFACT[name] or "", 0.0),
+                              "prepare_s": time.perf_counter() - t0,
                               "load_mb": max(0, memory.current() - before) / 2**20}  # fmt: skip
         if reason is not None:
             skipped[name] = reason

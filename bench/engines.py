@@ -105,8 +105,10 @@ def artefacts(
     def aoti(out: Path) -> None:
         from zeroseg.export.aoti import AotiSettings, export_aoti
 
+        # portable: a run-time thread count (and the dynamic + specialised-threads build fails to
+        # compile on torch 2.14: "materialize_symints: no producer")
         settings = AotiSettings(checkpoint=checkpoint, out=out, labels=labels, short_side=short_side,
-                                dynamic=True, force=True, progress=True)  # fmt: skip
+                                dynamic=True, portable=True, force=True, progress=True)  # fmt: skip
         export_aoti(settings, log=log)
 
     def trt(out: Path) -> None:  # NOT VERIFIED: needs TensorRT and a GPU (README "TensorRT")
@@ -116,7 +118,7 @@ def artefacts(
 
     builders = {"onnx": onnx, "aoti": aoti, "trt": trt}
     options = {"labels": labels, "short_side": short_side}
-    extra = {"onnx": {"int8": int8}, "aoti": {"threads": torch.get_num_threads()}, "trt": {}}
+    extra = {"onnx": {"int8": int8}, "aoti": {"portable": True}, "trt": {}}
 
     def get(what: str) -> Path:
         if what not in made:
