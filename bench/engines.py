@@ -76,6 +76,7 @@ def artefacts(
     short_side: int | None,
     int8: str,
     threads: int | None,
+    int8_tolerance: float | None = None,
     log=print,
 ) -> Callable[[str], Path]:
     """A function `kind -> bundle folder` ("onnx", "aoti", "trt") for `backends.build`.
@@ -87,6 +88,9 @@ def artefacts(
         short_side: network input short side the bundles are made for (None: the checkpoint's).
         int8: the ONNX bundle's int8 mode ("dynamic" | "static").
         threads: ONNX Runtime threads of the export's parity gate.
+        int8_tolerance: the int8 graphs' label-agreement gate (None: the exporter's default); a
+            random-weight student's labels are near ties, so its int8 export is gated loosely and
+            judged by the embedding cosine instead.
         log: progress lines.
 
     Returns:
@@ -99,7 +103,8 @@ def artefacts(
         from zeroseg.export.onnx import ExportSettings
 
         settings = ExportSettings(checkpoint=checkpoint, out=out, labels=labels, short_side=short_side,
-                                  int8=int8, threads=threads, force=True, progress=True)  # fmt: skip
+                                  int8=int8, int8_tolerance=int8_tolerance, threads=threads, force=True,
+                                  progress=True)  # fmt: skip
         export_onnx(settings, log=log)
 
     def aoti(out: Path) -> None:
@@ -118,7 +123,7 @@ def artefacts(
 
     builders = {"onnx": onnx, "aoti": aoti, "trt": trt}
     options = {"labels": labels, "short_side": short_side}
-    extra = {"onnx": {"int8": int8}, "aoti": {"portable": True}, "trt": {}}
+    extra = {"onnx": {"int8": int8, "int8_tolerance": int8_tolerance}, "aoti": {"portable": True}, "trt": {}}
 
     def get(what: str) -> Path:
         if what not in made:
