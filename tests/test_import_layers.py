@@ -1,7 +1,7 @@
 """The package's layers, enforced: imports go one way, and no module imports itself in a cycle.
 
     errors, utils  <-  preprocess, text, classes, clip_arch, kernels  <-  model, teacher, data
-    <-  checkpoint  <-  train, infer  <-  evaluation  <-  shapeworld  <-  cli, bench, export
+    <-  checkpoint  <-  train, infer  <-  evaluation  <-  shapeworld  <-  cli, bench, export, serve
 
 A module may import its own layer and the layers to its left. Every import counts: top-level, lazy
 (inside a function) and type-only (`if TYPE_CHECKING:`), so a layering fault cannot hide in a
