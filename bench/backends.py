@@ -154,10 +154,7 @@ def build(name: str, src: Source, artefact: Callable[[str], Path]) -> SegmenterB
         from zeroseg.export.runtime import OnnxSegmenter
 
         precision = "int8" if name.endswith("int8") else "fp32"
-        folder = artefact("onnx")
-        if precision == "int8" and not _has_int8(folder):
-            raise ZerosegError(f"{folder} has no int8 graphs: re-export it with --int8 dynamic|static")
-        return OnnxSegmenter(folder, threads=threads, precision=precision, short_side=short)
+        return OnnxSegmenter(artefact("onnx"), threads=threads, precision=precision, short_side=short)
     if name == "openvino":
         from zeroseg.export.openvino_runtime import OpenVINOSegmenter
 
@@ -174,12 +171,6 @@ def build(name: str, src: Source, artefact: Callable[[str], Path]) -> SegmenterB
     if name == "maskclip":
         return _maskclip(src)
     raise ZerosegError(f"unknown backend {name!r}")
-
-
-def _has_int8(folder: Path) -> bool:
-    from zeroseg.export.manifest import read_manifest
-
-    return bool(read_manifest(folder).graphs.get("segmenter", {}).get("int8_file"))
 
 
 def _maskclip(src: Source) -> SegmenterBase:

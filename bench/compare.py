@@ -135,13 +135,16 @@ def bundle_kind(folder: Path) -> str:
     """ "onnx", "aoti" or "trt" for an exported bundle folder, or a one-line error."""
     import json
 
-    if (folder / "engine.json").is_file():
+    from zeroseg.export.manifest import BUNDLE_KINDS, MANIFEST_NAME
+    from zeroseg.export.trt_manifest import ENGINE_JSON
+
+    if (folder / ENGINE_JSON).is_file():
         return "trt"
     try:
-        fmt = json.loads((folder / "manifest.json").read_text()).get("format")
+        fmt = json.loads((folder / MANIFEST_NAME).read_text()).get("format")
     except (OSError, ValueError, AttributeError):
         fmt = None
-    kinds = {"zeroseg-onnx-bundle": "onnx", "zeroseg-aoti-bundle": "aoti"}
+    kinds = {name: command for name, (_, command) in BUNDLE_KINDS.items()}
     if fmt not in kinds:
         raise ZerosegError(
             f"{folder} is not an exported bundle (no readable manifest.json or engine.json): pass a "

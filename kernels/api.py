@@ -216,9 +216,9 @@ def dense_head(
     dev = tokens.device
     name = backend_for(backend, dev)
     if name != "triton":
-        head = reference.dense_head_ref if name == "torch" else vectorized.dense_head_vec
-        return head(
-            patch_tokens, text, float(logit_scale), size, bg_thresh,
+        upsample = reference.upsample_labels_ref if name == "torch" else vectorized.upsample_labels_vec
+        return reference.dense_head_with(
+            upsample, patch_tokens, text, float(logit_scale), size, bg_thresh,
             bg_label=bg_label, label_offset=label_offset, out_dtype=out_dtype,
         )  # fmt: skip
     from zeroseg.kernels.triton_similarity import token_text_similarity_triton

@@ -182,12 +182,23 @@ def dense_head_ref(
     The per-class probability maps (B, C, h, w) are upsampled, the best class per pixel wins, and a
     pixel whose interpolated probability of that class is below `bg_thresh` becomes background.
     """
+    return dense_head_with(
+        upsample_labels_ref, patch_tokens, text, logit_scale, size, bg_thresh,
+        bg_label=bg_label, label_offset=label_offset, out_dtype=out_dtype,
+    )  # fmt: skip
+
+
+def dense_head_with(
+    upsample, patch_tokens, text, logit_scale, size, bg_thresh, *, bg_label, label_offset, out_dtype
+) -> HeadResult:
+    """`dense_head_ref`'s composition with the upsampling done by `upsample` (an `upsample_labels_ref`
+    twin, e.g. the vectorised CPU path): the dense head's semantics stay written once."""
     b, h, w, d = patch_tokens.shape
     sim = token_text_similarity_ref(patch_tokens.reshape(b, h * w, d), text, logit_scale, return_probs=True)
     c = text.shape[0]
     maps = sim.probs.transpose(1, 2).reshape(b, c, h, w)
     table = (torch.arange(c, device=maps.device) + label_offset).expand(b, c)
-    labels = upsample_labels_ref(maps, table, None, size, bg_thresh, bg_label=bg_label, out_dtype=out_dtype)
+    labels = upsample(maps, table, None, size, bg_thresh, bg_label=bg_label, out_dtype=out_dtype)
     return HeadResult(labels, sim.index.view(b, h, w), sim.max_prob.view(b, h, w))
 
 

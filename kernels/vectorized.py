@@ -39,7 +39,6 @@ import torch
 import torch.nn.functional as F
 
 from zeroseg.kernels import reference
-from zeroseg.kernels.results import HeadResult
 
 _TAU = 2.0**-100  # an owner's value is at least this (far from underflow once weighted) ...
 _BIG = 2.0**100  # ... and every value at an owned pixel at most this in size (no overflow)
@@ -283,49 +282,3 @@ def _recomputation_exact() -> bool:
     dest = rows.rows.index_select(1, pair) * 83 + col
     real = dest < 61 * 83
     return bool(torch.equal(values[:, real], want[:, dest[real]]))
-
-
-# ---- the heads ------------------------------------------------------------------------------------
-
-
-def segment_head_vec(
-    tokens: torch.Tensor,
-    text: torch.Tensor,
-    logit_scale: float,
-    maps: torch.Tensor,
-    size: tuple[int, int],
-    bg_thresh: float,
-    *,
-    bg_label: int = 0,
-    label_offset: int = 1,
-    out_dtype: torch.dtype = torch.int32,
-) -> HeadResult:
-    """`reference.segment_head_ref` with the labels painted by `upsample_labels_vec`."""
-    sim = reference.token_text_similarity_ref(tokens, text, logit_scale)
-    labels = upsample_labels_vec(
-        maps, sim.index + label_offset, sim.max_prob, size, bg_thresh, bg_label=bg_label, out_dtype=out_dtype
-    )
-    return HeadResult(labels, sim.index, sim.max_prob)
-
-
-def dense_head_vec(
-    patch_tokens: torch.Tensor,
-    text: torch.Tensor,
-    logit_scale: float,
-    size: tuple[int, int],
-    bg_thresh: float,
-    *,
-    bg_label: int = 0,
-    label_offset: int = 1,
-    out_dtype: torch.dtype = torch.int32,
-) -> HeadResult:
-    """`reference.dense_head_ref` with the labels painted by `upsample_labels_vec` (dense mode)."""
-    b, h, w, d = patch_tokens.shape
-    sim = reference.token_text_similarity_ref(
-        patch_tokens.reshape(b, h * w, d), text, logit_scale, return_probs=True
-    )
-    c = text.shape[0]
-    maps = sim.probs.transpose(1, 2).reshape(b, c, h, w)
-    table = (torch.arange(c, device=maps.device) + label_offset).expand(b, c)
-    labels = upsample_labels_vec(maps, table, None, size, bg_thresh, bg_label=bg_label, out_dtype=out_dtype)
-    return HeadResult(labels, sim.index.view(b, h, w), sim.max_prob.view(b, h, w))
