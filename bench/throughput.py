@@ -79,8 +79,9 @@ def run_train_bench(settings: TrainBenchSettings, *, log: Callable[[str], None] 
     from zeroseg.model.student import ZeroSegStudent
     from zeroseg.preprocess import Preprocess
     from zeroseg.teacher.views import check_grids, num_views
-    from zeroseg.train.loop import Objective, build_optimizer, train_step
+    from zeroseg.train.loop import Objective, train_step
     from zeroseg.train.losses import MATCH_MODES, LossWeights
+    from zeroseg.train.runtime import build_optimizer
     from zeroseg.utils.device import amp_dtype
 
     s = settings.validate()

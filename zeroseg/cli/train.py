@@ -86,6 +86,9 @@ def train_command(
     region_weight: float = typer.Option(
         0.0, "--region-weight", help="Region loss: cells vs segments mixed by assignment (0 = paper)."
     ),
+    ema: float | None = typer.Option(
+        None, "--ema", help="Save an EMA of the weights (decay, e.g. 0.99) as model.pt (ours; off = paper)."
+    ),
     norm_pix: bool = typer.Option(
         False, "--norm-pix/--no-norm-pix", help="MAE per-patch normalised targets."
     ),
@@ -128,7 +131,7 @@ def train_command(
         batch_size=batch_size, grad_accum=grad_accum, lr=lr, blr=blr, weight_decay=weight_decay,
         warmup_fraction=warmup, clip_grad=clip_grad or None, mask_ratio=mask_ratio, match=match,
         gumbel=gumbel, weights=_parse_weights(loss_weights), region_weight=region_weight,
-        norm_pix=norm_pix, grids=parse_int_list(grids, "--grids"),
+        ema=ema, norm_pix=norm_pix, grids=parse_int_list(grids, "--grids"),
         templates=templates, test_short_side=test_short_side, bg_thresh=bg_thresh, bg_prompt=bg_prompt,
         amp=amp, compile=compile_model, num_workers=workers, seed=seed, device=device, log_every=log_every,
         save_every=save_every, stop_after_steps=stop_after,

@@ -1,2 +1,3 @@
-"""Label-free training: run config (`config`), the loop with `train_step` / `build_optimizer`
-(`loop`), teacher targets (`targets`), the losses (`losses`) and runtime helpers (`runtime`)."""
+"""Label-free training: run config (`config`), the loop with `train_step` (`loop`), teacher targets
+(`targets`), the losses (`losses`), the weight average (`ema`) and runtime helpers such as
+`build_optimizer` (`runtime`)."""

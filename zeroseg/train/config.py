@@ -40,6 +40,8 @@ class TrainConfig:
     weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
     #: weight of the region loss (zeroseg.train.losses.region_loss); 0 = the paper's losses only
     region_weight: float = 0.0
+    #: decay of the exponential moving average of the weights saved in model.pt (None: no EMA; ours)
+    ema: float | None = None
     norm_pix: bool = False
     grids: tuple[int, ...] = (1, 2, 3, 4)
     templates: str = "imagenet"
@@ -87,6 +89,8 @@ class TrainConfig:
             raise ZerosegError(f"--bg-thresh must be in [0, 1], got {self.bg_thresh}")
         if self.test_short_side is not None and self.test_short_side <= 0:
             raise ZerosegError(f"--test-short-side must be positive, got {self.test_short_side}")
+        if self.ema is not None and not 0.0 < self.ema < 1.0:
+            raise ZerosegError(f"--ema must be a decay in (0, 1) such as 0.99, got {self.ema}")
         if not 0.0 <= self.warmup_fraction < 1.0:
             raise ZerosegError(f"--warmup must be in [0, 1), got {self.warmup_fraction}")
         return self
@@ -96,7 +100,8 @@ class TrainConfig:
         floats = {
             "--lr": self.lr, "--blr": self.blr, "--weight-decay": self.weight_decay,
             "--warmup": self.warmup_fraction, "--clip-grad": self.clip_grad, "--mask-ratio": self.mask_ratio,
-            "--region-weight": self.region_weight, "--epochs": self.epochs, "--bg-thresh": self.bg_thresh,
+            "--region-weight": self.region_weight, "--ema": self.ema, "--epochs": self.epochs,
+            "--bg-thresh": self.bg_thresh,
         }  # fmt: skip
         for i, weight in enumerate(self.weights):
             floats[f"--loss-weights (item {i + 1})"] = weight

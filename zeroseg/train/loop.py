@@ -29,6 +29,7 @@ from zeroseg.model.student import StudentOutput, ZeroSegStudent
 from zeroseg.preprocess import Preprocess, normalize
 from zeroseg.teacher.views import view_patch_weights
 from zeroseg.train.config import TrainConfig, TrainResult
+from zeroseg.train.ema import WeightEMA
 from zeroseg.train.losses import LossTerms, LossWeights, seen_view_weights, zeroseg_loss
 from zeroseg.train.resume import (
     absolute_config,
@@ -40,6 +41,7 @@ from zeroseg.train.resume import (
 from zeroseg.train.runtime import (
     SkipSampler,
     StopFlag,
+    build_optimizer,
     capture_rng,
     restore_rng,
     warmup_cosine,
@@ -55,32 +57,6 @@ def _groups_used(assignment: torch.Tensor) -> float:
     """Mean number of distinct segments that own at least one patch, per image (collapse shows here)."""
     owners = assignment.argmax(dim=-1)
     return float(torch.stack([o.unique().numel() * torch.ones(()) for o in owners]).mean())
-
-
-def build_optimizer(model: torch.nn.Module, *, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW (betas 0.9, 0.95, MAE's) with weight decay on the weight matrices only: biases, norms,
-    position embeddings, the class / mask tokens and the group tokens are not decayed.
-
-    Args:
-        model: the student.
-        lr: peak learning rate.
-        weight_decay: decay of the decayed group.
-
-    Returns:
-        The optimizer with its two parameter groups.
-    """
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        small = (
-            param.ndim <= 1
-            or name.endswith(("pos_embed", "cls_token", "mask_token"))
-            or "group_tokens" in name
-        )
-        (no_decay if small else decay).append(param)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95))
 
 
 @dataclass(frozen=True)
@@ -217,6 +193,7 @@ def _train(
     model = ZeroSegStudent(student_cfg).to(device)
     if cfg.encoder_weights and not resume:
         model.encoder.load_pretrained(cfg.encoder_weights)
+    ema = WeightEMA(model, cfg.ema) if cfg.ema else None
     eff_batch = cfg.batch_size * cfg.grad_accum * info.world_size
     lr = cfg.lr if cfg.lr is not None else cfg.blr * eff_batch / 256
     optimizer = build_optimizer(model, lr=lr, weight_decay=cfg.weight_decay)
@@ -258,6 +235,8 @@ def _train(
         for note in notes if on_warning is not None else ():
             on_warning(note)
         restore_rng(state["rng"], device)
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
         if info.is_main:
             trim_metrics(run, step)
             write_run_config(run, cfg)  # the adjusted settings, with this folder as `out`
@@ -293,9 +272,11 @@ def _train(
         amp_dtype=amp_dtype(cfg.amp, device),
     )
 
-    def save(path: Path, with_state: bool, inference_only: bool = False) -> None:
+    def save(path: Path, with_state: bool, inference_only: bool = False, raw: bool = False) -> None:
+        """last.pt: the live weights + the training state; model.pt: the EMA weights when --ema."""
         if not info.is_main:
             return
+        weights = ema.shadow if ema is not None and inference_only and not raw else model.state_dict()
         train_state = None
         if with_state:
             train_state = {
@@ -306,10 +287,12 @@ def _train(
                 "batch_in_epoch": batch_in_epoch,
                 "rng": capture_rng(device),
             }
+            if ema is not None:
+                train_state["ema"] = ema.state_dict()
         save_checkpoint(
             path,
             config=model_config.replace(step=step),
-            student=model.state_dict(),
+            student=weights,
             text=data.text_state,
             train_state=train_state,
             inference_only=inference_only,
@@ -347,6 +330,8 @@ def _train(
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 scheduler.step()
+                if ema is not None:
+                    ema.update(model)
                 step += 1
                 batch_in_epoch += 1
                 last_loss = terms.total.item()
@@ -397,6 +382,8 @@ def _train(
         save(run / "last.pt", with_state=True)
         if step >= total:
             save(run / "model.pt", with_state=False, inference_only=True)
+            if ema is not None:  # the live weights too, so that the average can be judged against them
+                save(run / "model-raw.pt", with_state=False, inference_only=True, raw=True)
     if metrics_file:
         metrics_file.close()
     return TrainResult(step, total, last_loss, stop.signal is not None, stop.exit_code, run, history)

@@ -1,4 +1,4 @@
-"""Pieces of the training loop that are not ZeroSeg-specific: distributed set-up, the LR schedule,
+"""Pieces of the training loop that are not ZeroSeg-specific: the optimizer groups, the LR schedule,
 RNG capture for exact resumption, mid-epoch sampler skipping and the stop-on-signal flag."""
 
 from __future__ import annotations
@@ -12,6 +12,32 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import DistributedSampler, Sampler
+
+
+def build_optimizer(model: torch.nn.Module, *, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW (betas 0.9, 0.95, MAE's) with weight decay on the weight matrices only: biases, norms,
+    position embeddings, the class / mask tokens and the group tokens are not decayed.
+
+    Args:
+        model: the student.
+        lr: peak learning rate.
+        weight_decay: decay of the decayed group.
+
+    Returns:
+        The optimizer with its two parameter groups.
+    """
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        small = (
+            param.ndim <= 1
+            or name.endswith(("pos_embed", "cls_token", "mask_token"))
+            or "group_tokens" in name
+        )
+        (no_decay if small else decay).append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95))
 
 
 def warmup_cosine(step: int, total: int, warmup: int, min_ratio: float = 0.0) -> float:
