@@ -30,6 +30,9 @@ def evaluate_command(
     method: str = typer.Option("zeroseg", "--method", help="zeroseg | maskclip."),
     teacher: str | None = typer.Option(None, "--teacher", help="CLIP for --method maskclip."),
     short_side: int | None = typer.Option(None, "--short-side", help="Network input short side."),
+    head: str = typer.Option(
+        "segments", "--head", help="ZeroSeg head: segments (the paper's) | dense (ours: per-patch naming)."
+    ),
     limit: int | None = typer.Option(None, "--limit", help="Only the first N images."),
     batch_size: int = typer.Option(8, "--batch-size", help="Images per forward pass."),
     device: str = typer.Option("cpu", "--device", help="auto | cpu | cuda."),
@@ -70,6 +73,8 @@ def evaluate_command(
 
         checkpoint = resolve_model_path(checkpoint)
 
+    if engine is not None and head != "segments":
+        raise ZerosegError("--head dense runs in PyTorch only (engines run the paper's head): drop --head")
     if engine is not None:
         if checkpoint is not None or method != "zeroseg":
             raise ZerosegError("--engine replaces the checkpoint: pass either CHECKPOINT or --engine DIR")
@@ -80,7 +85,12 @@ def evaluate_command(
         raise ZerosegError("no checkpoint given: zeroseg eval CHECKPOINT --dataset D (or --engine DIR)")
     else:
         segmenter = build_segmenter(
-            method, checkpoint=checkpoint, teacher=teacher, device=device, short_side=short_side
+            method,
+            checkpoint=checkpoint,
+            teacher=teacher,
+            device=device,
+            short_side=short_side,
+            head=head,
         )
     try:
         report = evaluate(

@@ -43,6 +43,9 @@ def segment(
     short_side: int | None = typer.Option(
         None, "--short-side", help="Network input short side (default: the checkpoint's; bundled 256)."
     ),
+    head: str = typer.Option(
+        "segments", "--head", help="ZeroSeg head: segments (the paper's) | dense (ours: per-patch naming)."
+    ),
     method: str = typer.Option("zeroseg", "--method", help="zeroseg (the checkpoint) | maskclip (baseline)."),
     teacher: str | None = typer.Option(None, "--teacher", help="CLIP for --method maskclip (MODEL:/path)."),
     device: str = typer.Option("cpu", "--device", help="auto | cpu | cuda."),
@@ -100,6 +103,8 @@ def segment(
     if method == "maskclip" and teacher == "bundled":
         teacher = str(bundled_teacher())
     extra = {"method": method}
+    if engine is not None and head != "segments":
+        raise ZerosegError("--head dense runs in PyTorch only (engines run the paper's head): drop --head")
     if engine is not None:
         from zeroseg.export.runtime import OnnxSegmenter
 
@@ -107,7 +112,12 @@ def segment(
         extra.update(engine=str(engine), precision=precision)
     else:
         segmenter = build_segmenter(
-            method, checkpoint=checkpoint, teacher=teacher, device=device, short_side=short_side
+            method,
+            checkpoint=checkpoint,
+            teacher=teacher,
+            device=device,
+            short_side=short_side,
+            head=head,
         )
 
     def report(path: Path, result) -> None:

@@ -21,6 +21,7 @@ def build_segmenter(
     teacher: str | None = None,
     device: str | torch.device = "cpu",
     short_side: int | None = None,
+    head: str = "segments",
 ) -> SegmenterBase:
     """The ZeroSeg `Segmenter` of a checkpoint, or the MaskCLIP baseline on a teacher.
 
@@ -31,6 +32,7 @@ def build_segmenter(
         teacher: the CLIP whose dense features MaskCLIP names.
         device: where to run.
         short_side: network input short side (default: the method's own).
+        head: the ZeroSeg head, "segments" (the paper's) or "dense" (ours; `zeroseg.infer.segmenter`).
 
     Returns:
         A segmenter with the common call (`zeroseg.infer.base.SegmenterBase`).
@@ -45,9 +47,11 @@ def build_segmenter(
 
         if teacher is None:
             raise ZerosegError("--method maskclip needs --teacher (the CLIP whose dense features it uses)")
+        if head != "segments":
+            raise ZerosegError("--head is a ZeroSeg option; MaskCLIP's head is always dense")
         return MaskCLIPSegmenter.from_spec(teacher, device=device, short_side=short_side)
     from zeroseg.infer.segmenter import Segmenter
 
     if checkpoint is None:
         raise ZerosegError("--method zeroseg needs a checkpoint")
-    return Segmenter.from_checkpoint(checkpoint, device=device, short_side=short_side)
+    return Segmenter.from_checkpoint(checkpoint, device=device, short_side=short_side, head=head)

@@ -9,6 +9,12 @@ The paper's inference, stage for stage (`zeroseg.infer.base` composes them):
     head: `zeroseg.kernels.segment_head`, the one dispatch point: cosine x logit scale, softmax over
         classes, background below the threshold, bilinear upsampling of the assignment straight to
         the image's own size (align_corners=False), argmax segment per pixel.
+
+`head="dense"` (ours, not the paper's; PyTorch only, the exported engines run the paper's head):
+every patch takes the token of the segment that owns it and `zeroseg.kernels.dense_head` (MaskCLIP's
+head) names the patches and upsamples their class probabilities instead of the assignment, so a
+pixel where two segments meet is painted only if the interpolated probability of its class clears
+the threshold. On ShapeWorld this trims the border a segment's patches overhang (README, findings).
 """
 
 from __future__ import annotations
@@ -24,11 +30,14 @@ from zeroseg.checkpoint import Checkpoint, load_checkpoint
 from zeroseg.errors import ZerosegError
 from zeroseg.infer.labels import DEFAULT_BG_THRESH, LabelSpace, SegmentationResult
 from zeroseg.infer.torch_base import TorchSegmenterBase
-from zeroseg.kernels import segment_head
+from zeroseg.kernels import dense_head, segment_head
 from zeroseg.model.student import SegmentationOutput
 from zeroseg.preprocess import normalize
 from zeroseg.text import Vocabulary
 from zeroseg.utils.device import resolve_device
+
+#: How the head paints pixels: "segments" (the paper's: upsample the assignment) or "dense" (ours).
+HEADS: tuple[str, ...] = ("segments", "dense")
 
 
 class Segmenter(TorchSegmenterBase):
@@ -41,6 +50,7 @@ class Segmenter(TorchSegmenterBase):
         device: str | torch.device = "cpu",
         short_side: int | None = None,
         backend: str | None = None,
+        head: str = "segments",
     ) -> None:
         """Build the student and the text tower of a checkpoint.
 
@@ -49,7 +59,11 @@ class Segmenter(TorchSegmenterBase):
             device: where the networks and the head run.
             short_side: network input short side (default: the checkpoint's tuned value).
             backend: the head's kernels, "vectorized", "torch" or "triton" (default: the kernels' choice).
+            head: "segments" (the paper's head) or "dense" (ours; see the module docstring).
         """
+        if head not in HEADS:
+            raise ZerosegError(f"--head must be one of {', '.join(HEADS)}, got {head!r}")
+        self.head_mode = head
         ckpt = (
             checkpoint
             if isinstance(checkpoint, Checkpoint)
@@ -78,10 +92,11 @@ class Segmenter(TorchSegmenterBase):
         device: str | torch.device = "cpu",
         short_side: int | None = None,
         backend: str | None = None,
+        head: str = "segments",
     ) -> Segmenter:
         """Load the checkpoint at `path` (inference parts only) and build its segmenter."""
         ckpt = load_checkpoint(path, with_train_state=False)
-        return cls(ckpt, device=device, short_side=short_side, backend=backend)
+        return cls(ckpt, device=device, short_side=short_side, backend=backend, head=head)
 
     @torch.no_grad()
     def forward(self, pixels: torch.Tensor) -> SegmentationOutput:
@@ -100,7 +115,8 @@ class Segmenter(TorchSegmenterBase):
         space: LabelSpace,
     ) -> list[SegmentationResult]:
         """Name each image's segments and paint its labels at its own (H, W)."""
-        return name_segments(
+        name = name_patches if self.head_mode == "dense" else name_segments
+        return name(
             out,
             text,
             sizes,
@@ -147,6 +163,41 @@ def name_segments(
                 class_names=space.names,
                 segment_labels=(head.index[0] + space.label_offset).cpu().numpy(),
                 segment_probs=head.prob[0].cpu().numpy(),
+            )
+        )
+    return results
+
+
+def name_patches(
+    out: SegmentationOutput,
+    text: torch.Tensor,
+    sizes: Sequence[tuple[int, int]],
+    *,
+    logit_scale: float,
+    bg_thresh: float,
+    space: LabelSpace,
+    backend: str | None = None,
+) -> list[SegmentationResult]:
+    """The dense head on a batch: each patch carries its segment's token, `zeroseg.kernels.dense_head`
+    names the patches and paints the pixels (arguments as `name_segments`).
+
+    Returns:
+        One `SegmentationResult` per image; its `segment_labels` / `segment_probs` are per patch
+        (row-major), as MaskCLIP's are.
+    """
+    tokens = torch.einsum("bmd,bmhw->bhwd", out.segments.float(), out.maps.float())
+    results = []
+    for j, size in enumerate(sizes):
+        head = dense_head(
+            tokens[j : j + 1], text, logit_scale, size, bg_thresh,
+            bg_label=0, label_offset=space.label_offset, backend=backend,
+        )  # fmt: skip
+        results.append(
+            SegmentationResult(
+                labels=head.labels[0].cpu().numpy().astype(np.int32),
+                class_names=space.names,
+                segment_labels=(head.index[0].flatten() + space.label_offset).cpu().numpy(),
+                segment_probs=head.prob[0].flatten().float().cpu().numpy(),
             )
         )
     return results
