@@ -129,7 +129,7 @@ def bundle(work: Path) -> None:
     from zeroseg.infer.maskclip import MaskCLIPSegmenter
     from zeroseg.infer.segmenter import Segmenter
     from zeroseg.shapeworld.bundled import ASSETS, CHECKPOINT_NAME, PROOF_NAME, TEACHER_NAME
-    from zeroseg.shapeworld.proof_score import VAL_SPLITS, flat_row
+    from zeroseg.shapeworld.proof_score import VAL_SPLITS, flat_row, stored
     from zeroseg.shapeworld.tuning import tune_and_score
     from zeroseg.teacher.clip import load_teacher
 
@@ -140,12 +140,14 @@ def bundle(work: Path) -> None:
     tune = VOCDataset(work / "tune", "val")
     vals = {name: VOCDataset(work / name, "val") for name in VAL_SPLITS}
     sides = (DEPLOY_SHORT_SIDE,)
-    chosen = tune_and_score(lambda side: Segmenter(ckpt, short_side=side), tune, vals, short_sides=sides)
+    chosen = stored(work, f"deploy{DEPLOY_SHORT_SIDE}-{run.parent.name}-{run.name}", lambda: tune_and_score(
+        lambda side: Segmenter(ckpt, short_side=side), tune, vals, short_sides=sides
+    ))  # fmt: skip
     teacher = load_teacher(str(work / "teacher.pt"))
-    baseline = tune_and_score(
+    baseline = stored(work, f"deploy{DEPLOY_SHORT_SIDE}-maskclip", lambda: tune_and_score(
         lambda side: MaskCLIPSegmenter(teacher, short_side=side, templates=ckpt.templates), tune, vals,
         short_sides=sides,
-    )  # fmt: skip
+    ))  # fmt: skip
     result["bundled"] = {"seed": seed, "run": str(run), "short_side": DEPLOY_SHORT_SIDE, "student": chosen,
                          "maskclip": baseline}  # fmt: skip
     result["rows"]["trained student"] = flat_row({"seed": seed, "run": str(run), **chosen})
