@@ -65,7 +65,7 @@ def plot(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     splits = list(result["maskclip"]["val"])
-    fig, ax = plt.subplots(figsize=(6.4, 3.8), dpi=120)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
     colours = {"segments": "tab:blue", "dense": "tab:green"}
     for i, split in enumerate(splits):
         for h, (head_mode, seeds) in enumerate(result["students"].items()):
@@ -95,7 +95,7 @@ def plot(result: dict, path: Path) -> None:
     ax.set_ylabel("mIoU (7 classes)")
     ax.set_title("ShapeWorld: label-free student vs training-free baseline", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, frameon=False)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
