@@ -195,7 +195,8 @@ def test_summary_targets_and_median_seed(tmp_path) -> None:
               "all_background": {"val": 0.12, "val2": 0.12},
               "val_images": {"val": 200, "val2": 200}}  # fmt: skip
     text = markdown(result)
-    assert "seed 2, paper's head (bundled: the median)" in text and "seed 2, dense head (ours) |" in text
+    assert "seed 2, paper's head (the median: what --bundle writes)" in text
+    assert "seed 2, dense head (ours) |" in text
     assert "| paper's head | val (3 seeds) | 0.720 ± 0.020 |" in text
     assert "+6.0 pt" in text and "| no | no |" in text  # val2: neither target
     plot(result, tmp_path / "proof.png")

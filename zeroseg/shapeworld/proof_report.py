@@ -31,7 +31,8 @@ def markdown(result: dict) -> str:
     bundled = str(result["bundled_seed"])
     for head_mode, seeds in result["students"].items():
         for seed, r in seeds.items():
-            mark = " (bundled: the median)" if seed == bundled and head_mode == "segments" else ""
+            median = seed == bundled and head_mode == "segments"
+            mark = " (the median: what --bundle writes)" if median else ""
             lines.append(row(f"(i) trained student, seed {seed}, {HEAD_NAMES[head_mode]}{mark}", r))
     lines.append(row("(ii) same student, untrained", result["untrained"]))
     lines.append(row("(iii) MaskCLIP-style baseline, same teacher", result["maskclip"]))
