@@ -280,8 +280,11 @@ def test_finding_14_sigint_in_a_real_process(world, scenes, tmp_path):
     args = ["cache-teacher", "--data", str(scenes / "JPEGImages"), "--teacher",
             str(world.root / "teacher.pt"), "--out", str(tmp_path / "c"), "--image-size", "64",
             "--workers", "0", "--no-progress"]  # fmt: skip
+    # the child restores Python's own SIGINT handler: an ignored SIGINT is inherited across exec,
+    # and an earlier test in this worker (a Ray driver) may have left it ignored
     code = (
-        "import sys, time, runpy\n"
+        "import signal, sys, time, runpy\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "import zeroseg.teacher.cache as c\n"
         "def slow(*a, **k):\n    print('started', flush=True); time.sleep(60)\n"
         "c.build_cache = slow\n"
