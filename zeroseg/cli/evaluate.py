@@ -66,16 +66,15 @@ def evaluate_command(
             f"{data.class_names[0]!r}; list background first, or pass --reduce-zero-label if 0 means ignore",
             err=True,
         )
-    from zeroseg.infer.factory import build_segmenter
+    from zeroseg.infer.factory import build_segmenter, check_engine_head
 
     if method == "zeroseg" and checkpoint is not None:
         from zeroseg.shapeworld.bundled import resolve_model_path
 
         checkpoint = resolve_model_path(checkpoint)
 
-    if engine is not None and head != "segments":
-        raise ZerosegError("--head dense runs in PyTorch only (engines run the paper's head): drop --head")
     if engine is not None:
+        check_engine_head(head)
         if checkpoint is not None or method != "zeroseg":
             raise ZerosegError("--engine replaces the checkpoint: pass either CHECKPOINT or --engine DIR")
         from zeroseg.export.runtime import OnnxSegmenter

@@ -80,7 +80,7 @@ def segment(
     classes = parse_labels_option(labels, labels_file)
     if bg_thresh is not None and not 0.0 <= bg_thresh <= 1.0:
         raise ZerosegError(f"--bg-thresh must be in [0, 1], got {bg_thresh}")
-    from zeroseg.infer.factory import METHODS, build_segmenter
+    from zeroseg.infer.factory import METHODS, build_segmenter, check_engine_head
 
     if method not in METHODS:
         raise ZerosegError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
@@ -103,9 +103,8 @@ def segment(
     if method == "maskclip" and teacher == "bundled":
         teacher = str(bundled_teacher())
     extra = {"method": method}
-    if engine is not None and head != "segments":
-        raise ZerosegError("--head dense runs in PyTorch only (engines run the paper's head): drop --head")
     if engine is not None:
+        check_engine_head(head)
         from zeroseg.export.runtime import OnnxSegmenter
 
         segmenter = OnnxSegmenter(engine, precision=precision, short_side=short_side)

@@ -14,6 +14,12 @@ if TYPE_CHECKING:
 METHODS: tuple[str, ...] = ("zeroseg", "maskclip")
 
 
+def check_engine_head(head: str) -> None:
+    """Refuse a head other than the paper's on an exported engine (the engines run only that one)."""
+    if head != "segments":
+        raise ZerosegError("--head dense runs in PyTorch only (engines run the paper's head): drop --head")
+
+
 def build_segmenter(
     method: str,
     *,

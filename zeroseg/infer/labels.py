@@ -90,3 +90,14 @@ class SegmentationResult:
         counts = np.bincount(self.labels.ravel(), minlength=len(self.class_names))
         total = max(1, self.labels.size)
         return {self.class_names[i]: float(c) / total for i, c in enumerate(counts) if c > 0}
+
+
+def head_result(labels, index, prob, space: LabelSpace) -> SegmentationResult:
+    """One image's `SegmentationResult` from a head's batch-of-one tensors: labels (1, H, W), and per
+    segment or patch (any shape, flattened row-major) the best class index and its probability."""
+    return SegmentationResult(
+        labels=labels[0].cpu().numpy().astype(np.int32),
+        class_names=space.names,
+        segment_labels=(index[0].flatten() + space.label_offset).cpu().numpy(),
+        segment_probs=prob[0].flatten().float().cpu().numpy(),
+    )

@@ -48,14 +48,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from zeroseg.classes import IMAGENET_TEMPLATES
 from zeroseg.errors import ZerosegError
-from zeroseg.infer.labels import DEFAULT_BG_THRESH, LabelSpace, SegmentationResult
+from zeroseg.infer.labels import DEFAULT_BG_THRESH, LabelSpace, SegmentationResult, head_result
 from zeroseg.infer.torch_base import TorchSegmenterBase
 from zeroseg.kernels import dense_head, token_text_similarity, upsample_labels
 from zeroseg.teacher.clip import Teacher, load_teacher
@@ -380,7 +379,7 @@ class MaskCLIPSegmenter(TorchSegmenterBase):
                     feats[j : j + 1], text, self.logit_scale, size, bg_thresh,
                     bg_label=0, label_offset=space.label_offset, backend=self.backend,
                 )  # fmt: skip
-                results.append(self._result(head.labels, head.index, head.prob, space))
+                results.append(head_result(head.labels, head.index, head.prob, space))
             return results
         probs = self.window_probs(out, text)
         return [self._label_probs(probs[j : j + 1], size, bg_thresh, space) for j, size in enumerate(sizes)]
@@ -411,13 +410,4 @@ class MaskCLIPSegmenter(TorchSegmenterBase):
         labels = upsample_labels(probs, table, None, size, thresh, bg_label=0, backend=self.backend)
         index = probs.argmax(dim=1)  # ties -> lowest class, like the head
         prob = probs.gather(1, index.unsqueeze(1)).squeeze(1)
-        return self._result(labels, index, prob, space)
-
-    @staticmethod
-    def _result(labels, index, prob, space: LabelSpace) -> SegmentationResult:
-        return SegmentationResult(
-            labels=labels[0].cpu().numpy().astype(np.int32),
-            class_names=space.names,
-            segment_labels=(index[0].flatten() + space.label_offset).cpu().numpy(),
-            segment_probs=prob[0].flatten().float().cpu().numpy(),
-        )
+        return head_result(labels, index, prob, space)

@@ -22,13 +22,12 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from zeroseg.checkpoint import Checkpoint, load_checkpoint
 from zeroseg.errors import ZerosegError
-from zeroseg.infer.labels import DEFAULT_BG_THRESH, LabelSpace, SegmentationResult
+from zeroseg.infer.labels import DEFAULT_BG_THRESH, LabelSpace, SegmentationResult, head_result
 from zeroseg.infer.torch_base import TorchSegmenterBase
 from zeroseg.kernels import dense_head, segment_head
 from zeroseg.model.student import SegmentationOutput
@@ -157,14 +156,7 @@ def name_segments(
             out.segments[j : j + 1], text, logit_scale, out.maps[j : j + 1], size, bg_thresh,
             bg_label=0, label_offset=space.label_offset, backend=backend,
         )  # fmt: skip
-        results.append(
-            SegmentationResult(
-                labels=head.labels[0].cpu().numpy().astype(np.int32),
-                class_names=space.names,
-                segment_labels=(head.index[0] + space.label_offset).cpu().numpy(),
-                segment_probs=head.prob[0].cpu().numpy(),
-            )
-        )
+        results.append(head_result(head.labels, head.index, head.prob, space))
     return results
 
 
@@ -192,12 +184,5 @@ def name_patches(
             tokens[j : j + 1], text, logit_scale, size, bg_thresh,
             bg_label=0, label_offset=space.label_offset, backend=backend,
         )  # fmt: skip
-        results.append(
-            SegmentationResult(
-                labels=head.labels[0].cpu().numpy().astype(np.int32),
-                class_names=space.names,
-                segment_labels=(head.index[0].flatten() + space.label_offset).cpu().numpy(),
-                segment_probs=head.prob[0].flatten().float().cpu().numpy(),
-            )
-        )
+        results.append(head_result(head.labels, head.index, head.prob, space))
     return results
