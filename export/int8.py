@@ -118,7 +118,8 @@ def add_int8(
             "recipe": "quant_pre_process, then weight MatMul/Gemm/Conv only (attention products, head, "
             "LayerNorm, Softmax in float); "
             + ("dynamic: s8 weights per tensor" if mode == "dynamic" else "static QDQ: u8 activations, "
-               "s8 weights per tensor, MinMax calibration"),
+               "s8 weights per tensor, MinMax calibration")
+            + "; weights reduced to 7 bits (no u8 x s8 saturation on x86 without VNNI)",
             "calibration": calib.source if mode == "static" else None,
             "pixel_agreement_with_fp32": agreement,
             "embeddings_max_abs_error_vs_fp32": emb_err,

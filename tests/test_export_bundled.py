@@ -22,6 +22,18 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 COLOURS = [["red"], ["green"], ["blue"], ["yellow"], ["magenta"], ["cyan"]]
 
 
+def largest_int8_weight(path) -> int:
+    """The largest |value| of the int8 weight initializers of a quantised graph."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    int8 = onnx.TensorProto.INT8
+    weights = [numpy_helper.to_array(i) for i in model.graph.initializer if i.data_type == int8]
+    assert weights, "no int8 weights in the graph"
+    return max(int(np.abs(w.astype(np.int16)).max()) for w in weights)
+
+
 @pytest.fixture(scope="module")
 def calib(tmp_path_factory):
     """8 ShapeWorld scenes in VOC layout, once per run (the bundle's manifest scores on this copy)."""
@@ -60,6 +72,8 @@ def test_fp32_parity_and_static_int8_in_the_manifest(bundle):
     assert q["miou"]["images"] == 8 and q["miou"]["mIoU_change"] > -0.05
     assert (path / "image_encoder.int8.onnx").is_file() and (path / "segmenter.int8.onnx").is_file()
     assert any("looser gate" in line for line in lines)
+    # 7-bit weights: u8 x s8 products cannot saturate on x86 without VNNI (export/quantize.py)
+    assert largest_int8_weight(path / "segmenter.int8.onnx") <= 64 and "7 bits" in q["recipe"]
 
 
 @pytest.mark.parametrize("short_side", [128, 192])
@@ -94,6 +108,7 @@ def test_dynamic_int8_agrees_with_fp32(bundle, torch_model, tmp_path):
     assert agreement >= parity.INT8_AGREEMENT
     ops = {n.op_type for n in __import__("onnx").load(str(tmp_path / "dyn.onnx")).graph.node}
     assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops and "LayerNormalization" in ops
+    assert largest_int8_weight(tmp_path / "dyn.onnx") <= 64
 
 
 def test_onnx_segmenter_equals_segmenter_on_scenes(bundle):
