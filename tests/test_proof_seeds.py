@@ -26,7 +26,7 @@ from zeroseg.evaluation.evaluate import evaluate
 from zeroseg.infer.segmenter import Segmenter
 from zeroseg.shapeworld.bundled import bundled_checkpoint, bundled_teacher
 from zeroseg.shapeworld.proof_report import markdown, plot
-from zeroseg.shapeworld.proof_score import median_seed, summarize
+from zeroseg.shapeworld.proof_score import median_seed, summarize, thread_check
 from zeroseg.shapeworld.tuning import cached_network, tune_and_score
 from zeroseg.shapeworld.write import write_scenes
 from zeroseg.train.ema import WeightEMA
@@ -203,7 +203,44 @@ def test_summary_targets_and_median_seed(tmp_path) -> None:
     assert (tmp_path / "proof.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.parametrize("args", [["--seeds", "0"], ["--ema", "1.5"], ["--steps", "-1"], ["--threads", "0"]])
+def test_thread_check_reports_each_seeds_change_beside_the_seed_spread() -> None:
+    proof = {"segments": {"0": _row(0.74, 0.73), "1": _row(0.70, 0.69), "2": _row(0.72, 0.75)}}
+    other = {"segments": {"0": _row(0.75, 0.73), "1": _row(0.67, 0.70), "2": _row(0.72, 0.74)}}
+    check = thread_check(proof, other, 1)
+    check["proof_threads"] = 2
+    seeds = check["heads"]["segments"]["seeds"]
+    assert seeds["1"]["val"] == pytest.approx({"proof": 0.70, "other": 0.67, "change": -0.03})
+    summary = check["heads"]["segments"]["summary"]
+    assert summary["val"]["largest_change"] == pytest.approx(0.03)  # seed 1, not seed 0's +0.01
+    assert summary["val2"]["largest_change"] == pytest.approx(0.01)
+    assert summary["val"]["seed_sd"] == pytest.approx(statistics.stdev([0.74, 0.70, 0.72]))
+    by_seed = proof["segments"]
+    result = {"summary": {"segments": summarize(by_seed, _row(0.66, 0.70))}, "bundled_seed": 2,
+              "students": proof, "untrained": _row(0.12, 0.12), "maskclip": _row(0.66, 0.70),
+              "oracle": {"val": 0.98, "val2": 0.97}, "all_background": {"val": 0.12, "val2": 0.12},
+              "val_images": {"val": 200, "val2": 200}, "threads": check}  # fmt: skip
+    text = markdown(result)
+    assert "| trained at 2 → 1 threads | seed | val | val2 |" in text
+    assert "| paper's head | 1 | 0.700 → 0.670 (-3.0 pt) | 0.690 → 0.700 (+1.0 pt) |" in text
+    assert "| paper's head | largest change / seed sd | 3.0 pt / 2.0 pt | 1.0 pt / 3.1 pt |" in text
+
+
+def test_a_runs_thread_count_is_read_from_its_metrics(tmp_path) -> None:
+    from zeroseg.shapeworld.proof import _run_threads
+
+    (tmp_path / "metrics.jsonl").write_text(
+        '{"step": 50, "torch_threads": 3}\n{"step": 100, "torch_threads": 3}\n'
+    )
+    assert _run_threads(tmp_path) == 3
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "metrics.jsonl").write_text('{"step": 50}\n')  # logged before torch_threads
+    assert _run_threads(tmp_path / "old") is None and _run_threads(tmp_path / "missing") is None
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--seeds", "0"], ["--ema", "1.5"], ["--steps", "-1"], ["--threads", "0"], ["--compare-threads", "0"]],
+)
 def test_proof_refuses_bad_options_in_one_line(args, tmp_path) -> None:
     run = subprocess.run(
         [sys.executable, "-m", "zeroseg.shapeworld.proof", "--work", str(tmp_path / "w"), *args],

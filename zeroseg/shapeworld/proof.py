@@ -3,6 +3,7 @@
     python -m zeroseg.shapeworld.proof --work runs/shapeworld              # 3 seeds + the table
     python -m zeroseg.shapeworld.proof --work runs/shapeworld --seeds 5    # 5 seeds
     python -m zeroseg.shapeworld.proof --work runs/shapeworld --bundle     # + zeroseg/assets
+    python -m zeroseg.shapeworld.proof --work runs/shapeworld --compare-threads 1  # + the seeds at 1 thread
 
 Every step runs the public `zeroseg` commands and is skipped when its output already exists, so an
 interrupted run resumes. Scenes: train (seed 1, 1,000, unlabeled), tune (seed 777, 50), val
@@ -33,7 +34,7 @@ from pathlib import Path
 import torch
 
 from zeroseg.shapeworld.proof_report import markdown, plot
-from zeroseg.shapeworld.proof_score import prove
+from zeroseg.shapeworld.proof_score import prove, score_students, thread_check
 from zeroseg.utils.atomic import atomic_write_bytes, atomic_write_json
 
 #: split name -> (generator seed, scenes, val fraction)
@@ -166,6 +167,27 @@ def bundle(work: Path) -> None:
           + ", ".join(f"{k} {v['mIoU']:.3f}" for k, v in chosen["val"].items()))  # fmt: skip
 
 
+def compare_threads(work: Path, recipe: Recipe, result: dict, threads: int) -> dict:
+    """Train the proof's seeds again at `threads` torch threads, score them on the same grid and
+    return how far each moved (`proof_score.thread_check`), with the proof's own thread count."""
+    other = dataclasses.replace(recipe, threads=threads)
+    runs = {int(seed): student_run(work, other, int(seed)) for seed in result["students"]["segments"]}
+    check = thread_check(result["students"], score_students(work, runs), threads)
+    recorded = {_run_threads(Path(row["run"])) for row in result["students"]["segments"].values()}
+    # runs from before metrics.jsonl recorded torch_threads: the recipe's count, else this process's
+    # default, which the training processes inherit
+    check["proof_threads"] = recorded.pop() if len(recorded) == 1 and None not in recorded else (
+        recipe.threads or torch.get_num_threads()
+    )  # fmt: skip
+    return check
+
+
+def _run_threads(run: Path) -> int | None:
+    """The torch thread count a training run logged in its metrics (None when it did not)."""
+    lines = (run / "metrics.jsonl").read_text().splitlines() if (run / "metrics.jsonl").is_file() else []
+    return json.loads(lines[0]).get("torch_threads") if lines else None
+
+
 def _names(runs: dict[int, Path]) -> dict[str, str]:
     return {str(seed): str(run) for seed, run in runs.items()}
 
@@ -182,6 +204,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--ema", type=float, default=Recipe.ema, help="EMA decay of the weights (0: off)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads of the training runs")
+    parser.add_argument(
+        "--compare-threads", type=int, default=None, metavar="T",
+        help="also train the same seeds at T torch threads and report how far they move",
+    )  # fmt: skip
     parser.add_argument("--bundle", action="store_true", help="write the median seed into zeroseg/assets")
     parser.add_argument("--rescore", action="store_true", help="score again (drops proof.json's scores)")
     args = parser.parse_args(argv)
@@ -190,10 +216,11 @@ def main(argv: list[str] | None = None) -> None:
         or args.steps < 1
         or args.region_weight < 0
         or (args.threads is not None and args.threads < 1)
+        or (args.compare_threads is not None and args.compare_threads < 1)
     ):
         raise SystemExit(
-            "zeroseg.shapeworld.proof: --seeds, --steps and --threads must be positive and "
-            "--region-weight non-negative"
+            "zeroseg.shapeworld.proof: --seeds, --steps, --threads and --compare-threads must be "
+            "positive and --region-weight non-negative"
         )
     if args.ema is not None and not 0.0 <= args.ema < 1.0:
         raise SystemExit(f"zeroseg.shapeworld.proof: --ema must be in [0, 1) (0: off), got {args.ema}")
@@ -212,6 +239,9 @@ def main(argv: list[str] | None = None) -> None:
         result = previous
     else:
         result = prove(work, runs, untrained_run(work, recipe), recipe=dataclasses.asdict(recipe))
+        atomic_write_json(scored, result)
+    if args.compare_threads and result.get("threads", {}).get("threads") != args.compare_threads:
+        result["threads"] = compare_threads(work, recipe, result, args.compare_threads)
         atomic_write_json(scored, result)
     atomic_write_bytes(work / "proof.md", markdown(result).encode())
     plot(result, work / "proof.png")

@@ -55,7 +55,30 @@ def markdown(result: dict) -> str:
                 f" {100 * s['min_margin']:+.1f} pt | {'yes' if s['every_seed_above'] else 'no'} |"
                 f" {'yes' if s['mean_target_met'] else 'no'} |"
             )
+    if "threads" in result:
+        lines += ["", *thread_table(result["threads"], splits)]
     return "\n".join(lines) + "\n"
+
+
+def thread_table(check: dict, splits: list[str]) -> list[str]:
+    """Each seed's mIoU trained at the proof's thread count and at the other one, and the changes
+    beside the seed spread (`proof_score.thread_check`)."""
+    a, b = check["proof_threads"], check["threads"]
+    lines = [
+        f"| trained at {a} → {b} threads | seed | " + " | ".join(splits) + " |",
+        "|---|---|" + "---|" * len(splits),
+    ]
+    for head_mode, data in check["heads"].items():
+        for seed, row in data["seeds"].items():
+            cells = [
+                f"{r['proof']:.3f} → {r['other']:.3f} ({100 * r['change']:+.1f} pt)"
+                for r in map(row.get, splits)
+            ]
+            lines.append(f"| {HEAD_NAMES[head_mode]} | {seed} | " + " | ".join(cells) + " |")
+        spread = [data["summary"][s] for s in splits]
+        cells = [f"{100 * s['largest_change']:.1f} pt / {100 * s['seed_sd']:.1f} pt" for s in spread]
+        lines.append(f"| {HEAD_NAMES[head_mode]} | largest change / seed sd | " + " | ".join(cells) + " |")
+    return lines
 
 
 def plot(result: dict, path: Path) -> None:

@@ -111,6 +111,74 @@ def flat_row(row: dict, split: str = "val") -> dict:
     return flat
 
 
+def _score_student(run: Path, tune: VOCDataset, vals: dict, heads: tuple[str, ...]) -> dict[str, dict]:
+    from zeroseg.checkpoint import load_checkpoint
+    from zeroseg.infer.segmenter import Segmenter
+
+    def set_head(segmenter: Segmenter, head: str) -> None:
+        segmenter.head_mode = head
+
+    ckpt = load_checkpoint(run / "model.pt", with_train_state=False)
+    rows = tune_and_score_variants(
+        lambda side: Segmenter(ckpt, short_side=side), tune, vals, variants=heads, apply=set_head
+    )
+    return {head: {"run": str(run), "head": head, **row} for head, row in rows.items()}
+
+
+def score_students(work: Path, runs: dict[int, Path]) -> dict[str, dict[str, dict]]:
+    """Every seed's student with every head, tuned on the grid and scored on each val split.
+
+    Args:
+        work: the proof folder (its tune / val / val2 scenes; scores kept in `scores/`).
+        runs: seed -> the student's run folder (holding model.pt).
+
+    Returns:
+        head -> seed (as text) -> the row: the run, the settings picked on tune, the val scores.
+    """
+    from zeroseg.infer.segmenter import HEADS
+
+    tune = VOCDataset(work / "tune", "val")
+    vals = {name: VOCDataset(work / name, "val") for name in VAL_SPLITS}
+    students: dict[str, dict[str, dict]] = {head: {} for head in HEADS}
+    for seed, run in runs.items():
+        rows = stored(
+            work, f"{run.parent.name}-{run.name}", lambda run=run: _score_student(run, tune, vals, HEADS)
+        )
+        for head in HEADS:
+            students[head][str(seed)] = {"seed": seed, **rows[head]}
+    return students
+
+
+def thread_check(students: dict, others: dict, threads: int) -> dict[str, Any]:
+    """How far the same seeds move when trained at another thread count, beside the seed spread.
+
+    Args:
+        students: `score_students` of the proof's runs.
+        others: `score_students` of the same seeds trained at `threads` torch threads.
+        threads: that thread count.
+
+    Returns:
+        The thread count; per head, per seed and split the two mIoUs and their difference; per head
+        and split the largest |difference| and the seed spread (sd over the proof's seeds).
+    """
+    result: dict[str, Any] = {"threads": threads, "heads": {}}
+    for head, seeds in others.items():
+        rows, spread = {}, {}
+        for seed, row in seeds.items():
+            rows[seed] = {}
+            for split, score in row["val"].items():
+                proof = students[head][seed]["val"][split]["mIoU"]
+                rows[seed][split] = {"proof": proof, "other": score["mIoU"], "change": score["mIoU"] - proof}
+        for split in VAL_SPLITS:
+            scores = [r["val"][split]["mIoU"] for r in students[head].values()]
+            spread[split] = {
+                "largest_change": max(abs(r[split]["change"]) for r in rows.values()),
+                "seed_sd": statistics.stdev(scores) if len(scores) > 1 else 0.0,
+            }
+        result["heads"][head] = {"seeds": rows, "summary": spread}
+    return result
+
+
 def prove(work: Path, runs: dict[int, Path], untrained: Path, *, recipe: dict) -> dict[str, Any]:
     """Score every method on every val split with settings picked on tune.
 
@@ -128,33 +196,20 @@ def prove(work: Path, runs: dict[int, Path], untrained: Path, *, recipe: dict) -
     """
     from zeroseg.checkpoint import load_checkpoint
     from zeroseg.infer.maskclip import MaskCLIPSegmenter
-    from zeroseg.infer.segmenter import HEADS, Segmenter
     from zeroseg.teacher.clip import load_teacher
 
     tune = VOCDataset(work / "tune", "val")
     vals = {name: VOCDataset(work / name, "val") for name in VAL_SPLITS}
 
-    def set_head(segmenter: Segmenter, head: str) -> None:
-        segmenter.head_mode = head
-
-    def student(run: Path, heads: tuple[str, ...] = HEADS) -> dict[str, dict]:
-        ckpt = load_checkpoint(run / "model.pt", with_train_state=False)
-        rows = tune_and_score_variants(
-            lambda side: Segmenter(ckpt, short_side=side), tune, vals, variants=heads, apply=set_head
-        )
-        return {head: {"run": str(run), "head": head, **row} for head, row in rows.items()}
-
-    students: dict[str, dict[str, dict]] = {head: {} for head in HEADS}
-    for seed, run in runs.items():
-        rows = stored(work, f"{run.parent.name}-{run.name}", lambda run=run: student(run))
-        for head in HEADS:
-            students[head][str(seed)] = {"seed": seed, **rows[head]}
+    students = score_students(work, runs)
     templates = load_checkpoint(runs[min(runs)] / "model.pt", with_train_state=False).templates
     teacher = load_teacher(str(work / "teacher.pt"))
     baseline = stored(work, "maskclip", lambda: tune_and_score(
         lambda side: MaskCLIPSegmenter(teacher, short_side=side, templates=templates), tune, vals
     ))  # fmt: skip
-    untrained_row = stored(work, "untrained", lambda: student(untrained, ("segments",)))["segments"]
+    untrained_row = stored(work, "untrained", lambda: _score_student(untrained, tune, vals, ("segments",)))[
+        "segments"
+    ]
     oracles = stored(work, "oracle", lambda: {
         name: oracle(str(work / "teacher.pt"), val, templates) for name, val in vals.items()
     })  # fmt: skip

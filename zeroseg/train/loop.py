@@ -353,6 +353,7 @@ def _train(
                         "images_per_s": images_seen * info.world_size / max(elapsed, 1e-9),
                         "groups_used": _groups_used(out.assignment.detach()),
                         "skipped_images": skipped,
+                        "torch_threads": torch.get_num_threads(),  # floats differ between thread counts
                     }
                     history.append(row)
                     if metrics_file:
