@@ -298,3 +298,47 @@ def test_head_option_is_checked_and_not_combined_with_engines_or_maskclip(cli, t
         if expect:
             assert expect in run.err, run.err
     assert not (tmp_path / "o").exists()
+
+
+def test_cli_maskclip_with_the_bundled_teacher_uses_the_proofs_templates(cli, splits, tmp_path) -> None:
+    """`--method maskclip --teacher bundled` defaults to the bundled checkpoint's six ShapeWorld
+    templates (what the proof and the bench give MaskCLIP); `--templates` overrides; ZeroSeg and
+    engines refuse the option."""
+    from zeroseg.classes import resolve_templates
+    from zeroseg.infer.factory import maskclip_teacher_and_templates
+    from zeroseg.infer.maskclip import MaskCLIPSegmenter
+
+    teacher, templates = maskclip_teacher_and_templates("bundled", None)
+    assert teacher == str(bundled_teacher())
+    assert (
+        templates == list(load_checkpoint(bundled_checkpoint()).templates) == resolve_templates("shapeworld")
+    )
+    assert maskclip_teacher_and_templates(str(tmp_path / "other.pt"), None) == (
+        str(tmp_path / "other.pt"),
+        None,
+    )
+    assert maskclip_teacher_and_templates("bundled", "single")[1] == resolve_templates("single")
+    _, val = splits
+    run = cli("eval", "--method", "maskclip", "--teacher", "bundled", "--dataset", str(val.root),
+              "-q", "--json", str(tmp_path / "m.json"))  # fmt: skip
+    assert run.code == 0, run.err
+    seg = MaskCLIPSegmenter.from_spec(str(bundled_teacher()), templates=resolve_templates("shapeworld"))
+    want = evaluate(seg, val, progress=False).miou
+    assert __import__("json").loads((tmp_path / "m.json").read_text())["mIoU"] == pytest.approx(
+        want, abs=1e-9
+    )
+    image = tmp_path / "x.png"
+    Image.new("RGB", (32, 32)).save(image)
+    for args in (
+        ("eval", "bundled", "--dataset", str(val.root), "--templates", "imagenet"),
+        ("segment", str(image), "--engine", str(tmp_path), "--labels", "red", "--templates", "imagenet",
+         "--out", str(tmp_path / "o")),
+        ("eval", "--method", "maskclip", "--teacher", "bundled", "--dataset", str(val.root),
+         "--templates", "nope"),
+    ):  # fmt: skip
+        run = cli(*args)
+        assert run.code != 0 and "Traceback" not in run.err and len(run.err.strip().splitlines()) == 1, (
+            run.err
+        )
+        assert "--templates" in run.err, run.err
+    assert not (tmp_path / "o").exists()

@@ -29,6 +29,12 @@ def evaluate_command(
     reduce_zero_label: bool = typer.Option(False, "--reduce-zero-label", help="Label 0 -> ignore (mmseg)."),
     method: str = typer.Option("zeroseg", "--method", help="zeroseg | maskclip."),
     teacher: str | None = typer.Option(None, "--teacher", help="CLIP for --method maskclip."),
+    templates: str | None = typer.Option(
+        None,
+        "--templates",
+        help="--method maskclip: imagenet | single | shapeworld | FILE "
+        "(default: shapeworld with --teacher bundled, else imagenet).",
+    ),
     short_side: int | None = typer.Option(None, "--short-side", help="Network input short side."),
     head: str = typer.Option(
         "segments", "--head", help="ZeroSeg head: segments (the paper's) | dense (ours: per-patch naming)."
@@ -74,7 +80,7 @@ def evaluate_command(
         checkpoint = resolve_model_path(checkpoint)
 
     if engine is not None:
-        check_engine_head(head)
+        check_engine_head(head, templates)
         if checkpoint is not None or method != "zeroseg":
             raise ZerosegError("--engine replaces the checkpoint: pass either CHECKPOINT or --engine DIR")
         from zeroseg.export.runtime import OnnxSegmenter
@@ -90,6 +96,7 @@ def evaluate_command(
             device=device,
             short_side=short_side,
             head=head,
+            templates=templates,
         )
     try:
         report = evaluate(

@@ -48,6 +48,12 @@ def segment(
     ),
     method: str = typer.Option("zeroseg", "--method", help="zeroseg (the checkpoint) | maskclip (baseline)."),
     teacher: str | None = typer.Option(None, "--teacher", help="CLIP for --method maskclip (MODEL:/path)."),
+    templates: str | None = typer.Option(
+        None,
+        "--templates",
+        help="--method maskclip: imagenet | single | shapeworld | FILE "
+        "(default: shapeworld with --teacher bundled, else imagenet).",
+    ),
     device: str = typer.Option("cpu", "--device", help="auto | cpu | cuda."),
     batch_size: int = typer.Option(
         8,
@@ -72,7 +78,7 @@ def segment(
     """
     from zeroseg.classes import parse_labels_option
     from zeroseg.infer.files import plan_outputs, segment_files
-    from zeroseg.shapeworld.bundled import bundled_teacher, resolve_model_path
+    from zeroseg.shapeworld.bundled import resolve_model_path
     from zeroseg.utils.console import Interrupted
     from zeroseg.utils.device import resolve_device
     from zeroseg.utils.writable import ensure_writable_dir
@@ -100,11 +106,9 @@ def segment(
     ensure_writable_dir(out, "--out", create=False)
     if method == "zeroseg" and checkpoint is not None:
         checkpoint = resolve_model_path(checkpoint)
-    if method == "maskclip" and teacher == "bundled":
-        teacher = str(bundled_teacher())
     extra = {"method": method}
     if engine is not None:
-        check_engine_head(head)
+        check_engine_head(head, templates)
         from zeroseg.export.runtime import OnnxSegmenter
 
         segmenter = OnnxSegmenter(engine, precision=precision, short_side=short_side)
@@ -117,6 +121,7 @@ def segment(
             device=device,
             short_side=short_side,
             head=head,
+            templates=templates,
         )
 
     def report(path: Path, result) -> None:
