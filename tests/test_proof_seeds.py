@@ -305,8 +305,8 @@ def test_cli_maskclip_with_the_bundled_teacher_uses_the_proofs_templates(cli, sp
     templates (what the proof and the bench give MaskCLIP); `--templates` overrides; ZeroSeg and
     engines refuse the option."""
     from zeroseg.classes import resolve_templates
-    from zeroseg.infer.factory import maskclip_teacher_and_templates
     from zeroseg.infer.maskclip import MaskCLIPSegmenter
+    from zeroseg.shapeworld.bundled import maskclip_teacher_and_templates
 
     teacher, templates = maskclip_teacher_and_templates("bundled", None)
     assert teacher == str(bundled_teacher())

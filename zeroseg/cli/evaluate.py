@@ -89,6 +89,9 @@ def evaluate_command(
     elif method == "zeroseg" and checkpoint is None:
         raise ZerosegError("no checkpoint given: zeroseg eval CHECKPOINT --dataset D (or --engine DIR)")
     else:
+        from zeroseg.shapeworld.bundled import maskclip_teacher_and_templates
+
+        teacher, prompts = maskclip_teacher_and_templates(teacher, templates)
         segmenter = build_segmenter(
             method,
             checkpoint=checkpoint,
@@ -96,7 +99,7 @@ def evaluate_command(
             device=device,
             short_side=short_side,
             head=head,
-            templates=templates,
+            templates=prompts,
         )
     try:
         report = evaluate(

@@ -114,6 +114,9 @@ def segment(
         segmenter = OnnxSegmenter(engine, precision=precision, short_side=short_side)
         extra.update(engine=str(engine), precision=precision)
     else:
+        from zeroseg.shapeworld.bundled import maskclip_teacher_and_templates
+
+        teacher, prompts = maskclip_teacher_and_templates(teacher, templates)
         segmenter = build_segmenter(
             method,
             checkpoint=checkpoint,
@@ -121,7 +124,7 @@ def segment(
             device=device,
             short_side=short_side,
             head=head,
-            templates=templates,
+            templates=prompts,
         )
 
     def report(path: Path, result) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from zeroseg.errors import ZerosegError
@@ -23,27 +24,6 @@ def check_engine_head(head: str, templates: str | None = None) -> None:
         raise ZerosegError("--templates is a --method maskclip option: an engine carries its own templates")
 
 
-def maskclip_teacher_and_templates(teacher: str, templates: str | None) -> tuple[str, list[str] | None]:
-    """The teacher spec and prompt templates of `--method maskclip`.
-
-    `bundled` names the bundled ShapeWorld teacher; with it the default templates are the bundled
-    checkpoint's six ShapeWorld ones (what the proof and the bench give MaskCLIP), with any other
-    teacher MaskCLIP's own 80 ImageNet ones (None). `templates` (a name or a file, as for
-    `zeroseg train --templates`) overrides either.
-    """
-    from pathlib import Path
-
-    from zeroseg.classes import resolve_templates
-    from zeroseg.shapeworld.bundled import ASSETS, BUNDLED_NAME, TEACHER_NAME, bundled_teacher
-
-    if teacher == BUNDLED_NAME:
-        teacher = str(bundled_teacher())
-    if templates is not None:
-        return teacher, resolve_templates(templates)
-    is_bundled = Path(teacher).expanduser().resolve() == (ASSETS / TEACHER_NAME).resolve()
-    return teacher, resolve_templates("shapeworld") if is_bundled else None
-
-
 def build_segmenter(
     method: str,
     *,
@@ -52,7 +32,7 @@ def build_segmenter(
     device: str | torch.device = "cpu",
     short_side: int | None = None,
     head: str = "segments",
-    templates: str | None = None,
+    templates: Sequence[str] | None = None,
 ) -> SegmenterBase:
     """The ZeroSeg `Segmenter` of a checkpoint, or the MaskCLIP baseline on a teacher.
 
@@ -64,8 +44,8 @@ def build_segmenter(
         device: where to run.
         short_side: network input short side (default: the method's own).
         head: the ZeroSeg head, "segments" (the paper's) or "dense" (ours; `zeroseg.infer.segmenter`).
-        templates: MaskCLIP's prompt templates, a name or a file (`maskclip_teacher_and_templates`);
-            a ZeroSeg checkpoint carries its own.
+        templates: MaskCLIP's prompt templates (default: its 80 ImageNet ones); a ZeroSeg
+            checkpoint carries its own.
 
     Returns:
         A segmenter with the common call (`zeroseg.infer.base.SegmenterBase`).
@@ -82,8 +62,7 @@ def build_segmenter(
             raise ZerosegError("--method maskclip needs --teacher (the CLIP whose dense features it uses)")
         if head != "segments":
             raise ZerosegError("--head is a ZeroSeg option; MaskCLIP's head is always dense")
-        teacher, prompts = maskclip_teacher_and_templates(teacher, templates)
-        return MaskCLIPSegmenter.from_spec(teacher, device=device, short_side=short_side, templates=prompts)
+        return MaskCLIPSegmenter.from_spec(teacher, device=device, short_side=short_side, templates=templates)
     from zeroseg.infer.segmenter import Segmenter
 
     if templates is not None:

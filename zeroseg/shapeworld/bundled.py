@@ -56,3 +56,32 @@ BUNDLED_NAME = "bundled"
 def resolve_model_path(path: str | Path) -> Path:
     """`bundled` -> the bundled checkpoint; any other path as given (commands accept either)."""
     return bundled_checkpoint() if str(path) == BUNDLED_NAME else Path(path)
+
+
+def maskclip_teacher_and_templates(
+    teacher: str | None, templates: str | None
+) -> tuple[str | None, list[str] | None]:
+    """The teacher and prompt templates of `zeroseg segment/eval --method maskclip`.
+
+    `bundled` names the bundled teacher; with it the default templates are the bundled checkpoint's
+    six ShapeWorld ones (what the proof and the bench give MaskCLIP); with any other teacher the
+    default is None (MaskCLIP's own 80 ImageNet templates).
+
+    Args:
+        teacher: `--teacher` (None when not given).
+        templates: `--templates`, a name or a file as for `zeroseg train --templates`; overrides
+            the default.
+
+    Returns:
+        The teacher spec (the bundled name resolved to its file) and the templates, or None.
+    """
+    from zeroseg.classes import resolve_templates
+
+    if teacher == BUNDLED_NAME:
+        teacher = str(bundled_teacher())
+    if templates is not None:
+        return teacher, resolve_templates(templates)
+    is_bundled = (
+        teacher is not None and Path(teacher).expanduser().resolve() == (ASSETS / TEACHER_NAME).resolve()
+    )
+    return teacher, resolve_templates("shapeworld") if is_bundled else None
