@@ -72,7 +72,7 @@ def evaluate_command(
             f"{data.class_names[0]!r}; list background first, or pass --reduce-zero-label if 0 means ignore",
             err=True,
         )
-    from zeroseg.infer.factory import build_segmenter, check_engine_head
+    from zeroseg.infer.factory import check_engine_head
 
     if method == "zeroseg" and checkpoint is not None:
         from zeroseg.shapeworld.bundled import resolve_model_path
@@ -89,18 +89,12 @@ def evaluate_command(
     elif method == "zeroseg" and checkpoint is None:
         raise ZerosegError("no checkpoint given: zeroseg eval CHECKPOINT --dataset D (or --engine DIR)")
     else:
-        from zeroseg.shapeworld.bundled import maskclip_teacher_and_templates
+        from zeroseg.cli.segmenters import cli_segmenter
 
-        teacher, prompts = maskclip_teacher_and_templates(teacher, templates)
-        segmenter = build_segmenter(
-            method,
-            checkpoint=checkpoint,
-            teacher=teacher,
-            device=device,
-            short_side=short_side,
-            head=head,
-            templates=prompts,
-        )
+        segmenter = cli_segmenter(
+            method, checkpoint=checkpoint, teacher=teacher, templates=templates, device=device,
+            short_side=short_side, head=head,
+        )  # fmt: skip
     try:
         report = evaluate(
             segmenter, data, bg_thresh=bg_thresh, bg_prompt=bg_prompt, batch_size=batch_size, limit=limit,

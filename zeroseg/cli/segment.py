@@ -86,7 +86,7 @@ def segment(
     classes = parse_labels_option(labels, labels_file)
     if bg_thresh is not None and not 0.0 <= bg_thresh <= 1.0:
         raise ZerosegError(f"--bg-thresh must be in [0, 1], got {bg_thresh}")
-    from zeroseg.infer.factory import METHODS, build_segmenter, check_engine_head
+    from zeroseg.infer.factory import METHODS, check_engine_head
 
     if method not in METHODS:
         raise ZerosegError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
@@ -114,18 +114,12 @@ def segment(
         segmenter = OnnxSegmenter(engine, precision=precision, short_side=short_side)
         extra.update(engine=str(engine), precision=precision)
     else:
-        from zeroseg.shapeworld.bundled import maskclip_teacher_and_templates
+        from zeroseg.cli.segmenters import cli_segmenter
 
-        teacher, prompts = maskclip_teacher_and_templates(teacher, templates)
-        segmenter = build_segmenter(
-            method,
-            checkpoint=checkpoint,
-            teacher=teacher,
-            device=device,
-            short_side=short_side,
-            head=head,
-            templates=prompts,
-        )
+        segmenter = cli_segmenter(
+            method, checkpoint=checkpoint, teacher=teacher, templates=templates, device=device,
+            short_side=short_side, head=head,
+        )  # fmt: skip
 
     def report(path: Path, result) -> None:
         shares = ", ".join(f"{k} {v:.0%}" for k, v in result.fractions().items())
