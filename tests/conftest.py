@@ -11,6 +11,8 @@ if os.environ.get("ZEROSEG_TEST_GPU") != "1":
 
 import torch  # noqa: E402
 
+import zeroseg  # noqa: E402,F401  (sets MKL's reproducible mode before MKL's first call: zeroseg/__init__.py)
+
 # under pytest-xdist each worker gets one core; alone, the suite uses two
 torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else max(1, min(2, os.cpu_count() or 1)))
 

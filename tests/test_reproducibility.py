@@ -9,6 +9,11 @@ can fail). Across hosts and thread counts floats are not expected to match (READ
 
 from __future__ import annotations
 
+import os
+import platform
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -42,11 +47,29 @@ def _train(cli, scenes, cache, out, *, preset: str, seed: int, extra=()):
     return load_checkpoint(out / "model.pt").student
 
 
+def _host() -> str:
+    """The CPU and MKL's reproducibility mode, for the failure message (the runs differ by host)."""
+    try:
+        info = open("/proc/cpuinfo").read()
+    except OSError:
+        info = ""
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if "model name" in line), "?")
+    isa = [f for f in ("avx512f", "avx512_vnni", "amx_tile", "avx2") if f" {f}" in info]
+    mode, threads = os.environ.get("MKL_CBWR"), torch.get_num_threads()
+    return f"{model or platform.processor()} ({','.join(isa)}), MKL_CBWR={mode}, {threads} threads"
+
+
+def _difference(x: np.ndarray, y: np.ndarray) -> str:
+    diff = np.abs(x.astype(np.float64) - y.astype(np.float64))
+    return f"{int((diff > 0).sum())} of {diff.size} values differ, by at most {diff.max():.3g}"
+
+
 def _files(folder):
     return {p.relative_to(folder): p for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def test_same_seed_gives_the_same_cache_and_the_same_weights(cli, scenes, tmp_path) -> None:
+    assert os.environ.get("MKL_CBWR"), "import zeroseg sets MKL's reproducible mode (zeroseg/__init__.py)"
     first, second = _cache(cli, scenes, tmp_path / "c1"), _cache(cli, scenes, tmp_path / "c2")
     a, b = _files(first), _files(second)
     assert a.keys() == b.keys() and a
@@ -54,12 +77,27 @@ def test_same_seed_gives_the_same_cache_and_the_same_weights(cli, scenes, tmp_pa
     assert arrays, a.keys()
     for key in arrays:
         x, y = np.load(a[key], mmap_mode="r"), np.load(b[key], mmap_mode="r")
-        assert x.shape == y.shape and np.array_equal(x, y), key
+        assert x.shape == y.shape, (key, x.shape, y.shape)
+        assert np.array_equal(x, y), f"{key}: {_difference(x, y)} on {_host()}"
     for preset, extra in (("shapeworld", ("--region-weight", "1")), ("tiny", ())):
         one = _train(cli, scenes, first, tmp_path / f"{preset}-1", preset=preset, seed=0, extra=extra)
         two = _train(cli, scenes, second, tmp_path / f"{preset}-2", preset=preset, seed=0, extra=extra)
         other = _train(cli, scenes, first, tmp_path / f"{preset}-3", preset=preset, seed=1, extra=extra)
         assert one.keys() == two.keys()
         for name in one:
-            assert torch.equal(one[name], two[name]), (preset, name)
+            assert torch.equal(one[name], two[name]), (
+                f"{preset} {name}: {_difference(one[name].numpy(), two[name].numpy())} on {_host()}"
+            )
         assert any(not torch.equal(one[n], other[n]) for n in one), f"{preset}: seed 1 changed nothing"
+
+
+@pytest.mark.parametrize("preset", [None, "COMPATIBLE"])
+def test_import_puts_mkl_in_its_reproducible_mode_unless_the_user_chose(preset) -> None:
+    """MKL itself reports its mode (MKL_VERBOSE) on a matrix product made after `import zeroseg`."""
+    env = {k: v for k, v in os.environ.items() if k != "MKL_CBWR"} | {"MKL_VERBOSE": "1"}
+    if preset:
+        env["MKL_CBWR"] = preset
+    code = "import zeroseg, torch; torch.ones(16, 16) @ torch.ones(16, 16)"
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert f"CNR:{preset or 'AUTO'}" in run.stdout, run.stdout[-500:]

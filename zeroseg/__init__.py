@@ -4,9 +4,16 @@ The public API is imported lazily (`zeroseg.Segmenter`, ...) so that `import zer
 `--help` stay fast and do not load torch.
 """
 
+import os
 from importlib import import_module
 
-from zeroseg.errors import ZerosegError
+# oneMKL (torch's CPU BLAS) returns bit-identical results run to run only in its conditional
+# numerical reproducibility mode: without it, two identical runs on one Intel host can differ in the
+# last bits (the teacher cache's reproducibility test saw it). The mode is read once, at MKL's first
+# call, so it is set here, before anything of zeroseg imports torch; a value the user set is kept.
+os.environ.setdefault("MKL_CBWR", "AUTO")
+
+from zeroseg.errors import ZerosegError  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -507,4 +507,7 @@ class TeacherCache:
             (n, V, E) float32 unit-norm features (rows of unencoded images are zeros).
         """
         idx = np.asarray(indices.cpu() if isinstance(indices, torch.Tensor) else indices, dtype=np.int64)
-        return torch.from_numpy(np.asarray(self._open()[0][idx], dtype=np.float32))
+        # copied into torch's own 64-byte aligned memory: numpy's buffers are 16-byte aligned, so where
+        # a batch starts would change from run to run, and MKL promises equal results for unaligned
+        # data only in its reproducible mode (zeroseg/__init__.py sets it, a user may not)
+        return torch.from_numpy(np.asarray(self._open()[0][idx])).to(torch.float32, copy=True)
