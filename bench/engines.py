@@ -149,7 +149,7 @@ def random_checkpoint(preset: str, *, short_side: int | None = None, seed: int =
     from zeroseg.model.student import ZeroSegStudent
     from zeroseg.preprocess import Preprocess
     from zeroseg.shapeworld.bundled import bundled_teacher
-    from zeroseg.teacher.clip import load_teacher
+    from zeroseg.teacher.load import load_teacher
 
     teacher = load_teacher(str(bundled_teacher()))
     cfg = student_preset(preset, out_dim=teacher.embed_dim)

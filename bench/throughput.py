@@ -183,8 +183,9 @@ def run_cache_bench(settings: CacheBenchSettings, *, log: Callable[[str], None] 
     """Teacher-cache throughput (images/s, views/s) of `build_cache` on generated scenes."""
     from zeroseg.data.sources import ImageSource
     from zeroseg.shapeworld import bundled
-    from zeroseg.teacher.cache import FEATURES, build_cache, check_cache_args
-    from zeroseg.teacher.clip import load_teacher
+    from zeroseg.teacher.cache import build_cache
+    from zeroseg.teacher.cache_files import FEATURES, check_cache_args
+    from zeroseg.teacher.load import load_teacher
     from zeroseg.teacher.views import num_views
 
     s = settings.validate()

@@ -21,7 +21,8 @@ from zeroseg.checkpoint import CheckpointConfig, save_checkpoint
 from zeroseg.model.config import StudentConfig, student_preset
 from zeroseg.model.student import ZeroSegStudent
 from zeroseg.preprocess import Preprocess
-from zeroseg.teacher.clip import Teacher, load_teacher, save_teacher
+from zeroseg.teacher.clip import Teacher
+from zeroseg.teacher.load import load_teacher, save_teacher
 
 #: Inference short side stored in the test checkpoint (small, so CPU runs stay fast).
 SHORT_SIDE = 64

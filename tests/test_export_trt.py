@@ -43,7 +43,7 @@ def micro(tmp_path_factory) -> Path:
     from zeroseg.model.config import student_preset
     from zeroseg.model.student import ZeroSegStudent
     from zeroseg.preprocess import Preprocess
-    from zeroseg.teacher.clip import load_teacher, save_teacher
+    from zeroseg.teacher.load import load_teacher, save_teacher
 
     root = tmp_path_factory.mktemp("trt_micro")
     text_cfg = {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}

@@ -17,7 +17,8 @@ from tiny_clip import TINY_CFG, tiny_clip
 from zeroseg.errors import ZerosegError
 from zeroseg.infer.maskclip import MODES, STRATEGIES, MaskCLIPSegmenter, value_branch, window_starts
 from zeroseg.kernels import available_backends
-from zeroseg.teacher.clip import Teacher, load_teacher, save_teacher
+from zeroseg.teacher.clip import Teacher
+from zeroseg.teacher.load import load_teacher, save_teacher
 from zeroseg.text import Vocabulary
 
 DEVICE = "cuda" if os.environ.get("ZEROSEG_TEST_GPU") == "1" else "cpu"

@@ -58,7 +58,7 @@ def cached_scenes(tmp_path_factory):
     """Twelve 64-px scenes and their teacher cache (the reproducibility test's sizes)."""
     from zeroseg.data.sources import ImageSource
     from zeroseg.teacher.cache import build_cache
-    from zeroseg.teacher.clip import load_teacher
+    from zeroseg.teacher.load import load_teacher
 
     root = tmp_path_factory.mktemp("ema")
     write_scenes(root / "scenes", n=12, seed=5, size=64, val_fraction=0.0)

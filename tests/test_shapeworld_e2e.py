@@ -19,7 +19,7 @@ from zeroseg.infer.segmenter import Segmenter
 from zeroseg.shapeworld.bundled import bundled_teacher
 from zeroseg.shapeworld.write import write_scenes
 from zeroseg.teacher.cache import build_cache
-from zeroseg.teacher.clip import load_teacher
+from zeroseg.teacher.load import load_teacher
 from zeroseg.train.config import TrainConfig
 from zeroseg.train.loop import train
 

@@ -9,15 +9,8 @@ from tiny_clip import TINY_CFG, tiny_clip
 
 from zeroseg.errors import ZerosegError
 from zeroseg.preprocess import resize_tensor
-from zeroseg.teacher.clip import (
-    check_grids,
-    grid_boxes,
-    grid_views,
-    load_teacher,
-    num_views,
-    save_teacher,
-    view_boxes,
-)
+from zeroseg.teacher.clip import check_grids, grid_boxes, grid_views, num_views, view_boxes
+from zeroseg.teacher.load import load_teacher, save_teacher
 
 
 @pytest.fixture(scope="module")

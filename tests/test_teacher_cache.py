@@ -21,7 +21,7 @@ from zeroseg.cli import app
 from zeroseg.data.sources import CropDataset, ImageSource
 from zeroseg.errors import ZerosegError
 from zeroseg.teacher.cache import DONE, TODO, UNREADABLE, TeacherCache, build_cache
-from zeroseg.teacher.clip import load_teacher, save_teacher
+from zeroseg.teacher.load import load_teacher, save_teacher
 
 SIZE = 32
 

@@ -18,7 +18,7 @@ from tiny_clip import tiny_clip
 from zeroseg.checkpoint import load_checkpoint
 from zeroseg.errors import ZerosegError
 from zeroseg.shapeworld.write import write_scenes
-from zeroseg.teacher.clip import save_teacher
+from zeroseg.teacher.load import save_teacher
 from zeroseg.train.config import TrainConfig
 from zeroseg.train.loop import train
 
@@ -85,7 +85,7 @@ def test_resumed_run_reproduces_the_uninterrupted_one(world, tmp_path) -> None:
 def test_training_from_a_teacher_cache(world, tmp_path) -> None:
     from zeroseg.data.sources import ImageSource
     from zeroseg.teacher.cache import build_cache
-    from zeroseg.teacher.clip import load_teacher
+    from zeroseg.teacher.load import load_teacher
 
     build_cache(
         ImageSource.open(world["data"]), load_teacher(str(world["teacher"])), tmp_path / "cache",

@@ -22,7 +22,7 @@ _LAZY = {
     "Segmenter": "zeroseg.infer.segmenter",
     "MaskCLIPSegmenter": "zeroseg.infer.maskclip",
     "load_checkpoint": "zeroseg.checkpoint",
-    "load_teacher": "zeroseg.teacher.clip",
+    "load_teacher": "zeroseg.teacher.load",
     "evaluate": "zeroseg.evaluation.evaluate",
     "VOCDataset": "zeroseg.data.voc",
     "ZeroSegStudent": "zeroseg.model.student",

@@ -7,7 +7,7 @@ For the standard ViT CLIP
 QuickGELU) every field that changes the computation can be read off the modules. Anything else
 (ResNet or timm towers, attentional pooling, custom attention blocks, HF text towers) raises
 `ConfigNotInferable`; the caller then has to pass the config it built the model from. Callers verify
-an inferred config by rebuilding and comparing outputs (`zeroseg.teacher.clip.save_teacher`,
+an inferred config by rebuilding and comparing outputs (`zeroseg.teacher.load.save_teacher`,
 `zeroseg.text.text_state_from_clip`).
 """
 

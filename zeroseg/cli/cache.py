@@ -50,8 +50,9 @@ def register(app: typer.Typer) -> None:
         import torch
 
         from zeroseg.data.sources import ImageSource
-        from zeroseg.teacher.cache import build_cache, check_cache_args
-        from zeroseg.teacher.clip import load_teacher
+        from zeroseg.teacher.cache import build_cache
+        from zeroseg.teacher.cache_files import check_cache_args
+        from zeroseg.teacher.load import load_teacher
         from zeroseg.utils.atomic import clean_stale_temps
         from zeroseg.utils.device import init_distributed, local_rank, resolve_device
         from zeroseg.utils.lock import folder_lock

@@ -38,7 +38,7 @@ def build_segmenter(
 
     Args:
         method: "zeroseg" (needs `checkpoint`) or "maskclip" (needs `teacher`, an open_clip spec or
-            teacher file; see `zeroseg.teacher.clip.load_teacher`).
+            teacher file; see `zeroseg.teacher.load.load_teacher`).
         checkpoint: the ZeroSeg checkpoint.
         teacher: the CLIP whose dense features MaskCLIP names.
         device: where to run.

@@ -57,7 +57,8 @@ from zeroseg.errors import ZerosegError
 from zeroseg.infer.labels import DEFAULT_BG_THRESH, LabelSpace, SegmentationResult, head_result
 from zeroseg.infer.torch_base import TorchSegmenterBase
 from zeroseg.kernels import dense_head, token_text_similarity, upsample_labels
-from zeroseg.teacher.clip import Teacher, load_teacher
+from zeroseg.teacher.clip import Teacher
+from zeroseg.teacher.load import load_teacher
 from zeroseg.text import Vocabulary
 
 MODES: tuple[str, ...] = ("v_only", "vv_res", "tokens")
@@ -236,7 +237,7 @@ class MaskCLIPSegmenter(TorchSegmenterBase):
         """Load the teacher named by `spec` and wrap it.
 
         Args:
-            spec: a teacher spec (see `zeroseg.teacher.clip.load_teacher`).
+            spec: a teacher spec (see `zeroseg.teacher.load.load_teacher`).
             device: where to load and run the teacher.
             short_side: as for the constructor.
             mode: as for the constructor.

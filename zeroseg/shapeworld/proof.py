@@ -132,7 +132,7 @@ def bundle(work: Path) -> None:
     from zeroseg.shapeworld.bundled import ASSETS, CHECKPOINT_NAME, PROOF_NAME, TEACHER_NAME
     from zeroseg.shapeworld.proof_score import VAL_SPLITS, flat_row, stored
     from zeroseg.shapeworld.tuning import tune_and_score
-    from zeroseg.teacher.clip import load_teacher
+    from zeroseg.teacher.load import load_teacher
 
     result = json.loads((work / "proof.json").read_text())
     seed = result["bundled_seed"]

@@ -34,7 +34,7 @@ TARGET_MEAN_MARGIN = 0.05
 def oracle(teacher_spec: str, val: VOCDataset, templates) -> float:
     """mIoU when the teacher names the crop of every ground-truth object (background stays background)."""
     from zeroseg.evaluation.metrics import SegmentationMeter
-    from zeroseg.teacher.clip import load_teacher
+    from zeroseg.teacher.load import load_teacher
     from zeroseg.text import Vocabulary
 
     teacher = load_teacher(teacher_spec)
@@ -196,7 +196,7 @@ def prove(work: Path, runs: dict[int, Path], untrained: Path, *, recipe: dict) -
     """
     from zeroseg.checkpoint import load_checkpoint
     from zeroseg.infer.maskclip import MaskCLIPSegmenter
-    from zeroseg.teacher.clip import load_teacher
+    from zeroseg.teacher.load import load_teacher
 
     tune = VOCDataset(work / "tune", "val")
     vals = {name: VOCDataset(work / name, "val") for name in VAL_SPLITS}

@@ -263,11 +263,11 @@ def save_pretrained_teacher(path: str | Path, model: open_clip.model.CLIP, cfg: 
     """Prune the text vocabulary to the caption corpus and save a teacher file for `--teacher PATH`.
 
     Args:
-        path: the teacher file to write (`zeroseg.teacher.clip.save_teacher`).
+        path: the teacher file to write (`zeroseg.teacher.load.save_teacher`).
         model: the CLIP `pretrain_teacher` trained.
         cfg: the config it was built with.
     """
-    from zeroseg.teacher.clip import save_teacher
+    from zeroseg.teacher.load import save_teacher
 
     pruned, model_cfg, subset = prune_text_vocabulary(model, cfg, caption_corpus())
     save_teacher(

@@ -1,12 +1,8 @@
 """The teacher feature cache: CLIP features of every grid view of every training image, made once.
 
-Layout of a cache folder C:
-  C/manifest.json  format, version, teacher spec + fingerprint, grids, image size, embed dim, dtype,
-                   the ordered image keys with their signatures, counts. Written (atomically) first.
-  C/features.npy   (N, V, E) memmap of unit-norm features (float16 by default).
-  C/status.npy     (N,) uint8 memmap: 0 to do, 1 done, 2 unreadable (skipped, not retried).
-Features of a batch are flushed before its status, after every batch, so an interrupted run resumes
-where it stopped; re-running with another teacher, grid set, image list or size is refused.
+`build_cache` fills a cache folder (layout and manifest: `zeroseg.teacher.cache_files`) and
+`TeacherCache` reads it for training. Features of a batch are flushed before its status, after every
+batch, so an interrupted run resumes where it stopped.
 
 Sharding: under torchrun every rank encodes indices rank::world into its own rows of the same
 memmaps (ranks must share one file system with coherent shared mmaps, e.g. one machine).
@@ -14,12 +10,9 @@ memmaps (ranks must share one file system with coherent shared mmaps, e.g. one m
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -27,184 +20,23 @@ import torch
 
 from zeroseg.data.sources import CropDataset, ImageSource, collate_skip_none
 from zeroseg.errors import ZerosegError
-from zeroseg.teacher.clip import Teacher
-from zeroseg.teacher.views import check_grids, num_views
-from zeroseg.utils.atomic import atomic_write_json
-
-CACHE_FORMAT = "zeroseg-teacher-cache"
-CACHE_VERSION = 1
-MANIFEST, FEATURES, STATUS = "manifest.json", "features.npy", "status.npy"
-TODO, DONE, UNREADABLE = 0, 1, 2
-DTYPES = ("float16", "float32")
-VIEW_ORDER = "full image first, then each grid in increasing size, cells row-major"
-_REDO = "use a new --out, or --overwrite to rebuild it"
-
-
-def check_cache_args(grids, image_size: int, dtype: str, batch_size: int = 1) -> tuple[int, ...]:
-    """Validate cache parameters (one-line ZerosegErrors); returns the canonical grids."""
-    grids = check_grids(grids)
-    if int(image_size) < 16:
-        raise ZerosegError(f"--image-size must be at least 16 pixels, got {image_size}")
-    if max(grids) > int(image_size):
-        raise ZerosegError(f"a {max(grids)}x{max(grids)} grid does not fit {image_size}-pixel images")
-    if dtype not in DTYPES:
-        raise ZerosegError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    if int(batch_size) < 1:
-        raise ZerosegError(f"--batch-size must be positive, got {batch_size}")
-    return grids
-
-
-def expected_manifest(source: ImageSource, teacher: Teacher, grids, image_size: int, dtype: str) -> dict:
-    """The manifest a cache of `source` under these settings must have."""
-    import open_clip
-
-    from zeroseg import __version__
-
-    return {
-        "format": CACHE_FORMAT,
-        "version": CACHE_VERSION,
-        "teacher": {
-            "spec": teacher.spec,
-            "fingerprint": teacher.fingerprint,
-            "input_size": teacher.image_size,
-            "mean": list(teacher.mean),
-            "std": list(teacher.std),
-        },
-        "grids": list(grids),
-        "num_views": num_views(grids),
-        "view_order": VIEW_ORDER,
-        "normalized": True,
-        "image_size": int(image_size),
-        "crop": "center",
-        "embed_dim": teacher.embed_dim,
-        "dtype": dtype,
-        "source": {
-            "kind": source.kind,
-            "root": str(Path(source.root).resolve()) if source.root else None,
-            "count": len(source),
-        },
-        "counts": {"total": len(source), "done": 0, "unreadable": 0, "todo": len(source)},
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "versions": {"zeroseg": __version__, "torch": torch.__version__, "open_clip": open_clip.__version__},
-        "keys": list(source.keys),
-        "signatures": source.signatures(),
-    }
-
-
-#: Manifest entries every reader relies on (a manifest without one is damaged).
-_REQUIRED = (
-    "format",
-    "version",
-    "teacher",
-    "grids",
-    "num_views",
-    "image_size",
-    "embed_dim",
-    "dtype",
-    "keys",
-    "signatures",
+from zeroseg.teacher.cache_files import (
+    CACHE_FORMAT,
+    CACHE_VERSION,
+    DONE,
+    MANIFEST,
+    TODO,
+    UNREADABLE,
+    check_cache_args,
+    check_source,
+    expected_manifest,
+    open_arrays,
+    prepare_cache,
+    read_manifest,
 )
-_REQUIRED_TEACHER = ("spec", "fingerprint")
-
-
-def _read_manifest(out: Path) -> dict:
-    try:
-        manifest = json.loads((out / MANIFEST).read_text())
-    except (OSError, ValueError) as exc:
-        raise ZerosegError(
-            f"teacher cache manifest {out / MANIFEST} is unreadable ({type(exc).__name__}): {_REDO}"
-        ) from None
-    teacher = manifest.get("teacher") if isinstance(manifest, dict) else None
-    missing = [k for k in _REQUIRED if k not in manifest] if isinstance(manifest, dict) else ["(everything)"]
-    missing += [f"teacher.{k}" for k in _REQUIRED_TEACHER if isinstance(teacher, dict) and k not in teacher]
-    if missing or not isinstance(teacher, dict):
-        raise ZerosegError(
-            f"teacher cache manifest {out / MANIFEST} is damaged "
-            f"(missing {', '.join(missing) or 'teacher'}): {_REDO}"
-        )
-    return manifest
-
-
-def _first_difference(a: list, b: list) -> int:
-    return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
-
-
-def check_source(manifest: dict, keys: list[str], signatures: list[str] | None, where: str, fix: str) -> None:
-    """Refuse when the images (keys, and signatures if given) differ from the manifest's."""
-    old = manifest["keys"]
-    if old != keys:
-        i = _first_difference(old, keys)
-        first = keys[i] if i < len(keys) else old[i]
-        raise ZerosegError(
-            f"the images differ from those of teacher cache {where} ({len(keys)} now, {len(old)} cached; "
-            f"first difference: {first}): {fix}"
-        )
-    if signatures is not None and manifest["signatures"] != signatures:
-        changed = [k for k, a, b in zip(keys, manifest["signatures"], signatures, strict=True) if a != b]
-        raise ZerosegError(
-            f"{len(changed)} image(s) changed since teacher cache {where} was made "
-            f"(first: {changed[0]}): {fix}"
-        )
-
-
-def _check_same(old: dict, new: dict, out: Path) -> None:
-    if old.get("format") != CACHE_FORMAT or int(old.get("version", 0)) != CACHE_VERSION:
-        raise ZerosegError(f"{out} holds no zeroseg teacher cache of version {CACHE_VERSION}: {_REDO}")
-    ot, nt = old["teacher"], new["teacher"]
-    if ot["fingerprint"] != nt["fingerprint"]:
-        raise ZerosegError(
-            f"teacher cache {out} was made by teacher {ot['spec']} ({ot['fingerprint']}), "
-            f"not {nt['spec']} ({nt['fingerprint']}): {_REDO}"
-        )
-    for field, flag in (("grids", "--grids"), ("image_size", "--image-size"), ("dtype", "--dtype")):
-        if old[field] != new[field]:
-            raise ZerosegError(f"teacher cache {out} has {flag} {old[field]}, not {new[field]}: {_REDO}")
-    check_source(old, new["keys"], new["signatures"], str(out), _REDO)
-
-
-def _open_arrays(out: Path, manifest: dict, mode: str) -> tuple[np.memmap, np.memmap]:
-    n, v, e = len(manifest["keys"]), manifest["num_views"], manifest["embed_dim"]
-    try:
-        feats = np.lib.format.open_memmap(out / FEATURES, mode=mode)
-        status = np.lib.format.open_memmap(out / STATUS, mode=mode)
-    except (OSError, ValueError) as exc:
-        raise ZerosegError(f"teacher cache {out} is damaged ({type(exc).__name__}): {_REDO}") from None
-    if feats.shape != (n, v, e) or feats.dtype != np.dtype(manifest["dtype"]) or status.shape != (n,):
-        raise ZerosegError(f"teacher cache {out} has arrays that do not match its manifest: {_REDO}")
-    return feats, status
-
-
-def prepare_cache(out: Path, manifest: dict, *, overwrite: bool = False) -> None:
-    """Create the cache files, or check that existing ones are the same cache (then it resumes)."""
-    if out.exists() and not out.is_dir():
-        raise ZerosegError(f"--out {out} is a file, not a folder")
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / MANIFEST, out / FEATURES, out / STATUS]
-    if overwrite:
-        for p in paths:
-            p.unlink(missing_ok=True)
-    if (out / MANIFEST).exists():
-        _check_same(_read_manifest(out), manifest, out)
-        try:
-            _open_arrays(out, manifest, "r")
-            return
-        except ZerosegError:  # interrupted between writing the manifest and creating the arrays
-            pass
-    elif (out / FEATURES).exists() or (out / STATUS).exists():
-        raise ZerosegError(f"{out} holds cache arrays without a manifest: {_REDO}")
-    n, v, e = len(manifest["keys"]), manifest["num_views"], manifest["embed_dim"]
-    need = n * v * e * np.dtype(manifest["dtype"]).itemsize
-    free = shutil.disk_usage(out).free
-    if need > free:
-        raise ZerosegError(
-            f"the teacher cache needs {need / 2**30:.1f} GiB but {out} has {free / 2**30:.1f} GiB free"
-        )
-    atomic_write_json(out / MANIFEST, manifest)
-    (out / STATUS).unlink(missing_ok=True)  # status last-in, so a crash here leaves nothing marked done
-    np.lib.format.open_memmap(
-        out / FEATURES, mode="w+", dtype=np.dtype(manifest["dtype"]), shape=(n, v, e)
-    ).flush()
-    np.lib.format.open_memmap(out / STATUS, mode="w+", dtype=np.uint8, shape=(n,)).flush()
+from zeroseg.teacher.clip import Teacher
+from zeroseg.teacher.views import check_grids
+from zeroseg.utils.atomic import atomic_write_json
 
 
 @dataclass
@@ -311,10 +143,10 @@ def build_cache(
         except ZerosegError as exc:
             error = str(exc)
     _share_error(error, rank)
-    manifest = _read_manifest(out)
+    manifest = read_manifest(out)
     if rank != 0:
         check_source(manifest, list(source.keys), None, str(out), "all ranks must see the same images")
-    feats, status = _open_arrays(out, manifest, "r+")
+    feats, status = open_arrays(out, manifest, "r+")
     todo = [i for i in range(rank, len(status), world_size) if status[i] == TODO]
     loader = torch.utils.data.DataLoader(
         torch.utils.data.Subset(CropDataset(source, image_size), todo),
@@ -424,7 +256,7 @@ class TeacherCache:
         fix = "re-run cache-teacher or drop --teacher-cache"
         if not (path / MANIFEST).is_file():
             raise ZerosegError(f"no teacher cache at {path}: run `zeroseg cache-teacher --out {path}` first")
-        m = _read_manifest(path)
+        m = read_manifest(path)
         if m.get("format") != CACHE_FORMAT or int(m.get("version", 0)) != CACHE_VERSION:
             raise ZerosegError(f"{path} is not a zeroseg teacher cache of version {CACHE_VERSION}: {fix}")
         fp = m["teacher"]["fingerprint"]
@@ -453,7 +285,7 @@ class TeacherCache:
 
     def _open(self) -> tuple[np.memmap, np.memmap]:
         if self._arrays is None:
-            self._arrays = _open_arrays(self.path, self.manifest, "r")
+            self._arrays = open_arrays(self.path, self.manifest, "r")
         return self._arrays
 
     def __getstate__(self) -> dict:  # DataLoader workers re-map the files instead of copying them

@@ -1,4 +1,4 @@
-"""Multi-scale grid views of a training image (paper section 2), re-exported by zeroseg.teacher.clip.
+"""Multi-scale grid views of a training image (paper section 2), used by zeroseg.teacher.clip.
 
 The image is cut into non-overlapping g x g grids; cell boundaries are the integers nearest to
 i*size/g (halves rounded up), so the cells tile the image exactly even when size is not divisible

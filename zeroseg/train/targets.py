@@ -20,7 +20,7 @@ from zeroseg.classes import resolve_templates
 from zeroseg.data.sources import CropDataset, ImageSource, collate_skip_none
 from zeroseg.errors import ZerosegError
 from zeroseg.teacher.cache import TeacherCache
-from zeroseg.teacher.clip import load_teacher
+from zeroseg.teacher.load import load_teacher
 
 if TYPE_CHECKING:
     from zeroseg.train.config import TrainConfig
