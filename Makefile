@@ -18,8 +18,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# --max-worker-restart 0: a crashed worker fails the run at once, naming its test (with a restart,
+# pytest-xdist 3.8's loadgroup scheduler was seen waiting forever for the lost worker's tests)
 test: $(STAMP)
-	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup --max-worker-restart 0
 
 bench: $(STAMP)
 	$(VENV)/bin/zeroseg-bench
