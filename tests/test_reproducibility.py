@@ -10,7 +10,6 @@ can fail). Across hosts and thread counts floats are not expected to match (READ
 from __future__ import annotations
 
 import os
-import platform
 
 import numpy as np
 import pytest
@@ -47,14 +46,10 @@ def _train(cli, scenes, cache, out, *, preset: str, seed: int, extra=()):
 
 def _host() -> str:
     """The CPU and MKL's reproducibility mode, for the failure message (the runs differ by host)."""
-    try:
-        info = open("/proc/cpuinfo").read()
-    except OSError:
-        info = ""
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if "model name" in line), "?")
-    isa = [f for f in ("avx512f", "avx512_vnni", "amx_tile", "avx2") if f" {f}" in info]
+    from zeroseg.bench.env import cpu_flags, cpu_model
+
     mode, threads = os.environ.get("MKL_CBWR"), torch.get_num_threads()
-    return f"{model or platform.processor()} ({','.join(isa)}), MKL_CBWR={mode}, {threads} threads"
+    return f"{cpu_model()} ({','.join(cpu_flags())}), MKL_CBWR={mode}, {threads} threads"
 
 
 def _difference(x: np.ndarray, y: np.ndarray) -> str:
