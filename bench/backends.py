@@ -127,47 +127,45 @@ def unavailable(name: str, src: Source) -> str | None:
         if not cpu:
             return "runs on the CPU here (the CUDA provider needs onnxruntime-gpu); use --device cpu"
     if name == "openvino":
-        from zeroseg.export.openvino_runtime import openvino_unavailable
+        from zeroseg.export.openvino.runtime import openvino_unavailable
 
         return openvino_unavailable()
     if name == "aoti" and not cpu:
         return "the AOTInductor bundle is compiled for the CPU; use --device cpu"
     if name == "tensorrt":
-        from zeroseg.export.trt_build import tensorrt_unavailable
+        from zeroseg.export.tensorrt.build import tensorrt_unavailable
 
         return tensorrt_unavailable() or (None if not cpu else "runs on a CUDA GPU; use --device cuda")
     return None
 
 
+#: Backend -> (zeroseg.load's runtime, precision) for the rows that run an exported bundle.
+RUNTIME_OF: dict[str, tuple[str, str | None]] = {
+    "onnxruntime": ("onnxruntime", "fp32"),
+    "onnxruntime-int8": ("onnxruntime", "int8"),
+    "openvino": ("openvino", "fp32"),
+    "aoti": ("aoti", "fp32"),
+    "tensorrt": ("tensorrt", None),
+}
+
+
 def build(name: str, src: Source, artefact: Callable[[str], Path]) -> SegmenterBase:
-    """The segmenter of backend `name`; `artefact(kind)` gives (exporting if need be) its bundle folder."""
+    """The segmenter of backend `name` through `zeroseg.load`; `artefact(kind)` gives (exporting if need
+    be) its bundle folder."""
+    from zeroseg.export.loader import load
+
     short = src.short_side
     threads = src.threads or None
     if name in ("torch", "compile"):
-        from zeroseg.infer.segmenter import Segmenter
-
-        seg = Segmenter.from_checkpoint(src.checkpoint, device=src.device, short_side=short)
+        seg = load(src.checkpoint, device=src.device, short_side=short)
         if name == "compile":
             seg.model.segment = torch.compile(seg.model.segment)
         return seg
-    if name in ("onnxruntime", "onnxruntime-int8"):
-        from zeroseg.export.runtime import OnnxSegmenter
-
-        precision = "int8" if name.endswith("int8") else "fp32"
-        return OnnxSegmenter(artefact("onnx"), threads=threads, precision=precision, short_side=short)
-    if name == "openvino":
-        from zeroseg.export.openvino_runtime import OpenVINOSegmenter
-
-        return OpenVINOSegmenter(artefact("onnx"), threads=threads, short_side=short)
-    if name == "aoti":
-        from zeroseg.export.aoti_runtime import AOTISegmenter
-
-        return AOTISegmenter(artefact("aoti"), short_side=short)
-    if name == "tensorrt":
-        from zeroseg.export.trt_runtime import TRTSegmenter
-
-        index = src.device.index or 0
-        return TRTSegmenter(artefact("trt"), device=index, short_side=short)
+    if name in RUNTIME_OF:
+        runtime, precision = RUNTIME_OF[name]
+        device = src.device if name == "tensorrt" else None
+        return load(artefact(ARTEFACT[name]), runtime=runtime, precision=precision, device=device,
+                    threads=threads, short_side=short)  # fmt: skip
     if name == "maskclip":
         return _maskclip(src)
     raise ZerosegError(f"unknown backend {name!r}")
@@ -185,7 +183,7 @@ def _maskclip(src: Source) -> SegmenterBase:
     ckpt = load_checkpoint(src.checkpoint, with_train_state=False)
     teacher, tuned = src.teacher, {}
     if teacher is None:
-        from zeroseg.shapeworld.bundled import bundled_teacher
+        from zeroseg.bundled import bundled_teacher
         from zeroseg.shapeworld.demo import bundled_baseline_settings
 
         teacher, tuned = str(bundled_teacher()), bundled_baseline_settings()

@@ -133,8 +133,8 @@ def latency(
     out: Path | None = typer.Option(None, "--json", help=JSON_HELP.format("latency")),
 ) -> None:
     """Per-stage latency (preprocess, forward, head, text, full pipeline), bs1 latency and bsN throughput."""
+    from zeroseg import bundled
     from zeroseg.bench.latency import DEFAULT_CLASSES, LatencySettings
-    from zeroseg.shapeworld import bundled
 
     set_threads(threads)
     settings = LatencySettings(

@@ -99,7 +99,7 @@ class CompareSettings:
 
 def resolve_source(s: CompareSettings) -> tuple[Path | None, dict[str, Path], bool]:
     """(checkpoint, given bundles, is-the-bundled-model) of the positional CKPT|BUNDLE argument."""
-    from zeroseg.shapeworld.bundled import bundled_checkpoint, resolve_model_path
+    from zeroseg.bundled import bundled_checkpoint, resolve_model_path
 
     bundles = {k: Path(v) for k, v in s.bundles.items()}
     if s.preset is not None:
@@ -132,25 +132,10 @@ def _short_side(checkpoint: Path) -> int:
 
 
 def bundle_kind(folder: Path) -> str:
-    """ "onnx", "aoti" or "trt" for an exported bundle folder, or a one-line error."""
-    import json
+    """ "onnx", "aoti" or "trt" for an exported bundle folder (its manifest's format), or a one-line error."""
+    from zeroseg.export.core.formats import detect_format
 
-    from zeroseg.export.manifest import BUNDLE_KINDS, MANIFEST_NAME
-    from zeroseg.export.trt_manifest import ENGINE_JSON
-
-    if (folder / ENGINE_JSON).is_file():
-        return "trt"
-    try:
-        fmt = json.loads((folder / MANIFEST_NAME).read_text()).get("format")
-    except (OSError, ValueError, AttributeError):
-        fmt = None
-    kinds = {name: command for name, (_, command) in BUNDLE_KINDS.items()}
-    if fmt not in kinds:
-        raise ZerosegError(
-            f"{folder} is not an exported bundle (no readable manifest.json or engine.json): pass a "
-            "checkpoint or a folder written by zeroseg-export onnx|aoti|trt"
-        )
-    return kinds[fmt]
+    return detect_format(folder).name
 
 
 def default_dataset(count: int) -> Path:

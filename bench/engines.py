@@ -5,20 +5,18 @@ package or TensorRT engine; rather than asking the user to export first, it expo
 first time it is needed into `$XDG_CACHE_HOME/zeroseg/bench/<kind>-<key>/` (never the source tree)
 with the same exporters and parity gates as `zeroseg-export`. The key hashes the checkpoint's bytes,
 the options, the torch version and zeroseg's own Python sources, so a change to any of them
-exports afresh; a file lock lets two bench runs share one export.
+exports afresh; `zeroseg.utils.cache.build_once` lets two bench runs share one export.
 """
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from zeroseg.errors import ZerosegError
+from zeroseg.utils.cache import build_once, cache_dir, source_digest
 
 #: The package's source folders whose code shapes an exported graph (zeroseg/, kernels/, export/).
 _PACKAGES = ("zeroseg", "zeroseg.kernels", "zeroseg.export")
@@ -26,11 +24,11 @@ _PACKAGES = ("zeroseg", "zeroseg.kernels", "zeroseg.export")
 
 def cache_root() -> Path:
     """`$XDG_CACHE_HOME/zeroseg/bench` (default `~/.cache/zeroseg/bench`)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "zeroseg" / "bench"
+    return cache_dir("bench")
 
 
 def _source_files() -> list[Path]:
+    """The Python files of `_PACKAGES`, each package's sorted."""
     import importlib
 
     files: list[Path] = []
@@ -42,30 +40,25 @@ def _source_files() -> list[Path]:
 
 def cache_key(checkpoint: Path, kind: str, options: dict) -> str:
     """16 hex digits naming one export: checkpoint bytes, kind, options, torch version, sources."""
-    digest = hashlib.sha256(f"{kind}|{sorted(options.items())}|{torch.__version__}".encode())
-    digest.update(Path(checkpoint).read_bytes())
-    for path in _source_files():
-        digest.update(path.name.encode() + path.read_bytes())
-    return digest.hexdigest()[:16]
+    head = f"{kind}|{sorted(options.items())}|{torch.__version__}"
+    return source_digest(head, Path(checkpoint).read_bytes(), *_source_files())
 
 
 def cached_export(
     kind: str, checkpoint: Path, options: dict, export: Callable[[Path], None], *, log=print
 ) -> Path:
-    """The bundle folder of `kind` for `checkpoint`, calling `export(folder)` when it is not cached.
+    """The bundle folder of `kind` for `checkpoint`, calling `export(path)` when it is not cached.
 
-    `export` must write the complete bundle to `folder` atomically (the exporters do: staged folder,
-    installed only after their parity gate passed), so a folder with a manifest is complete.
+    `export` writes the complete bundle at the path it is given (a temporary one beside the cache
+    folder, installed onto it once `export` returned: `zeroseg.utils.cache.build_once`).
     """
-    home = cache_root() / f"{kind}-{cache_key(checkpoint, kind, options)}"
-    home.mkdir(parents=True, exist_ok=True)
-    bundle = home / "bundle"
-    with open(home / "lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not any((bundle / name).is_file() for name in ("manifest.json", "engine.json")):
-            log(f"exporting the {kind} bundle into {bundle} (once; cached for later runs)")
-            export(bundle)
-    return bundle
+    bundle = cache_root() / f"{kind}-{cache_key(checkpoint, kind, options)}" / "bundle"
+
+    def build(out: Path) -> None:
+        log(f"exporting the {kind} bundle into {bundle} (once; cached for later runs)")
+        export(out)
+
+    return build_once(bundle, build)
 
 
 def artefacts(
@@ -99,8 +92,8 @@ def artefacts(
     made: dict[str, Path] = dict(given)
 
     def onnx(out: Path) -> None:
-        from zeroseg.export.bundle import export_onnx
-        from zeroseg.export.onnx import ExportSettings
+        from zeroseg.export.onnx.bundle import export_onnx
+        from zeroseg.export.onnx.export import ExportSettings
 
         settings = ExportSettings(checkpoint=checkpoint, out=out, labels=labels, short_side=short_side,
                                   int8=int8, int8_tolerance=int8_tolerance, threads=threads, force=True,
@@ -108,7 +101,7 @@ def artefacts(
         export_onnx(settings, log=log)
 
     def aoti(out: Path) -> None:
-        from zeroseg.export.aoti import AotiSettings, export_aoti
+        from zeroseg.export.aoti.export import AotiSettings, export_aoti
 
         # portable: a run-time thread count (and the dynamic + specialised-threads build fails to
         # compile on torch 2.14: "materialize_symints: no producer")
@@ -117,7 +110,7 @@ def artefacts(
         export_aoti(settings, log=log)
 
     def trt(out: Path) -> None:  # NOT VERIFIED: needs TensorRT and a GPU (README "TensorRT")
-        from zeroseg.export.trt_export import TrtSettings, export_trt
+        from zeroseg.export.tensorrt.export import TrtSettings, export_trt
 
         export_trt(TrtSettings(source=get("onnx"), out=out, precision="fp16", force=True), log=log)
 
@@ -143,12 +136,12 @@ def random_checkpoint(preset: str, *, short_side: int | None = None, seed: int =
     encodes), the inference short side `short_side` (default: the preset's training crop x 2).
     Labels and mIoU of such a model mean nothing; agreement between engines still does.
     """
+    from zeroseg.bundled import bundled_teacher
     from zeroseg.checkpoint import CheckpointConfig, save_checkpoint
     from zeroseg.classes import SHAPEWORLD_TEMPLATES
     from zeroseg.model.config import student_preset
     from zeroseg.model.student import ZeroSegStudent
     from zeroseg.preprocess import Preprocess
-    from zeroseg.shapeworld.bundled import bundled_teacher
     from zeroseg.teacher.load import load_teacher
 
     teacher = load_teacher(str(bundled_teacher()))

@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -43,6 +43,12 @@ from zeroseg.bench.env import collect_env, mark_end
 from zeroseg.bench.timing import describe, rate, sample_times, time_once
 from zeroseg.errors import ZerosegError
 from zeroseg.utils.device import resolve_device
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from zeroseg.infer.labels import LabelSpace
+    from zeroseg.infer.segmenter import Segmenter
 
 STAGES: tuple[str, ...] = ("preprocess", "forward", "head", "full")
 STAGE_DOC: dict[str, str] = {
@@ -137,7 +143,6 @@ def run_latency(settings: LatencySettings, *, log: Callable[[str], None] = print
     from zeroseg.classes import parse_labels_option
     from zeroseg.infer.segmenter import Segmenter
     from zeroseg.kernels import resolve_backend
-    from zeroseg.text import encode_classes
 
     s = settings.validate()
     device = resolve_device(s.device)
@@ -148,7 +153,6 @@ def run_latency(settings: LatencySettings, *, log: Callable[[str], None] = print
     prompts = [list(p) for p in space.prompts]
     height, width = s.image_size
     net_size = seg.input_size(height, width)
-    thresh = seg.default_bg_thresh
     images = scene_images(max(s.batches), s.image_size, s.seed)
     env = collect_env(device)
     log(
@@ -158,53 +162,10 @@ def run_latency(settings: LatencySettings, *, log: Callable[[str], None] = print
         f"{len(seg.vocabulary.templates)} templates"
     )
 
-    # text side: cold first, before anything else has warmed the text tower
-    text_cold = time_once(lambda: seg.vocabulary(prompts), device)
-    encoder, templates = seg.vocabulary.encoder, seg.vocabulary.templates
-    text_encode = sample_times(
-        lambda: encode_classes(encoder, prompts, templates), device, warmup=1, iters=s.text_iters
-    )
-    text_cached = _sample_repeats({"cached": lambda: seg.vocabulary(prompts)}, device, s)["cached"]
-    text = seg.vocabulary(prompts).to(device)
-    text_result = {
-        "classes": list(space.names),
-        "prompts": sum(len(p) for p in prompts) * len(templates),
-        "cold_ms": text_cold,
-        "encode": describe([text_encode]),
-        "cached": describe(text_cached),
-    }
-
-    batches = []
-    for b in s.batches:
-        batch_images = images[:b]
-
-        sizes = [(im.height, im.width) for im in batch_images]
-        x = seg.preprocess(batch_images, net_size)
-        out = seg.forward(x)
-        calls = {
-            "preprocess": lambda batch_images=batch_images: seg.preprocess(batch_images, net_size),
-            "forward": lambda x=x: seg.forward(x),
-            "head": lambda out=out, sizes=sizes: seg.head(out, text, sizes, bg_thresh=thresh, space=space),
-            "full": lambda batch_images=batch_images, b=b: seg(batch_images, classes, batch_size=b),
-        }
-        samples = _sample_repeats(calls, device, s)
-        stages = {name: describe(samples[name]) for name in STAGES}
-        batches.append(
-            {
-                "batch": b,
-                "stages": stages,
-                "images_per_s": rate(b, samples["full"]),
-                "full_ms_per_image": stages["full"]["mean_ms"] / b,
-                "sum_of_stages_ms": sum(stages[n]["mean_ms"] for n in ("preprocess", "forward", "head")),
-            }
-        )
-        full = stages["full"]
-        log(
-            f"  batch {b}: full {full['mean_ms']:.2f} ms (p50 {full['p50_ms']:.2f}, "
-            f"p99 {full['p99_ms']:.2f}), "
-            f"{batches[-1]['images_per_s']['mean']:.1f} images/s"
-        )
-
+    text, text_result = _time_text(seg, prompts, space, device, s)
+    batches = [
+        _time_batch(seg, images[:b], classes, space, text, net_size, device, s, log=log) for b in s.batches
+    ]
     return {
         "schema": f"zeroseg-bench/latency/v{SCHEMA_VERSION}",
         "command": "latency",
@@ -217,8 +178,8 @@ def run_latency(settings: LatencySettings, *, log: Callable[[str], None] = print
             "image_size_hw": [height, width],
             "network_input_hw": list(net_size),
             "short_side": seg.short_side,
-            "bg_thresh": thresh,
-            "inputs": "ShapeWorld scenes (zeroseg.shapeworld.scenes.generate_scene), in memory as PIL RGB",
+            "bg_thresh": seg.default_bg_thresh,
+            "inputs": "ShapeWorld scenes (zeroseg.data.scenes.generate_scene), in memory as PIL RGB",
             "timing": TIMING_DOC,
             "stages": STAGE_DOC,
         },
@@ -227,6 +188,75 @@ def run_latency(settings: LatencySettings, *, log: Callable[[str], None] = print
         "batches": batches,
         "summary": summarize(batches),
     }
+
+
+def _time_text(
+    seg: Segmenter, prompts: list[list[str]], space: LabelSpace, device: torch.device, s: LatencySettings
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Time the text side: the cold first encoding (before anything else has warmed the text
+    tower), a re-encoding without the cache and a cache hit.
+
+    Returns:
+        The vocabulary's embeddings on `device` (for the head) and the text part of the result.
+    """
+    from zeroseg.text import encode_classes
+
+    text_cold = time_once(lambda: seg.vocabulary(prompts), device)
+    encoder, templates = seg.vocabulary.encoder, seg.vocabulary.templates
+    text_encode = sample_times(
+        lambda: encode_classes(encoder, prompts, templates), device, warmup=1, iters=s.text_iters
+    )
+    text_cached = _sample_repeats({"cached": lambda: seg.vocabulary(prompts)}, device, s)["cached"]
+    text = seg.vocabulary(prompts).to(device)
+    return text, {
+        "classes": list(space.names),
+        "prompts": sum(len(p) for p in prompts) * len(templates),
+        "cold_ms": text_cold,
+        "encode": describe([text_encode]),
+        "cached": describe(text_cached),
+    }
+
+
+def _time_batch(
+    seg: Segmenter,
+    batch_images: list[Image.Image],
+    classes: list[list[str]],
+    space: LabelSpace,
+    text: torch.Tensor,
+    net_size: tuple[int, int],
+    device: torch.device,
+    s: LatencySettings,
+    *,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """Time each stage and the full pipeline on one batch of images; log and return its row."""
+    b = len(batch_images)
+    thresh = seg.default_bg_thresh
+    sizes = [(im.height, im.width) for im in batch_images]
+    x = seg.preprocess(batch_images, net_size)
+    out = seg.forward(x)
+    calls = {
+        "preprocess": lambda: seg.preprocess(batch_images, net_size),
+        "forward": lambda: seg.forward(x),
+        "head": lambda: seg.head(out, text, sizes, bg_thresh=thresh, space=space),
+        "full": lambda: seg(batch_images, classes, batch_size=b),
+    }
+    samples = _sample_repeats(calls, device, s)
+    stages = {name: describe(samples[name]) for name in STAGES}
+    row = {
+        "batch": b,
+        "stages": stages,
+        "images_per_s": rate(b, samples["full"]),
+        "full_ms_per_image": stages["full"]["mean_ms"] / b,
+        "sum_of_stages_ms": sum(stages[n]["mean_ms"] for n in ("preprocess", "forward", "head")),
+    }
+    full = stages["full"]
+    log(
+        f"  batch {b}: full {full['mean_ms']:.2f} ms (p50 {full['p50_ms']:.2f}, "
+        f"p99 {full['p99_ms']:.2f}), "
+        f"{row['images_per_s']['mean']:.1f} images/s"
+    )
+    return row
 
 
 def summarize(batches: list[dict[str, Any]]) -> dict[str, Any]:

@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -35,6 +35,9 @@ from zeroseg.bench.memory import MemoryProbe
 from zeroseg.bench.timing import describe, rate, sample_times
 from zeroseg.errors import ZerosegError
 from zeroseg.utils.device import resolve_device
+
+if TYPE_CHECKING:
+    from zeroseg.model.config import StudentConfig
 
 AMP_CHOICES: tuple[str, ...] = ("auto", "bf16", "fp16", "off")
 TRAIN_WHAT = (
@@ -74,14 +77,12 @@ class TrainBenchSettings:
 
 def run_train_bench(settings: TrainBenchSettings, *, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Time `steps` training steps after `warmup_steps` discarded ones; peak memory; images/s."""
-    from zeroseg.data.images import to_unit_tensor
-    from zeroseg.model.config import student_preset
     from zeroseg.model.student import ZeroSegStudent
     from zeroseg.preprocess import Preprocess
     from zeroseg.teacher.views import check_grids, num_views
-    from zeroseg.train.loop import Objective, train_step
     from zeroseg.train.losses import MATCH_MODES, LossWeights
     from zeroseg.train.runtime import build_optimizer
+    from zeroseg.train.step import Objective, train_step
     from zeroseg.utils.device import amp_dtype
 
     s = settings.validate()
@@ -89,12 +90,7 @@ def run_train_bench(settings: TrainBenchSettings, *, log: Callable[[str], None] 
         raise ZerosegError(f"--match must be one of {', '.join(MATCH_MODES)}, got {s.match!r}")
     grids = check_grids(s.grids)
     device = resolve_device(s.device)
-    overrides: dict[str, Any] = {}
-    if s.image_size is not None:
-        overrides["image_size"] = s.image_size
-    if s.embed_dim is not None:
-        overrides["out_dim"] = s.embed_dim
-    cfg = student_preset(s.preset, **overrides)
+    cfg = _bench_student_config(s)
     torch.manual_seed(s.seed)
     model = ZeroSegStudent(cfg).to(device).train()
     optimizer = build_optimizer(model, lr=1e-4, weight_decay=0.05)  # the training loop's own groups
@@ -104,11 +100,7 @@ def run_train_bench(settings: TrainBenchSettings, *, log: Callable[[str], None] 
         match_mode=s.match,
         amp_dtype=amp_dtype(s.amp, device),
     )
-    scenes = scene_images(s.batch_size, (cfg.image_size, cfg.image_size), s.seed)
-    images01 = torch.stack([to_unit_tensor(img) for img in scenes]).to(device)
-    gen = torch.Generator().manual_seed(s.seed)
-    views = torch.randn(s.batch_size, num_views(grids), cfg.out_dim, generator=gen)
-    views = torch.nn.functional.normalize(views, dim=-1).to(device)  # unit norm, like teacher features
+    images01, views = _bench_batch(s, cfg.image_size, num_views(grids), cfg.out_dim, device)
     env = collect_env(device)
     log(
         f"train: preset {s.preset} ({cfg.image_size} px, {cfg.out_dim}-d targets x {num_views(grids)} "
@@ -156,6 +148,34 @@ def run_train_bench(settings: TrainBenchSettings, *, log: Callable[[str], None] 
     }
 
 
+def _bench_student_config(s: TrainBenchSettings) -> StudentConfig:
+    """The student of `s.preset`, with the image size and target dimension `s` overrides."""
+    from zeroseg.model.config import student_preset
+
+    overrides: dict[str, Any] = {}
+    if s.image_size is not None:
+        overrides["image_size"] = s.image_size
+    if s.embed_dim is not None:
+        overrides["out_dim"] = s.embed_dim
+    return student_preset(s.preset, **overrides)
+
+
+def _bench_batch(
+    s: TrainBenchSettings, image_size: int, views: int, dim: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fixed batch every timed step trains on: `s.batch_size` ShapeWorld scenes as [0, 1]
+    tensors and seeded random unit-norm (B, views, dim) targets standing in for teacher features."""
+    from zeroseg.data.images import to_unit_tensor
+
+    scenes = scene_images(s.batch_size, (image_size, image_size), s.seed)
+    images01 = torch.stack([to_unit_tensor(img) for img in scenes]).to(device)
+    gen = torch.Generator().manual_seed(s.seed)
+    targets = torch.randn(s.batch_size, views, dim, generator=gen)
+    return images01, torch.nn.functional.normalize(targets, dim=-1).to(
+        device
+    )  # unit norm, like the teacher's
+
+
 @dataclass(frozen=True)
 class CacheBenchSettings:
     """One teacher-cache run (teacher None: the bundled ShapeWorld teacher)."""
@@ -181,8 +201,8 @@ class CacheBenchSettings:
 
 def run_cache_bench(settings: CacheBenchSettings, *, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Teacher-cache throughput (images/s, views/s) of `build_cache` on generated scenes."""
+    from zeroseg import bundled
     from zeroseg.data.sources import ImageSource
-    from zeroseg.shapeworld import bundled
     from zeroseg.teacher.cache import build_cache
     from zeroseg.teacher.cache_files import FEATURES, check_cache_args
     from zeroseg.teacher.load import load_teacher

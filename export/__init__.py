@@ -1,21 +1,32 @@
-"""ZeroSeg's exporters and runtimes (`zeroseg-export`): ONNX graphs, a parity gate, int8, ONNX Runtime.
+"""ZeroSeg's exporters and runtimes (`zeroseg-export`), one subpackage per engine over a torch-free core.
+
+    core/           graph I/O specs, manifests, output-folder checks, the numpy resize, the parity gate,
+                    calibration images, vocabulary files, version records (torch-free to import)
+    graphs.py       the traceable torch wrappers every exporter shares
+    onnx/           ONNX export, bundles, int8, the ONNX Runtime segmenter
+    openvino/       the OpenVINO segmenter of an ONNX bundle
+    aoti/           AOTInductor packages, their segmenter and the C++ runner (cpp/)
+    tensorrt/       TensorRT engines of the image encoder and their segmenter
+    triton_server/  Triton Inference Server model repositories of a bundle
+    cli/            `zeroseg-export`
 
 `zeroseg.export.OnnxSegmenter` (the runtime) needs only numpy, onnxruntime and pillow; the exporter
-(`zeroseg.export.export_onnx`) needs torch. Both are imported on first use (PEP 562), so importing
-this package loads neither.
+(`zeroseg.export.export_onnx`) needs torch. Every public name is imported on first use (PEP 562), so
+importing this package loads neither.
 """
 
 from importlib import import_module
 
 _LAZY = {
-    "OnnxSegmenter": "zeroseg.export.runtime",
-    "export_onnx": "zeroseg.export.bundle",
-    "ExportSettings": "zeroseg.export.onnx",
-    "BundleManifest": "zeroseg.export.manifest",
-    "read_manifest": "zeroseg.export.manifest",
-    "TRTSegmenter": "zeroseg.export.trt_runtime",
-    "AOTISegmenter": "zeroseg.export.aoti_runtime",
-    "export_aoti": "zeroseg.export.aoti",
+    "OnnxSegmenter": "zeroseg.export.onnx.runtime",
+    "export_onnx": "zeroseg.export.onnx.bundle",
+    "ExportSettings": "zeroseg.export.onnx.export",
+    "BundleManifest": "zeroseg.export.core.manifest",
+    "read_manifest": "zeroseg.export.core.manifest",
+    "OpenVINOSegmenter": "zeroseg.export.openvino.runtime",
+    "TRTSegmenter": "zeroseg.export.tensorrt.runtime",
+    "AOTISegmenter": "zeroseg.export.aoti.runtime",
+    "export_aoti": "zeroseg.export.aoti.export",
 }
 __all__ = list(_LAZY)
 

@@ -11,7 +11,7 @@
                        (the reference head with symbolic output size): the label map with exactly
                        the reference's semantics.
 
-The wrappers are what `torch.onnx.export` traces; `zeroseg.export.io` names their tensors.
+The wrappers are what `torch.onnx.export` traces; `zeroseg.export.core.specs` names their tensors.
 """
 
 from __future__ import annotations

@@ -270,18 +270,7 @@ def token_text_similarity_triton(
     dev = tokens.device
     lead = (b, n) if topk == 1 else (b, n, topk)
     if m_rows == 0:
-        probs = None
-        if return_probs:
-            probs = (
-                probs_out
-                if probs_out is not None
-                else torch.empty((b, n, c), dtype=torch.float32, device=dev)
-            )
-        return SimilarityResult(
-            torch.empty(lead, dtype=torch.float32, device=dev),
-            torch.empty(lead, dtype=torch.long, device=dev),
-            probs,
-        )
+        return _empty_result(lead, (b, n, c), dev, return_probs=return_probs, probs_out=probs_out)
     interp = is_interpreted()
     upcast = interp and tokens.dtype == torch.bfloat16
     # Text: normalised once in fp32, then stored in the tokens' dtype so tl.dot sees one input type.
@@ -310,15 +299,7 @@ def token_text_similarity_triton(
         TOPK=topk, KP=kp, BLOCK_M=block_m, BLOCK_C=block_c, BLOCK_D=block_d, num_warps=warps, **consts,
     )  # fmt: skip
 
-    prob = torch.empty((m_rows, topk), **f32)
-    index = torch.empty((m_rows, topk), dtype=torch.long, device=dev)
-    m_fin = torch.empty(m_rows, **f32)
-    l_fin = torch.empty(m_rows, **f32)
-    comb_m = 32
-    _sim_combine_kernel[(triton.cdiv(m_rows, comb_m),)](
-        m_part, l_part, tv, ti, m_fin, l_fin, prob, index, m_rows, splits,
-        TOPK=topk, KP=kp, BLOCK_M=comb_m, BLOCK_S=triton.next_power_of_2(splits),
-    )  # fmt: skip
+    prob, index, m_fin, l_fin = _combine_splits(m_part, l_part, tv, ti, topk)
 
     probs = None
     if return_probs:
@@ -331,3 +312,52 @@ def token_text_similarity_triton(
             BLOCK_M=block_m, BLOCK_C=block_c, BLOCK_D=block_d, num_warps=warps, **consts,
         )  # fmt: skip
     return SimilarityResult(prob.view(lead), index.view(lead), probs)
+
+
+def _empty_result(
+    lead: tuple[int, ...],
+    probs_shape: tuple[int, int, int],
+    dev: torch.device,
+    *,
+    return_probs: bool,
+    probs_out: torch.Tensor | None,
+) -> SimilarityResult:
+    """The result for zero tokens (no kernel launch: a grid of zero blocks is invalid)."""
+    probs = None
+    if return_probs:
+        probs = (
+            probs_out if probs_out is not None else torch.empty(probs_shape, dtype=torch.float32, device=dev)
+        )
+    return SimilarityResult(
+        torch.empty(lead, dtype=torch.float32, device=dev),
+        torch.empty(lead, dtype=torch.long, device=dev),
+        probs,
+    )
+
+
+def _combine_splits(
+    m_part: torch.Tensor, l_part: torch.Tensor, tv: torch.Tensor, ti: torch.Tensor, topk: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Merge the per-split softmax statistics and top-k candidates of the stats kernel.
+
+    Args:
+        m_part, l_part: (splits, M) running max and sum of exp of each class split.
+        tv, ti: (splits, M, KP) each split's top-k values and class indices.
+        topk: how many classes to keep per token.
+
+    Returns:
+        (M, topk) probabilities and class indices, and the (M,) global max and sum of exp that the
+        probabilities kernel normalises with.
+    """
+    splits, m_rows, kp = tv.shape
+    f32 = dict(dtype=torch.float32, device=tv.device)
+    prob = torch.empty((m_rows, topk), **f32)
+    index = torch.empty((m_rows, topk), dtype=torch.long, device=tv.device)
+    m_fin = torch.empty(m_rows, **f32)
+    l_fin = torch.empty(m_rows, **f32)
+    comb_m = 32
+    _sim_combine_kernel[(triton.cdiv(m_rows, comb_m),)](
+        m_part, l_part, tv, ti, m_fin, l_fin, prob, index, m_rows, splits,
+        TOPK=topk, KP=kp, BLOCK_M=comb_m, BLOCK_S=triton.next_power_of_2(splits),
+    )  # fmt: skip
+    return prob, index, m_fin, l_fin

@@ -14,16 +14,15 @@ from __future__ import annotations
 
 import glob
 import os
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from PIL import Image
 
 from zeroseg.data.images import IMAGE_SUFFIXES, decode_rgb, list_images, open_rgb
+from zeroseg.data.tars import TAR_SEP, index_tar
 from zeroseg.errors import ZerosegError
 
-TAR_SEP = "::"
 _GLOB_CHARS = set("*?[")
 
 
@@ -123,18 +122,7 @@ def _tar_items(shards: list[Path]) -> list[Item]:
         raise ZerosegError("tar shards must have distinct file names (their ids start with the name)")
     items = []
     for shard in shards:
-        members: dict[str, tuple[int, int]] = {}
-        try:
-            with tarfile.open(shard, mode="r:") as tf:
-                for info in tf:
-                    if info.isfile() and PurePosixPath(info.name).suffix.lower() in IMAGE_SUFFIXES:
-                        members[info.name] = (info.offset_data, info.size)  # a later duplicate wins
-        except (tarfile.TarError, OSError) as exc:
-            raise ZerosegError(
-                f"cannot index tar shard {shard} ({type(exc).__name__}); re-create it (only uncompressed "
-                ".tar is supported)"
-            ) from None
-        for member, (offset, size) in members.items():
+        for member, offset, size in index_tar(shard):
             key = f"{shard.name}{TAR_SEP}{member}"
             out = f"{_strip(shard.name)}/{_strip(member.lstrip('./'))}"
             items.append(

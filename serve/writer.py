@@ -16,11 +16,10 @@ from typing import Any
 
 from zeroseg.errors import ZerosegError
 from zeroseg.infer.base import SegmenterBase
-from zeroseg.infer.files import check_memory
+from zeroseg.infer.files import check_memory, write_result_json
 from zeroseg.infer.labels import SegmentationResult
-from zeroseg.infer.visualize import LABEL_PNG_VALUES, save_label_png
+from zeroseg.infer.visualize import save_label_png
 from zeroseg.serve.sources import Item, read_image
-from zeroseg.utils.atomic import atomic_write_json
 
 
 @dataclass(frozen=True)
@@ -45,20 +44,10 @@ def output_paths(item: Item, out: str | os.PathLike) -> tuple[Path, Path]:
 def write_outputs(item: Item, image_size: tuple[int, int], result: SegmentationResult, job: Job) -> dict:
     """Write an item's label PNG and JSON (as `zeroseg.infer.files.segment_files` does); its index row."""
     labels_path, json_path = output_paths(item, job.out)
-    names = list(result.class_names)
-    fractions = result.fractions()
-    save_label_png(labels_path, result.labels, num_labels=len(names))
-    atomic_write_json(
-        json_path,
-        {
-            "image": item.source,
-            "size": list(image_size),
-            "class_names": names,
-            "fractions": fractions,
-            "label_png": {"bits": job.bits, "values": LABEL_PNG_VALUES},
-            **job.extra,
-        },
-    )  # last: a JSON on disk means the image is complete
+    save_label_png(labels_path, result.labels, num_labels=len(result.class_names))
+    fractions = write_result_json(  # last: a JSON on disk means the image is complete
+        json_path, result, image=item.source, size=image_size, bits=job.bits, extra=job.extra
+    )
     return ok_row(item, list(image_size), fractions)
 
 

@@ -29,6 +29,16 @@ def world(tmp_path_factory) -> helpers.World:
 
 
 @pytest.fixture(scope="module")
+def small_voc(tmp_path_factory):
+    """Four 64-px ShapeWorld scenes in a VOC-layout folder (val fraction 0.5), written once per module."""
+    from zeroseg.shapeworld.write import write_scenes
+
+    root = tmp_path_factory.mktemp("small_voc")
+    write_scenes(root / "voc", n=4, seed=2, size=64, val_fraction=0.5)
+    return root / "voc"
+
+
+@pytest.fixture(scope="module")
 def one_thread():
     """One torch thread for a module that runs a tiny model (`pytestmark = usefixtures(...)`): as fast
     as two on a quiet machine, and over ten times faster when another process keeps the two cores

@@ -13,9 +13,9 @@ import helpers
 import numpy as np
 from PIL import Image
 
-from zeroseg.export.bundle import export_onnx
-from zeroseg.export.manifest import MANIFEST_NAME, _canonical_sha256
-from zeroseg.export.onnx import ExportSettings
+from zeroseg.export.core.manifest import MANIFEST_NAME, canonical_sha256
+from zeroseg.export.onnx.bundle import export_onnx
+from zeroseg.export.onnx.export import ExportSettings
 
 #: The vocabulary of the shared ShapeWorld bundle: the six colours (background is implicit).
 COLOURS = [["red"], ["green"], ["blue"], ["yellow"], ["magenta"], ["cyan"]]
@@ -32,7 +32,7 @@ def export(checkpoint: Path, out: Path, **options) -> tuple[Path, list[str]]:
 
 def scenes(n: int, seed: int = 5, size: int = 128) -> list[Image.Image]:
     """ShapeWorld scenes as PIL images."""
-    from zeroseg.shapeworld.scenes import generate_scene
+    from zeroseg.data.scenes import generate_scene
 
     return [Image.fromarray(generate_scene(seed, size, index=i).image) for i in range(n)]
 
@@ -63,7 +63,7 @@ def edit_manifest(bundle: Path, change, *, resign: bool) -> None:
     data = json.loads(path.read_text())
     change(data)
     if resign:
-        data["manifest_sha256"] = _canonical_sha256(data)
+        data["manifest_sha256"] = canonical_sha256(data)
     path.write_text(json.dumps(data, indent=2))
 
 
@@ -109,25 +109,21 @@ def shared_bundle(tmp_path_factory, name: str, build) -> Path:
     """A folder (a bundle, a data set) built once per test run, shared by the xdist workers (file lock).
 
     Under xdist every worker has its own base temp inside the run's folder, so the lock and the
-    bundle sit one level up; alone, in the run's own base temp. `build(path)` writes the bundle.
+    bundle sit one level up; alone, in the run's own base temp. `build(path)` writes the bundle
+    (in place: some builders write their log beside it), after what a failed build left is removed.
     """
-    import fcntl
     import os
+
+    from zeroseg.utils.cache import build_once
 
     base = tmp_path_factory.getbasetemp()
     root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-    target = root / f"shared-{name}"
-    with open(root / f"shared-{name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            done = root / f"shared-{name}.done"
-            if not done.is_file():
-                shutil.rmtree(target, ignore_errors=True)
-                build(target)
-                done.write_text("ok")
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-    return target
+
+    def fresh(target: Path) -> None:
+        shutil.rmtree(target, ignore_errors=True)
+        build(target)
+
+    return build_once(root / f"shared-{name}", fresh, in_place=True)
 
 
 def shared_calib(tmp_path_factory) -> Path:
@@ -139,7 +135,7 @@ def shapeworld_bundle(tmp_path_factory) -> tuple[Path, list[str]]:
     """The bundled checkpoint's ONNX bundle at its short side (256), with a vocabulary of the six
     colours and static int8, once per test run (shared by the export and bench tests); and the
     export's log lines."""
-    from zeroseg.shapeworld.bundled import bundled_checkpoint
+    from zeroseg.bundled import bundled_checkpoint
 
     calib = shared_calib(tmp_path_factory)
 

@@ -152,7 +152,7 @@ def bundled_settings() -> dict[str, Any]:
 
     (The tuned short side, 256, is the bundled checkpoint's own default, so `Segmenter(path)` uses it.)
     """
-    from zeroseg.shapeworld.bundled import ASSETS, PROOF_NAME
+    from zeroseg.bundled import ASSETS, PROOF_NAME
     from zeroseg.shapeworld.write import class_names
 
     row = json.loads((ASSETS / PROOF_NAME).read_text())["rows"][PROOF_ROW]
@@ -164,8 +164,8 @@ def bundled_settings() -> dict[str, Any]:
 
 
 def bundled_segmenter():
+    from zeroseg.bundled import bundled_checkpoint
     from zeroseg.infer.segmenter import Segmenter
-    from zeroseg.shapeworld.bundled import bundled_checkpoint
 
     return Segmenter(bundled_checkpoint())
 

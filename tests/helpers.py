@@ -14,7 +14,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 from tiny_clip import TINY_CFG, tiny_clip
 
 from zeroseg.checkpoint import CheckpointConfig, save_checkpoint
@@ -121,3 +123,12 @@ def assert_one_line_error(result: CliResult, *fragments: str) -> None:
     assert "Traceback" not in result.err + result.out
     for fragment in fragments:
         assert fragment.lower() in lines[0].lower(), (fragment, lines[0])
+
+
+def write_image(path: Path, h: int = 40, w: int = 56, seed: int = 0) -> Path:
+    """A smooth random RGB image of `h` x `w` pixels saved at `path` (its folders created)."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (max(1, h // 8), max(1, w // 8), 3), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(small).resize((w, h), Image.BILINEAR).save(path)
+    return path

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from zeroseg.bench import head_bench
 from zeroseg.bench.timing import describe, percentile, rate, sample_times
 
 STAT_KEYS = {"n", "repeats", "mean_ms", "sd_ms", "min_ms", "max_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms"}
@@ -132,7 +133,7 @@ def test_train_reports_throughput_and_peak_memory(bench_cli, tmp_path) -> None:
 
 
 def test_cache_reports_images_and_views_per_second(world, bench_cli, tmp_path, monkeypatch) -> None:
-    from zeroseg.shapeworld import bundled
+    from zeroseg import bundled
 
     monkeypatch.setattr(bundled, "bundled_teacher", lambda: world.teacher_file)  # the default teacher
     out = tmp_path / "cache.json"
@@ -152,6 +153,12 @@ def test_head_delegates_to_the_kernel_benchmark(bench_cli, tmp_path, monkeypatch
     run = _ok(bench_cli("head", "--device", "cpu", "--quick"))
     data = json.loads((tmp_path / "bench-results" / "head.json").read_text())
     assert any(r["op"] == "segment_head" for r in data["rows"]) and "segment_head" in run.out
+
+
+def test_bench_head_help_gives_the_out_default(capsys):
+    with pytest.raises(SystemExit):
+        head_bench.parse_args(["--help"])
+    assert "default bench-results/head.json" in " ".join(capsys.readouterr().out.split())
 
 
 def test_env_lists_versions_and_runtimes(bench_cli, tmp_path) -> None:
@@ -195,7 +202,7 @@ def test_bad_latency_options_are_one_line_errors(world, bench_cli, tmp_path, arg
 
 
 def test_missing_or_unusable_inputs_are_one_line_errors(bench_cli, tmp_path, monkeypatch) -> None:
-    from zeroseg.shapeworld import bundled
+    from zeroseg import bundled
 
     _one_line_error(bench_cli("latency", tmp_path / "missing.pt"), "checkpoint not found")
     monkeypatch.setattr(bundled, "ASSETS", tmp_path / "no-assets")

@@ -1,15 +1,18 @@
-"""Checkpoints: exact round trip, weights_only loading, and a one-line refusal of every bad file."""
+"""Checkpoints: exact round trip, weights_only loading, a one-line refusal of every bad file (a flipped
+tensor byte fails the checksum), and a failed save that keeps the previous file."""
 
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import assert_one_line_error
+from helpers import assert_one_line_error, write_image
 from PIL import Image
 
+from zeroseg.bundled import bundled_checkpoint
 from zeroseg.checkpoint import (
     CHECKPOINT_FORMAT,
     FORMAT_VERSION,
@@ -230,3 +233,54 @@ def test_cli_reports_bad_checkpoint_in_one_line(cli, damaged, tmp_path, name):
     result = cli("segment", path, image, "--labels", "cat,dog", "--out", out)
     assert_one_line_error(result, expect)
     assert not out.exists()
+
+
+def test_full_disk_during_a_save_keeps_the_previous_file(world, tmp_path, monkeypatch):
+    target = tmp_path / "last.pt"
+    target.write_bytes(b"previous")
+
+    def full_disk(obj, path, *a, **k):
+        Path(path).write_bytes(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(ZerosegError, match="cannot write .*last.pt"):
+        save_checkpoint(
+            target, config=world.config, student=world.student_state, text=world.teacher.text_state()
+        )
+    assert target.read_bytes() == b"previous" and [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+# ---- the tensor checksum -------------------------------------------------------------------------
+
+
+def _flip_tensor_byte(path: Path) -> None:
+    """Flip one byte inside the largest tensor record of a torch zip (its CRC is not checked)."""
+    with zipfile.ZipFile(path) as zf:
+        info = max((i for i in zf.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    data = bytearray(path.read_bytes())
+    name_len, extra_len = (
+        int.from_bytes(data[info.header_offset + 26 : info.header_offset + 28], "little"),
+        int.from_bytes(data[info.header_offset + 28 : info.header_offset + 30], "little"),
+    )
+    start = info.header_offset + 30 + name_len + extra_len
+    data[start + info.file_size // 2] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+def test_flipped_tensor_bytes_fail_the_checksum(cli, world, tmp_path):
+    damaged = tmp_path / "flipped.pt"
+    damaged.write_bytes(world.checkpoint.read_bytes())
+    _flip_tensor_byte(damaged)
+    with pytest.raises(ZerosegError, match="checksum"):
+        load_checkpoint(damaged)
+    image = write_image(tmp_path / "x.png")
+    result = cli("segment", damaged, image, "--labels", "red", "--out", tmp_path / "o")
+    assert_one_line_error(result, str(damaged), "checksum")
+    # the bundled checkpoint carries one and passes it; an old checkpoint without one still loads
+    raw = torch.load(bundled_checkpoint(), weights_only=True)
+    assert raw["checksum"]["algorithm"] == "sha256" and len(raw["checksum"]["hex"]) == 64
+    load_checkpoint(bundled_checkpoint())
+    old = {k: v for k, v in torch.load(world.checkpoint, weights_only=True).items() if k != "checksum"}
+    torch.save(old, tmp_path / "old.pt")
+    assert load_checkpoint(tmp_path / "old.pt").student.keys() == world.student_state.keys()

@@ -1,4 +1,5 @@
-"""Image sources (folder and .tar shards), centre-crop dataset and the skip-unreadable collate."""
+"""Image sources (folder and .tar shards), reading one image (`open_rgb`), centre-crop dataset and the
+skip-unreadable collate."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 import torch
 from tiny_clip import write_images
 
+from zeroseg.data.images import open_rgb
 from zeroseg.data.sources import CropDataset, ImageSource, collate_skip_none
 from zeroseg.errors import ZerosegError
 
@@ -90,6 +92,23 @@ def test_missing_and_empty_inputs(tmp_path):
         ImageSource.open(tmp_path / "fake.tar")
     with pytest.raises(ZerosegError, match="folder of images"):
         ImageSource.open(tmp_path / "empty" / "notes.txt")
+
+
+def test_a_folder_given_as_an_image_says_so(tmp_path):
+    with pytest.raises(ZerosegError, match="is a folder, not an image"):
+        open_rgb(tmp_path)
+
+
+def test_a_broken_or_looping_link_says_so(tmp_path):
+    loop = tmp_path / "loop.png"
+    os.symlink(loop, loop)
+    dangling = tmp_path / "gone.png"
+    os.symlink(tmp_path / "missing.png", dangling)
+    for link in (loop, dangling):
+        with pytest.raises(ZerosegError, match="broken or looping symbolic link"):
+            open_rgb(link)
+    with pytest.raises(ZerosegError, match="image not found"):
+        open_rgb(tmp_path / "nothing.png")
 
 
 def test_crop_dataset_and_collate(dataset):

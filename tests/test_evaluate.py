@@ -172,6 +172,19 @@ def test_class_list_without_background(cli, world, dataset, tmp_path):
     assert report["mIoU"] == pytest.approx(_miou(preds, masks, len(colours)), abs=1e-12)
 
 
+def test_eval_refuses_background_not_first(cli, world, small_voc):
+    classes = (small_voc / "classes.txt").read_text().split()
+    assert classes[0] == "background"
+    moved = small_voc.parent / "moved_classes.txt"
+    moved.write_text("\n".join([*classes[1:], "background"]) + "\n")
+    result = cli("eval", world.checkpoint, "--dataset", small_voc, "--classes", moved, "-q")
+    assert_one_line_error(result, "background", "first")
+    missing = small_voc.parent / "no_background.txt"
+    missing.write_text("\n".join(classes[1:]) + "\n")
+    result = cli("eval", world.checkpoint, "--dataset", small_voc, "--classes", missing, "-q")
+    assert result.code == 0 and "warning:" in result.err and "label 0" in result.err
+
+
 def _layout_variants(dataset: Path, tmp_path: Path) -> dict[str, tuple[Path, str]]:
     variants: dict[str, tuple[Path, str]] = {"missing": (tmp_path / "nowhere", "data set folder not found")}
     for name, remove, expect in (

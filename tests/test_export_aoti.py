@@ -12,17 +12,10 @@ from aoti_cache import LABELS, SHORT_SIDE, cached_bundle
 from PIL import Image
 
 from zeroseg.errors import ZerosegError
-from zeroseg.export.aoti import (
-    AOTI_FORMAT,
-    PORTABLE_OPTIONS,
-    AotiSettings,
-    describe_inductor,
-    export_aoti,
-    inductor_options,
-    static_size,
-)
-from zeroseg.export.manifest import read_manifest
-from zeroseg.export.vocab_bin import read_vocab_bin
+from zeroseg.export.aoti.compile import PORTABLE_OPTIONS, describe_inductor, inductor_options
+from zeroseg.export.aoti.export import AOTI_FORMAT, AotiSettings, export_aoti, static_size
+from zeroseg.export.core.manifest import read_manifest
+from zeroseg.export.core.vocab import read_vocab_bin
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +25,7 @@ def bundle():
 
 @pytest.fixture(scope="session")
 def runner(bundle):
-    from zeroseg.export.aoti_runtime import AOTISegmenter
+    from zeroseg.export.aoti.runtime import AOTISegmenter
 
     return AOTISegmenter(bundle)
 
@@ -45,7 +38,7 @@ def eager():
 
 
 def _scenes(n: int, size: int = 128, seed: int = 11) -> list[Image.Image]:
-    from zeroseg.shapeworld.scenes import generate_scene
+    from zeroseg.data.scenes import generate_scene
 
     return [Image.fromarray(generate_scene(seed, size, index=i).image) for i in range(n)]
 
@@ -99,7 +92,7 @@ def test_static_package_refuses_other_sizes(runner, monkeypatch):
 
 
 def test_tampered_package_and_manifest_refused(bundle, tmp_path):
-    from zeroseg.export.aoti_runtime import AOTISegmenter
+    from zeroseg.export.aoti.runtime import AOTISegmenter
 
     copy = tmp_path / "b"
     shutil.copytree(bundle, copy)

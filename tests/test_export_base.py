@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from zeroseg.checkpoint import CheckpointConfig, save_checkpoint
-from zeroseg.export import parity
-from zeroseg.export.manifest import read_manifest
+from zeroseg.export.core import parity
+from zeroseg.export.core.manifest import read_manifest
 from zeroseg.model.config import student_preset
 from zeroseg.model.student import ZeroSegStudent
 from zeroseg.preprocess import Preprocess

@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from zeroseg.export import OnnxSegmenter, parity
-from zeroseg.export.manifest import read_manifest
-from zeroseg.export.quantize import quantize_graph
-from zeroseg.export.runtime import open_session
+from zeroseg.bundled import bundled_checkpoint
+from zeroseg.export import OnnxSegmenter
+from zeroseg.export.core import parity
+from zeroseg.export.core.manifest import read_manifest
+from zeroseg.export.onnx.quantize import quantize_graph
+from zeroseg.export.onnx.runtime import open_session
 from zeroseg.infer.labels import LabelSpace
 from zeroseg.infer.segmenter import Segmenter
-from zeroseg.shapeworld.bundled import bundled_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -48,7 +49,7 @@ def bundle(calib, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def torch_model():
-    from zeroseg.export.onnx import GraphModules
+    from zeroseg.export.onnx.export import GraphModules
     from zeroseg.text import encode_classes
 
     ckpt = __import__("zeroseg.checkpoint", fromlist=["load_checkpoint"]).load_checkpoint(
@@ -72,7 +73,7 @@ def test_fp32_parity_and_static_int8_in_the_manifest(bundle):
     assert q["miou"]["images"] == 8 and q["miou"]["mIoU_change"] > -0.05
     assert (path / "image_encoder.int8.onnx").is_file() and (path / "segmenter.int8.onnx").is_file()
     assert any("looser gate" in line for line in lines)
-    # 7-bit weights: u8 x s8 products cannot saturate on x86 without VNNI (export/quantize.py)
+    # 7-bit weights: u8 x s8 products cannot saturate on x86 without VNNI (export/onnx/quantize.py)
     assert largest_int8_weight(path / "segmenter.int8.onnx") <= 64 and "7 bits" in q["recipe"]
 
 

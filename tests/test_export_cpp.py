@@ -1,6 +1,6 @@
-"""The C++ runner (export/cpp): built against the wheel's libtorch, its label maps equal Python's.
+"""The C++ runner (export/aoti/cpp): built against the wheel's libtorch, its label maps equal Python's.
 
-The build is cached (`zeroseg.export.cpp_build`, keyed by the sources and torch) and so is the
+The build is cached (`zeroseg.export.aoti.cpp_build`, keyed by the sources and torch) and so is the
 bundle (`aoti_cache`); with both warm this file takes a few seconds.
 """
 
@@ -19,7 +19,7 @@ from zeroseg.errors import ZerosegError
 
 @pytest.fixture(scope="session")
 def exe():
-    from zeroseg.export.cpp_build import build_runner, missing_system_packages
+    from zeroseg.export.aoti.cpp_build import build_runner, missing_system_packages
 
     try:
         return build_runner(log=lambda *_: None)
@@ -32,7 +32,7 @@ def exe():
 @pytest.fixture(scope="session")
 def scenes(tmp_path_factory):
     """Two ShapeWorld scenes: a PNG at the network size and a non-square JPEG that must be resized."""
-    from zeroseg.shapeworld.scenes import generate_scene
+    from zeroseg.data.scenes import generate_scene
 
     root = tmp_path_factory.mktemp("cpp_scenes")
     png, jpg = root / "scene_a.png", root / "scene_b.jpg"

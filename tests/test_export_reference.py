@@ -11,9 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from zeroseg.errors import ZerosegError
-from zeroseg.export import io
-from zeroseg.export.graphs import TextEncoderGraph
-from zeroseg.export.manifest import (
+from zeroseg.export.core.manifest import (
     BundleManifest,
     BundleVocabulary,
     load_vocabulary,
@@ -21,8 +19,10 @@ from zeroseg.export.manifest import (
     save_vocabulary,
     write_manifest,
 )
-from zeroseg.export.parity import check_gate
-from zeroseg.export.preprocess import preprocess_images, resize_unit
+from zeroseg.export.core.parity import check_gate
+from zeroseg.export.core.resize import preprocess_images, resize_unit
+from zeroseg.export.core.specs import BATCH, OUT_H, OUT_W, all_specs, segmenter_feed
+from zeroseg.export.graphs import TextEncoderGraph
 from zeroseg.kernels import reference
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -169,13 +169,13 @@ def test_vocabulary_round_trip_and_lookup(tmp_path):
 
 
 def test_specs_name_every_tensor_once():
-    specs = io.all_specs(8, 64, 77)
+    specs = all_specs(8, 64, 77)
     assert set(specs) == {"image_encoder", "text_encoder", "segmenter"}
     for spec in specs.values():
         names = spec.input_names + spec.output_names
         assert len(names) == len(set(names))
-    assert specs["segmenter"].outputs[0].dims == (io.BATCH, io.OUT_H, io.OUT_W)
-    feed = io.segmenter_feed(np.zeros((1, 3, 8, 8)), np.zeros((2, 4)), 0.5, 1, (9, 10))
+    assert specs["segmenter"].outputs[0].dims == (BATCH, OUT_H, OUT_W)
+    feed = segmenter_feed(np.zeros((1, 3, 8, 8)), np.zeros((2, 4)), 0.5, 1, (9, 10))
     assert list(feed) == specs["segmenter"].input_names
     assert feed["output_size"].dtype == np.int64 and feed["bg_thresh"].shape == ()
 

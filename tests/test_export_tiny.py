@@ -17,8 +17,10 @@ from helpers import assert_one_line_error
 
 from zeroseg.checkpoint import load_checkpoint
 from zeroseg.errors import ZerosegError
-from zeroseg.export import OnnxSegmenter, io, parity
-from zeroseg.export.manifest import read_manifest, sha256_file
+from zeroseg.export import OnnxSegmenter
+from zeroseg.export.core import parity
+from zeroseg.export.core.manifest import read_manifest, sha256_file
+from zeroseg.export.core.specs import BATCH, HEIGHT, WIDTH, segmenter_feed
 from zeroseg.infer.segmenter import Segmenter
 from zeroseg.kernels.reference import segment_head_ref
 
@@ -90,7 +92,7 @@ def test_graphs_carry_the_io_names_and_dynamic_dims(bundle):
             for value, spec in zip(values, specs, strict=True):
                 dims = [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
                 assert dims == spec["dims"], (name, value.name)
-    assert m.graphs["image_encoder"]["inputs"][0]["dims"] == [io.BATCH, 3, io.HEIGHT, io.WIDTH]
+    assert m.graphs["image_encoder"]["inputs"][0]["dims"] == [BATCH, 3, HEIGHT, WIDTH]
     assert m.graphs["text_encoder"]["inputs"][0]["dtype"] == "int64"
     assert m.graphs["segmenter"]["outputs"][0]["dtype"] == "int32"
     # no int64 ArgMax (ONNX Runtime's CPU ArgMax has no int64 kernel)
@@ -116,7 +118,7 @@ def test_parity_figures_pass_the_gates(bundle):
 def test_segmenter_graph_equals_the_reference_head(bundle, world, classes, batch, hw):
     """segmenter.onnx for 1 and 200 classes, batch 1 and 3, square and non-square, vs PyTorch."""
     from zeroseg.export.graphs import ImageEncoderGraph
-    from zeroseg.export.runtime import open_session
+    from zeroseg.export.onnx.runtime import open_session
 
     path, _ = bundle
     ckpt = load_checkpoint(world.checkpoint)
@@ -129,7 +131,7 @@ def test_segmenter_graph_equals_the_reference_head(bundle, world, classes, batch
     session = open_session(path / "segmenter.onnx", threads=1)
     out_size = (hw[0] + 13, hw[1] * 2 - 1)
     labels, seg_labels, probs = session.run(
-        None, io.segmenter_feed(pixels.numpy(), text.numpy(), 0.02, 1, out_size)
+        None, segmenter_feed(pixels.numpy(), text.numpy(), 0.02, 1, out_size)
     )
     with torch.no_grad():
         segments, maps = encoder(pixels)
@@ -163,7 +165,7 @@ def test_onnx_segmenter_equals_segmenter(bundle, world, images):
 
 
 def test_text_graph_keeps_the_causal_mask(bundle, world):
-    from zeroseg.export.runtime import open_session
+    from zeroseg.export.onnx.runtime import open_session
 
     encoder = load_checkpoint(world.checkpoint).build_text_encoder()
     tokens = encoder.tokenize(["a photo of a cat.", "dog"]).numpy()
@@ -324,7 +326,7 @@ def test_export_refuses_bad_options(world, tmp_path, export_cli):
 @pytest.fixture
 def reuse_graphs(bundle, monkeypatch):
     """Make export_onnx copy the module bundle's fp32 graphs instead of exporting them again."""
-    from zeroseg.export import bundle as bundle_module
+    from zeroseg.export.onnx import bundle as bundle_module
 
     src = bundle[0]
     graphs = read_manifest(src).graphs

@@ -23,11 +23,12 @@ from helpers import assert_one_line_error
 from tritonclient.grpc import model_config_pb2 as mc
 
 from zeroseg.errors import ZerosegError
-from zeroseg.export import OnnxSegmenter, io
-from zeroseg.export.manifest import load_vocabulary, read_manifest, sha256_file
-from zeroseg.export.runtime import open_session
-from zeroseg.export.triton_config import TritonModel, config_text, plan_batch_size, request_arrays
-from zeroseg.export.triton_repo import TritonSettings, export_triton
+from zeroseg.export import OnnxSegmenter
+from zeroseg.export.core.manifest import load_vocabulary, read_manifest, sha256_file
+from zeroseg.export.core.specs import image_encoder_spec, segmenter_feed, segmenter_spec
+from zeroseg.export.onnx.runtime import open_session
+from zeroseg.export.triton_server.config import TritonModel, config_text, plan_batch_size, request_arrays
+from zeroseg.export.triton_server.repo import TritonSettings, export_triton
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -52,7 +53,7 @@ def bundle(world, tmp_path_factory):
 @pytest.fixture(scope="module")
 def int8_bundle(bundle, tmp_path_factory):
     """The bundle plus a real dynamic-int8 image encoder listed in its (re-signed) manifest."""
-    from zeroseg.export.quantize import quantize_graph
+    from zeroseg.export.onnx.quantize import quantize_graph
 
     path = eh.copy_bundle(bundle, tmp_path_factory.mktemp("triton_int8") / "bundle")
     quantize_graph(path / "image_encoder.onnx", path / "image_encoder.int8.onnx", "dynamic")
@@ -193,8 +194,8 @@ def test_repository_models_give_the_bundles_labels(repo, bundle):
     vocab, missing = load_vocabulary(out / "vocab.npz").lookup(space.prompts)
     assert not missing and np.array_equal(vocab, text)  # the repository's vocabulary is the bundle's
     pixels = seg.preprocess(images, seg.input_size(64, 80))
-    spec = io.segmenter_spec(0, 0)
-    feed = io.segmenter_feed(pixels, vocab, seg.default_bg_thresh, space.label_offset, (64, 80))
+    spec = segmenter_spec(0, 0)
+    feed = segmenter_feed(pixels, vocab, seg.default_bg_thresh, space.label_offset, (64, 80))
     arrays = request_arrays(spec, feed, batched=False)
     assert arrays["bg_thresh"].shape == (1,) and arrays["output_size"].shape == (2,)
     session = open_session(out / "segmenter" / "1" / "model.onnx", threads=1)
@@ -291,7 +292,7 @@ def test_int8_models_stay_on_the_cpu(int8_bundle, tmp_path):
 
 
 def test_tensorrt_plan_config_parses():
-    spec = io.image_encoder_spec(8, 64)
+    spec = image_encoder_spec(8, 64)
     cfg = text_format.Parse(
         config_text(TritonModel("image_encoder", spec, "plan", 4, "gpu", 2)), mc.ModelConfig()
     )
@@ -319,7 +320,7 @@ def test_tensorrt_plan_config_parses():
 @pytest.fixture
 def engine_folder_without_engine(bundle, tmp_path):
     """What `zeroseg-export trt --onnx-only` writes: engine.json with no engine (TensorRT never ran)."""
-    from zeroseg.export.trt_manifest import write_engine_json
+    from zeroseg.export.tensorrt.manifest import write_engine_json
 
     folder = tmp_path / "trt"
     shutil.copytree(bundle, folder / "onnx")
@@ -371,7 +372,7 @@ def test_bad_inputs_are_one_line_errors(bundle, world, tmp_path, export_cli):
 
 
 def test_a_failed_write_leaves_nothing(bundle, tmp_path, export_cli, monkeypatch):
-    from zeroseg.export import triton_repo
+    from zeroseg.export.triton_server import repo as triton_repo
 
     calls = []
     real = shutil.copyfile
@@ -396,7 +397,7 @@ def test_the_exporter_needs_neither_tritonclient_nor_torch(bundle, tmp_path):
     code = """
     import sys
     from pathlib import Path
-    from zeroseg.export.triton_repo import TritonSettings, export_triton
+    from zeroseg.export.triton_server.repo import TritonSettings, export_triton
 
     data = export_triton(TritonSettings(Path(sys.argv[1]), Path(sys.argv[2])), log=lambda line: None)
     bad = [m for m in ("tritonclient", "torch", "google.protobuf") if m in sys.modules]

@@ -19,16 +19,21 @@ from helpers import assert_one_line_error
 from tiny_clip import tiny_clip
 
 from zeroseg.errors import ZerosegError
-from zeroseg.export import trt_precision as tp
-from zeroseg.export.runtime import open_session
-from zeroseg.export.trt_manifest import ENGINE_JSON, check_compatible, read_engine_json, write_engine_json
-from zeroseg.export.trt_profiles import Profile, check_input, default_shapes, derive_profile, parse_shape
+from zeroseg.export.onnx.runtime import open_session
+from zeroseg.export.tensorrt import precision as tp
+from zeroseg.export.tensorrt.manifest import (
+    ENGINE_JSON,
+    check_compatible,
+    read_engine_json,
+    write_engine_json,
+)
+from zeroseg.export.tensorrt.profiles import Profile, check_input, default_shapes, derive_profile, parse_shape
 
 PATCH, NATIVE, SHORT = 8, 4, 48  # micro model: 32 px training size -> 4x4 pos-embed grid
 
 
 def _tensorrt_skip() -> str | None:
-    from zeroseg.export.trt_build import tensorrt_unavailable
+    from zeroseg.export.tensorrt.build import tensorrt_unavailable
 
     return tensorrt_unavailable()
 
@@ -68,7 +73,7 @@ def micro(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def graph_only(micro, tmp_path_factory) -> tuple[Path, list[str]]:
     """`export_trt --onnx-only` of the micro checkpoint (fp32): the folder and its log lines."""
-    from zeroseg.export.trt_export import TrtSettings, export_trt
+    from zeroseg.export.tensorrt.export import TrtSettings, export_trt
 
     out = tmp_path_factory.mktemp("trt_out") / "engine"
     lines: list[str] = []
@@ -126,12 +131,12 @@ def test_rewrite_differs_below_the_native_grid_so_profiles_refuse_it(encoder):
 
 
 def _cases_and_text():
-    from zeroseg.export.trt_export import _parity_cases
+    from zeroseg.export.tensorrt.export import parity_cases
 
     profile = derive_profile(patch=PATCH, native_grid=NATIVE, short_side=SHORT, max_side=256)
     gen = torch.Generator().manual_seed(0)
     text = torch.nn.functional.normalize(torch.randn(5, 64, generator=gen), dim=-1)
-    return _parity_cases(SHORT, PATCH, profile), text
+    return parity_cases(SHORT, PATCH, profile), text
 
 
 def _parity(reference: Path, graph: Path, cases, text) -> dict:
@@ -250,7 +255,7 @@ def test_shape_flags_parse_and_inputs_are_checked():
 
 def _engine_folder(tmp_path: Path, **tensorrt) -> tuple[Path, dict]:
     """An engine.json as the builder writes it, next to a stand-in plan file (bytes, not TensorRT)."""
-    from zeroseg.export.manifest import sha256_file
+    from zeroseg.export.core.manifest import sha256_file
 
     folder = tmp_path / "eng"
     folder.mkdir()
@@ -389,7 +394,7 @@ def test_bad_inputs_are_one_line_errors_and_write_nothing(micro, graph_only, exp
 @needs_trt
 def test_build_and_run_engine(micro, tmp_path):  # pragma: no cover - needs TensorRT and CUDA
     from zeroseg.export import TRTSegmenter
-    from zeroseg.export.trt_export import TrtSettings, export_trt
+    from zeroseg.export.tensorrt.export import TrtSettings, export_trt
     from zeroseg.infer.segmenter import Segmenter
 
     out, cache = tmp_path / "engine", tmp_path / "timing.cache"

@@ -34,8 +34,8 @@ import torch
 from zeroseg.model.config import PRESETS
 from zeroseg.preprocess import Preprocess
 from zeroseg.teacher.views import PAPER_GRIDS, num_views, view_patch_weights
-from zeroseg.train.loop import Objective, train_step
 from zeroseg.train.losses import LossWeights
+from zeroseg.train.step import Objective, train_step
 
 EMBED_ATOL = 1e-4
 PROB_ATOL = 1e-4
@@ -67,7 +67,7 @@ def bundled_golden() -> dict[str, np.ndarray]:
 @pytest.fixture(scope="module")
 def bundled(meta):
     """The bundled checkpoint's Segmenter; refuses to compare against goldens of another checkpoint."""
-    from zeroseg.shapeworld.bundled import bundled_checkpoint
+    from zeroseg.bundled import bundled_checkpoint
 
     digest = g.file_sha256(bundled_checkpoint())
     assert digest == meta["bundled"]["checkpoint_sha256"], (

@@ -1,12 +1,13 @@
 """The package's layers, enforced: imports go one way, and no module imports itself in a cycle.
 
     errors, utils  <-  preprocess, text, classes, clip_arch, kernels  <-  model, teacher, data
-    <-  checkpoint  <-  train, infer  <-  evaluation  <-  shapeworld  <-  cli, bench, export, serve
+    <-  checkpoint, bundled  <-  train, infer  <-  evaluation  <-  shapeworld  <-  cli, bench, export, serve
 
 A module may import its own layer and the layers to its left. Every import counts: top-level, lazy
 (inside a function) and type-only (`if TYPE_CHECKING:`), so a layering fault cannot hide in a
-function body. The top layer has two extra rules: bench and export share only `zeroseg.utils.console`
-with the CLI (never a command module), and nothing imports `zeroseg.bench`.
+function body. The top layer has three extra rules: bench and export share only `zeroseg.utils.console`
+with the CLI (never a command module), nothing imports `zeroseg.bench`, and export does not need the
+toy world (`zeroseg.shapeworld`: its sample scenes and the `bundled` resolver live below it).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"errors", "utils", ""}),  # "": the package facade (__version__, ZerosegError)
     frozenset({"preprocess", "text", "classes", "clip_arch", "kernels"}),
     frozenset({"model", "teacher", "data"}),
-    frozenset({"checkpoint"}),
+    frozenset({"checkpoint", "bundled"}),
     frozenset({"train", "infer"}),
     frozenset({"evaluation"}),
     frozenset({"shapeworld"}),
@@ -114,6 +115,8 @@ def test_top_layer_shares_only_the_cli_plumbing():
                 bad.append(f"{module} imports {target} (nothing may import the benchmarks)")
             if unit in ("bench", "export") and _unit(target) == "cli" and target != "zeroseg.utils.console":
                 bad.append(f"{module} imports {target} (only zeroseg.utils.console is shared)")
+            if unit == "export" and _unit(target) == "shapeworld":
+                bad.append(f"{module} imports {target} (exporters do not need the toy world)")
     assert not bad, "\n".join(sorted(bad))
 
 

@@ -15,7 +15,8 @@ from PIL import Image
 from tiny_clip import TINY_CFG, tiny_clip
 
 from zeroseg.errors import ZerosegError
-from zeroseg.infer.maskclip import MODES, STRATEGIES, MaskCLIPSegmenter, value_branch, window_starts
+from zeroseg.infer.maskclip import STRATEGIES, MaskCLIPSegmenter, window_starts
+from zeroseg.infer.maskclip_tower import MODES, value_branch
 from zeroseg.kernels import available_backends
 from zeroseg.teacher.clip import Teacher
 from zeroseg.teacher.load import load_teacher, save_teacher

@@ -19,12 +19,12 @@ import pytest
 import torch
 from PIL import Image
 
+from zeroseg.bundled import bundled_checkpoint, bundled_teacher
 from zeroseg.checkpoint import load_checkpoint
 from zeroseg.data.voc import VOCDataset
 from zeroseg.errors import ZerosegError
 from zeroseg.evaluation.evaluate import evaluate
 from zeroseg.infer.segmenter import Segmenter
-from zeroseg.shapeworld.bundled import bundled_checkpoint, bundled_teacher
 from zeroseg.shapeworld.proof_report import markdown, plot
 from zeroseg.shapeworld.proof_score import median_seed, summarize, thread_check
 from zeroseg.shapeworld.tuning import cached_network, tune_and_score
@@ -304,9 +304,9 @@ def test_cli_maskclip_with_the_bundled_teacher_uses_the_proofs_templates(cli, sp
     """`--method maskclip --teacher bundled` defaults to the bundled checkpoint's six ShapeWorld
     templates (what the proof and the bench give MaskCLIP); `--templates` overrides; ZeroSeg and
     engines refuse the option."""
+    from zeroseg.bundled import maskclip_teacher_and_templates
     from zeroseg.classes import resolve_templates
     from zeroseg.infer.maskclip import MaskCLIPSegmenter
-    from zeroseg.shapeworld.bundled import maskclip_teacher_and_templates
 
     teacher, templates = maskclip_teacher_and_templates("bundled", None)
     assert teacher == str(bundled_teacher())

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 
+from zeroseg.bundled import bundled_teacher
 from zeroseg.checkpoint import load_checkpoint
-from zeroseg.shapeworld.bundled import bundled_teacher
 from zeroseg.shapeworld.write import write_scenes
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -11,12 +11,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from zeroseg.bundled import bundled_teacher
 from zeroseg.data.sources import ImageSource
 from zeroseg.data.voc import VOCDataset
 from zeroseg.evaluation.evaluate import evaluate
 from zeroseg.evaluation.metrics import chance_mious
 from zeroseg.infer.segmenter import Segmenter
-from zeroseg.shapeworld.bundled import bundled_teacher
 from zeroseg.shapeworld.write import write_scenes
 from zeroseg.teacher.cache import build_cache
 from zeroseg.teacher.load import load_teacher

@@ -8,9 +8,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from zeroseg.cli import synth as synth_command
+from zeroseg.data.shapes import BASE_RGB
 from zeroseg.data.voc import VOCDataset
 from zeroseg.errors import ZerosegError
-from zeroseg.shapeworld.scenes import BASE_RGB
 from zeroseg.shapeworld.write import (
     BACKGROUND_CAPTIONS,
     COLOURS,

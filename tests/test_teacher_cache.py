@@ -20,7 +20,8 @@ from typer.testing import CliRunner
 from zeroseg.cli import app
 from zeroseg.data.sources import CropDataset, ImageSource
 from zeroseg.errors import ZerosegError
-from zeroseg.teacher.cache import DONE, TODO, UNREADABLE, TeacherCache, build_cache
+from zeroseg.teacher.cache import DONE, TODO, UNREADABLE, build_cache
+from zeroseg.teacher.cache_reader import TeacherCache
 from zeroseg.teacher.load import load_teacher, save_teacher
 
 SIZE = 32

@@ -13,7 +13,8 @@ from tiny_clip import TINY_CFG, tiny_clip
 
 from zeroseg.classes import IMAGENET_TEMPLATES, SINGLE_TEMPLATE, parse_class_names, read_class_file
 from zeroseg.errors import ZerosegError
-from zeroseg.text import TextEncoder, Vocabulary, encode_classes, make_tokenizer, text_state_from_clip
+from zeroseg.teacher.text_state import text_state_from_clip
+from zeroseg.text import TextEncoder, Vocabulary, encode_classes, make_tokenizer
 
 VARIANT = {
     **TINY_CFG["text_cfg"],

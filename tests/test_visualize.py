@@ -6,7 +6,15 @@ from PIL import Image
 
 from zeroseg.data.voc import read_mask
 from zeroseg.errors import ZerosegError
-from zeroseg.infer.visualize import label_fractions, overlay, save_label_png, save_overlay, voc_palette
+from zeroseg.infer.visualize import (
+    label_fractions,
+    label_ids_from_png,
+    label_image,
+    overlay,
+    save_label_png,
+    save_overlay,
+    voc_palette,
+)
 
 
 def test_voc_palette_known_entries():
@@ -65,6 +73,27 @@ def test_label_png_rejects_bad_labels(tmp_path):
     with pytest.raises(ZerosegError, match="integers"):
         save_label_png(tmp_path / "x.png", np.zeros((2, 2)))
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_class_255_is_stored_coloured_and_listed(tmp_path):
+    """With more than 255 labels the PNG is 16-bit (255 is never the VOC ignore value) for the whole
+    run, and an overlay colours label 255."""
+    labels = np.array([[0, 255], [254, 300]], dtype=np.int32)
+    png = label_image(labels, num_labels=301)
+    stored = np.asarray(png).astype(np.int64)
+    assert png.mode in ("I;16", "I") and 255 not in stored
+    assert (label_ids_from_png(stored) == labels).all()
+    small = label_image(np.array([[0, 1]], dtype=np.int32), num_labels=301)
+    assert small.mode in ("I;16", "I")  # the run's format, not the image's labels
+    assert label_image(np.array([[0, 254]]), num_labels=255).mode == "P"
+    with pytest.raises(ZerosegError):
+        label_image(np.array([[255]]), num_labels=255)
+    names = ["background", *[f"c{i}" for i in range(1, 255)], "red"]
+    image = Image.new("RGB", (4, 4), (128, 128, 128))
+    red = np.full((4, 4), 255, dtype=np.int32)
+    save_overlay(tmp_path / "o.png", image, red, names, ignore_index=-1)
+    assert np.asarray(Image.open(tmp_path / "o.png"))[3, 3].tolist() != [128, 128, 128]
 
 
 @pytest.mark.parametrize("size", [(37, 23), (5, 3), (1, 1), (301, 17)])

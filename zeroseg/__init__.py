@@ -19,6 +19,7 @@ __version__ = "0.1.0"
 
 #: Public name -> the module that defines it.
 _LAZY = {
+    "load": "zeroseg.export.loader",
     "Segmenter": "zeroseg.infer.segmenter",
     "MaskCLIPSegmenter": "zeroseg.infer.maskclip",
     "load_checkpoint": "zeroseg.checkpoint",
@@ -27,7 +28,7 @@ _LAZY = {
     "VOCDataset": "zeroseg.data.voc",
     "ZeroSegStudent": "zeroseg.model.student",
     "student_preset": "zeroseg.model.config",
-    "bundled_checkpoint": "zeroseg.shapeworld.bundled",
+    "bundled_checkpoint": "zeroseg.bundled",
 }
 __all__ = ["ZerosegError", "__version__", *_LAZY]
 

@@ -8,7 +8,7 @@ QuickGELU) every field that changes the computation can be read off the modules.
 (ResNet or timm towers, attentional pooling, custom attention blocks, HF text towers) raises
 `ConfigNotInferable`; the caller then has to pass the config it built the model from. Callers verify
 an inferred config by rebuilding and comparing outputs (`zeroseg.teacher.load.save_teacher`,
-`zeroseg.text.text_state_from_clip`).
+`zeroseg.teacher.text_state.text_state_from_clip`).
 """
 
 from __future__ import annotations

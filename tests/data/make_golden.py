@@ -52,7 +52,7 @@ def _clean(value):
 
 def main() -> None:
     torch.set_num_threads(1)
-    from zeroseg.shapeworld.bundled import bundled_checkpoint
+    from zeroseg.bundled import bundled_checkpoint
 
     meta: dict = {
         "generated_by": "tests/data/make_golden.py",

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from zeroseg.cli import options as opts
 from zeroseg.errors import ZerosegError
 
 #: zeroseg.data.images.MAX_PIXELS and zeroseg.infer.labels.MAX_INFERENCE_SIDE, spelled out so that
@@ -31,30 +32,15 @@ def segment(
     labels_file: Path | None = typer.Option(
         None, "--labels-file", help="Class file: one class per line, synonyms comma-separated."
     ),
-    bg_thresh: float | None = typer.Option(
-        None,
-        "--bg-thresh",
-        help="Background below this probability (default: the model's tuned value, else 0.5).",
-    ),
-    bg_prompt: bool | None = typer.Option(
-        None, "--bg-prompt/--no-bg-prompt", help="Also name 'background' through the text side."
-    ),
+    bg_thresh: float | None = opts.BG_THRESH,
+    bg_prompt: bool | None = opts.BG_PROMPT,
     out: Path = typer.Option(Path("out/segment"), "--out", help="Output folder."),
-    short_side: int | None = typer.Option(
-        None, "--short-side", help="Network input short side (default: the checkpoint's; bundled 256)."
-    ),
-    head: str = typer.Option(
-        "segments", "--head", help="ZeroSeg head: segments (the paper's) | dense (ours: per-patch naming)."
-    ),
-    method: str = typer.Option("zeroseg", "--method", help="zeroseg (the checkpoint) | maskclip (baseline)."),
-    teacher: str | None = typer.Option(None, "--teacher", help="CLIP for --method maskclip (MODEL:/path)."),
-    templates: str | None = typer.Option(
-        None,
-        "--templates",
-        help="--method maskclip: imagenet | single | shapeworld | FILE "
-        "(default: shapeworld with --teacher bundled, else imagenet).",
-    ),
-    device: str = typer.Option("cpu", "--device", help="auto | cpu | cuda."),
+    short_side: int | None = opts.SHORT_SIDE,
+    head: str = opts.HEAD,
+    method: str = opts.METHOD,
+    teacher: str | None = opts.TEACHER,
+    templates: str | None = opts.TEMPLATES,
+    device: str | None = opts.DEVICE,
     batch_size: int = typer.Option(
         8,
         "--batch-size",
@@ -63,13 +49,10 @@ def segment(
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace existing outputs in --out (an input is never overwritten)."
     ),
-    engine: Path | None = typer.Option(
-        None,
-        "--engine",
-        help="Run an exported ONNX bundle (zeroseg-export onnx) instead of a checkpoint; every argument "
-        "is then an image.",
-    ),
-    precision: str = typer.Option("fp32", "--precision", help="With --engine: fp32 | int8."),
+    engine: Path | None = opts.ENGINE,
+    precision: str | None = opts.PRECISION,
+    runtime: str | None = opts.RUNTIME,
+    threads: int | None = opts.THREADS,
 ) -> None:
     """Segment images into the classes you name; writes <stem>_labels.png, _overlay.png and .json.
 
@@ -77,17 +60,55 @@ def segment(
     before the first file is written. Existing outputs are refused without --overwrite.
     """
     from zeroseg.classes import parse_labels_option
-    from zeroseg.infer.files import plan_outputs, segment_files
-    from zeroseg.shapeworld.bundled import resolve_model_path
-    from zeroseg.utils.console import Interrupted
+    from zeroseg.infer.files import segment_files
+
+    classes = parse_labels_option(labels, labels_file)
+    images = _check_inputs(checkpoint, images, out, method=method, engine=engine, bg_thresh=bg_thresh,
+                           device=device, overwrite=overwrite)  # fmt: skip
+    from zeroseg.cli.segmenters import cli_segmenter
+
+    segmenter = cli_segmenter(
+        method, checkpoint=None if engine is not None else checkpoint, teacher=teacher, templates=templates,
+        device=device, short_side=short_side, head=head, engine=engine, precision=precision, runtime=runtime,
+        threads=threads,
+    )  # fmt: skip
+    extra = {"method": method}
+    if engine is not None:
+        extra.update(engine=str(engine), precision=precision or "fp32")
+
+    def report(path: Path, result) -> None:
+        shares = ", ".join(f"{k} {v:.0%}" for k, v in result.fractions().items())
+        typer.echo(f"{path.name}: {shares}")
+
+    try:
+        written = segment_files(
+            segmenter, images, classes, out, bg_thresh=bg_thresh, bg_prompt=bg_prompt, batch_size=batch_size,
+            overwrite=overwrite, extra=extra, on_result=report,
+        )  # fmt: skip
+    except KeyboardInterrupt:
+        from zeroseg.utils.console import Interrupted
+
+        raise Interrupted(
+            "interrupted: the files written so far are complete; the rest were not written"
+        ) from None
+    typer.echo(f"wrote {written} files to {out}")
+
+
+def _check_inputs(
+    checkpoint: Path, images: list[Path] | None, out: Path, *, method: str, engine: Path | None,
+    bg_thresh: float | None, device: str | None, overwrite: bool,
+) -> list[Path]:  # fmt: skip
+    """The images to segment, after every cheap refusal (before any model loads or file is written).
+
+    With --engine, or --method maskclip and no checkpoint, the first positional is an image too.
+    """
+    from zeroseg.infer.factory import METHODS
+    from zeroseg.infer.files import plan_outputs
     from zeroseg.utils.device import resolve_device
     from zeroseg.utils.writable import ensure_writable_dir
 
-    classes = parse_labels_option(labels, labels_file)
     if bg_thresh is not None and not 0.0 <= bg_thresh <= 1.0:
         raise ZerosegError(f"--bg-thresh must be in [0, 1], got {bg_thresh}")
-    from zeroseg.infer.factory import METHODS, check_engine_head
-
     if method not in METHODS:
         raise ZerosegError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
     if out.exists() and not out.is_dir():
@@ -101,40 +122,11 @@ def segment(
         images.insert(0, checkpoint)  # no checkpoint given: the first argument is an image
     if not images:
         raise ZerosegError("no image given: zeroseg segment CHECKPOINT IMAGE... --labels ...")
-    resolve_device(device)  # before any decoding: a bad --device is one line
-    plan_outputs(images, out, overwrite=overwrite)  # cheap refusals before the model loads
+    if device not in (None, "auto"):
+        resolve_device(device)  # before any decoding: a bad --device is one line
+    plan_outputs(images, out, overwrite=overwrite)
     ensure_writable_dir(out, "--out", create=False)
-    if method == "zeroseg" and checkpoint is not None:
-        checkpoint = resolve_model_path(checkpoint)
-    extra = {"method": method}
-    if engine is not None:
-        check_engine_head(head, templates)
-        from zeroseg.export.runtime import OnnxSegmenter
-
-        segmenter = OnnxSegmenter(engine, precision=precision, short_side=short_side)
-        extra.update(engine=str(engine), precision=precision)
-    else:
-        from zeroseg.cli.segmenters import cli_segmenter
-
-        segmenter = cli_segmenter(
-            method, checkpoint=checkpoint, teacher=teacher, templates=templates, device=device,
-            short_side=short_side, head=head,
-        )  # fmt: skip
-
-    def report(path: Path, result) -> None:
-        shares = ", ".join(f"{k} {v:.0%}" for k, v in result.fractions().items())
-        typer.echo(f"{path.name}: {shares}")
-
-    try:
-        written = segment_files(
-            segmenter, images, classes, out, bg_thresh=bg_thresh, bg_prompt=bg_prompt, batch_size=batch_size,
-            overwrite=overwrite, extra=extra, on_result=report,
-        )  # fmt: skip
-    except KeyboardInterrupt:
-        raise Interrupted(
-            "interrupted: the files written so far are complete; the rest were not written"
-        ) from None
-    typer.echo(f"wrote {written} files to {out}")
+    return images
 
 
 def _names_a_checkpoint(path: Path) -> bool:

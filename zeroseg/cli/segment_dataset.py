@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
+from zeroseg.cli import options as opts
 from zeroseg.errors import ZerosegError
+
+if TYPE_CHECKING:
+    from zeroseg.serve.dataset import Summary
 
 
 def segment_dataset(
@@ -16,27 +21,20 @@ def segment_dataset(
         "image path per line.",
     ),
     out: Path | None = typer.Option(None, "--out", help="Output folder (label PNGs, JSONs, index.jsonl)."),
-    checkpoint: str | None = typer.Option(
-        None, "--checkpoint", help="ZeroSeg checkpoint (.pt), or 'bundled' for the bundled ShapeWorld model."
-    ),
-    engine: Path | None = typer.Option(
-        None, "--engine", help="An exported ONNX bundle (zeroseg-export onnx) instead of a checkpoint."
-    ),
-    precision: str = typer.Option("fp32", "--precision", help="With --engine: fp32 | int8."),
+    checkpoint: str | None = opts.CHECKPOINT_OPTION,
+    engine: Path | None = opts.ENGINE,
+    precision: str | None = opts.PRECISION,
+    runtime: str | None = opts.RUNTIME,
     labels: str | None = typer.Option(
         None, "--labels", help='Classes: "cat,dog,sofa|couch" (| joins synonyms).'
     ),
     labels_file: Path | None = typer.Option(
         None, "--labels-file", help="Class file: one class per line, synonyms comma-separated."
     ),
-    bg_thresh: float | None = typer.Option(
-        None, "--bg-thresh", help="Background below this probability (default: the model's tuned value)."
-    ),
-    bg_prompt: bool | None = typer.Option(
-        None, "--bg-prompt/--no-bg-prompt", help="Also name 'background' through the text side."
-    ),
-    short_side: int | None = typer.Option(None, "--short-side", help="Network input short side."),
-    device: str = typer.Option("cpu", "--device", help="With --checkpoint: cpu | cuda | auto."),
+    bg_thresh: float | None = opts.BG_THRESH,
+    bg_prompt: bool | None = opts.BG_PROMPT,
+    short_side: int | None = opts.SHORT_SIDE,
+    device: str | None = opts.DEVICE,
     ray: str | None = typer.Option(
         None,
         "--ray",
@@ -56,7 +54,6 @@ def segment_dataset(
     Unreadable images become failed rows of the index (with the reason), never the end of the run.
     """
     from zeroseg.classes import parse_labels_option
-    from zeroseg.serve.cluster import check_address
     from zeroseg.serve.dataset import segment_dataset as run
     from zeroseg.serve.model import ModelSpec
     from zeroseg.utils.console import Interrupted
@@ -69,19 +66,11 @@ def segment_dataset(
     if out is None:
         raise ZerosegError("--out is required: the folder for the label PNGs, JSONs and index.jsonl")
     classes = parse_labels_option(labels, labels_file)
-    if bg_thresh is not None and not 0.0 <= bg_thresh <= 1.0:
-        raise ZerosegError(f"--bg-thresh must be in [0, 1], got {bg_thresh}")
-    if batch_size <= 0:
-        raise ZerosegError(f"--batch-size must be positive, got {batch_size}")
-    if actors is not None and ray is None:
-        raise ZerosegError("--actors sizes a Ray actor pool: pass --ray local (or a cluster address) too")
-    if actors is not None and actors <= 0:
-        raise ZerosegError(f"--actors must be positive, got {actors}")
-    if ray is not None:
-        ray = check_address(ray)
-    resolve_device(device)
+    ray = _check_run_options(bg_thresh, batch_size, actors, ray)
+    if device not in (None, "auto"):
+        resolve_device(device)
     spec = ModelSpec.from_options(
-        checkpoint, engine, precision=precision, short_side=short_side, device=device
+        checkpoint, engine, precision=precision, short_side=short_side, device=device, runtime=runtime
     )
     try:
         summary = run(
@@ -92,6 +81,33 @@ def segment_dataset(
         raise Interrupted(
             f"interrupted: the images written so far are complete; rerun with --resume to finish {out}"
         ) from None
+    _report(summary)
+
+
+def _check_run_options(
+    bg_thresh: float | None, batch_size: int, actors: int | None, ray: str | None
+) -> str | None:
+    """Check the run's numbers and Ray options; returns the checked Ray address (None: no Ray).
+
+    Raises:
+        ZerosegError: --bg-thresh outside [0, 1], a non-positive --batch-size or --actors, --actors
+            without --ray, or a malformed --ray address.
+    """
+    from zeroseg.serve.cluster import check_address
+
+    if bg_thresh is not None and not 0.0 <= bg_thresh <= 1.0:
+        raise ZerosegError(f"--bg-thresh must be in [0, 1], got {bg_thresh}")
+    if batch_size <= 0:
+        raise ZerosegError(f"--batch-size must be positive, got {batch_size}")
+    if actors is not None and ray is None:
+        raise ZerosegError("--actors sizes a Ray actor pool: pass --ray local (or a cluster address) too")
+    if actors is not None and actors <= 0:
+        raise ZerosegError(f"--actors must be positive, got {actors}")
+    return check_address(ray) if ray is not None else None
+
+
+def _report(summary: Summary) -> None:
+    """The run's closing lines: counts, speed and the index file; a warning when images failed."""
     typer.echo(
         f"segmented {summary.done} images in {summary.seconds:.1f} s ({summary.images_per_s:.2f} images/s), "
         f"skipped {summary.skipped} already complete, {summary.failed} failed; wrote {summary.index}"

@@ -1,39 +1,103 @@
-"""The segmenter of `zeroseg segment` and `zeroseg eval` from their shared options."""
+"""The segmenter of `zeroseg segment` and `zeroseg eval` from their shared options.
+
+ZeroSeg models — a checkpoint, `bundled` or any exported bundle (`--engine`) — are built by
+`zeroseg.load`; MaskCLIP (the training-free baseline) by `MaskCLIPSegmenter.from_spec`.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from zeroseg.errors import ZerosegError
 from zeroseg.infer.base import SegmenterBase
+
+
+def _model_segmenter(
+    source: str | Path, *, engine: bool, device: str | None, precision: str | None, runtime: str | None,
+    threads: int | None, short_side: int | None, head: str,
+) -> SegmenterBase:  # fmt: skip
+    """`zeroseg.load` on a checkpoint or a bundle; an engine's device defaults to its runtime's."""
+    from zeroseg.export.loader import load
+    from zeroseg.infer.factory import check_engine_head
+    from zeroseg.utils.device import resolve_device
+
+    if engine:
+        check_engine_head(head)  # before the bundle is opened: the CLI's own wording
+        dev = None if device in (None, "auto") else device
+    else:
+        dev = resolve_device(device or "cpu")
+    return load(
+        source, device=dev, precision=precision, runtime=runtime, threads=threads, short_side=short_side,
+        head=head,
+    )  # fmt: skip
+
+
+def _maskclip(teacher: str | None, templates: str | None, *, device: str | None, short_side: int | None,
+              head: str) -> SegmenterBase:  # fmt: skip
+    """MaskCLIP on `--teacher` (`bundled` resolved, with the bundled checkpoint's templates)."""
+    from zeroseg.bundled import maskclip_teacher_and_templates
+    from zeroseg.infer.maskclip import MaskCLIPSegmenter
+    from zeroseg.utils.device import resolve_device
+
+    teacher, prompts = maskclip_teacher_and_templates(teacher, templates)
+    if teacher is None:
+        raise ZerosegError("--method maskclip needs --teacher (the CLIP whose dense features it uses)")
+    if head != "segments":
+        raise ZerosegError("--head is a ZeroSeg option; MaskCLIP's head is always dense")
+    dev = resolve_device(device or "cpu")
+    return MaskCLIPSegmenter.from_spec(teacher, device=dev, short_side=short_side, templates=prompts)
 
 
 def cli_segmenter(
     method: str,
     *,
     checkpoint: str | Path | None,
-    teacher: str | None,
-    templates: str | None,
-    device: str,
-    short_side: int | None,
-    head: str,
+    teacher: str | None = None,
+    templates: str | None = None,
+    device: str | None = None,
+    short_side: int | None = None,
+    head: str = "segments",
+    engine: str | Path | None = None,
+    precision: str | None = None,
+    runtime: str | None = None,
+    threads: int | None = None,
 ) -> SegmenterBase:
-    """`zeroseg.infer.factory.build_segmenter` after resolving `--teacher bundled` and MaskCLIP's
-    `--templates` default (`zeroseg.shapeworld.bundled.maskclip_teacher_and_templates`).
+    """The segmenter the options name, with every refusal in one line before anything loads.
 
     Args:
         method: `--method` (zeroseg | maskclip).
-        checkpoint: the ZeroSeg checkpoint (resolved path), or None for maskclip.
-        teacher: `--teacher`; templates: `--templates` (a name or a file, or None).
-        device: `--device`; short_side: `--short-side`; head: `--head`.
+        checkpoint: the ZeroSeg checkpoint or `bundled` (None with --engine or for maskclip).
+        teacher, templates: MaskCLIP's `--teacher` and `--templates`.
+        device: `--device` (None: the CPU, or an engine's own device); short_side: `--short-side`;
+            head: `--head`.
+        engine: `--engine`, a folder any `zeroseg-export` command wrote.
+        precision, runtime, threads: `--precision`, `--runtime`, `--threads` (ZeroSeg models).
 
     Returns:
         The segmenter.
     """
-    from zeroseg.infer.factory import build_segmenter
-    from zeroseg.shapeworld.bundled import maskclip_teacher_and_templates
+    from zeroseg.infer.factory import METHODS
 
-    teacher, prompts = maskclip_teacher_and_templates(teacher, templates)
-    return build_segmenter(
-        method, checkpoint=checkpoint, teacher=teacher, device=device, short_side=short_side, head=head,
-        templates=prompts,
+    if method not in METHODS:
+        raise ZerosegError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    if method == "maskclip":
+        if engine is not None:
+            raise ZerosegError(
+                "--engine runs an exported ZeroSeg bundle; it does not combine with --method maskclip"
+            )
+        if precision is not None or runtime is not None:
+            raise ZerosegError(
+                "--precision and --runtime are options of ZeroSeg models, not of --method maskclip"
+            )
+        return _maskclip(teacher, templates, device=device, short_side=short_side, head=head)
+    if templates is not None:
+        raise ZerosegError(
+            "--templates is a --method maskclip option: a ZeroSeg model carries its own templates"
+        )
+    source = engine if engine is not None else checkpoint
+    if source is None:
+        raise ZerosegError("no model given: pass a checkpoint (or 'bundled'), or --engine DIR")
+    return _model_segmenter(
+        source, engine=engine is not None, device=device, precision=precision, runtime=runtime,
+        threads=threads, short_side=short_side, head=head,
     )  # fmt: skip

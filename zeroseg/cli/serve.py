@@ -7,19 +7,17 @@ from pathlib import Path
 
 import typer
 
+from zeroseg.cli import options as opts
 from zeroseg.errors import ZerosegError
 
 
 def serve_command(
-    checkpoint: str | None = typer.Option(
-        None, "--checkpoint", help="ZeroSeg checkpoint (.pt), or 'bundled' for the bundled ShapeWorld model."
-    ),
-    engine: Path | None = typer.Option(
-        None, "--engine", help="An exported ONNX bundle (zeroseg-export onnx) instead of a checkpoint."
-    ),
-    precision: str = typer.Option("fp32", "--precision", help="With --engine: fp32 | int8."),
-    short_side: int | None = typer.Option(None, "--short-side", help="Network input short side."),
-    device: str = typer.Option("cpu", "--device", help="With --checkpoint: cpu | cuda | auto."),
+    checkpoint: str | None = opts.CHECKPOINT_OPTION,
+    engine: Path | None = opts.ENGINE,
+    precision: str | None = opts.PRECISION,
+    runtime: str | None = opts.RUNTIME,
+    short_side: int | None = opts.SHORT_SIDE,
+    device: str | None = opts.DEVICE,
     host: str = typer.Option(
         "127.0.0.1", "--host", help="Address the HTTP proxy binds (loopback by default)."
     ),
@@ -49,9 +47,10 @@ def serve_command(
     if not 0 < port < 65536:
         raise ZerosegError(f"--port must be in 1..65535, got {port}")
     address = check_address(ray)
-    resolve_device(device)
+    if device not in (None, "auto"):
+        resolve_device(device)
     spec = ModelSpec.from_options(
-        checkpoint, engine, precision=precision, short_side=short_side, device=device
+        checkpoint, engine, precision=precision, short_side=short_side, device=device, runtime=runtime
     )
     limits = Limits(max_body_bytes=int(max_body_mb * 2**20), max_pixels=max_pixels)
     check_port(host, port)

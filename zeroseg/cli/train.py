@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from zeroseg.errors import ZerosegError
 from zeroseg.utils.console import parse_int_list
+
+if TYPE_CHECKING:
+    from zeroseg.train.config import TrainConfig, TrainResult
 
 
 def _parse_weights(text: str) -> tuple[float, float, float]:
@@ -119,26 +123,52 @@ def train_command(
 
     Multi-GPU / multi-node: `torchrun --nproc_per_node N -m zeroseg train ...`.
     """
-    from zeroseg.train.config import TrainConfig
-    from zeroseg.train.loop import train
+    options = dict(locals())  # every option by parameter name, before anything else is bound
+    cfg = _train_config({name: v for name, v in options.items() if name not in _NOT_CONFIG})
+    result = _run_training(cfg, out, resume=resume, progress=not quiet, explicit=_explicit_fields(ctx))
+    _report(result, out)
 
-    for value, name in ((log_every, "--log-every"), (save_every, "--save-every"), (workers + 1, "--workers")):
+
+#: Parameters of `train_command` that are not TrainConfig settings.
+_NOT_CONFIG = frozenset({"ctx", "resume", "quiet"})
+
+
+def _train_config(options: dict[str, Any]) -> TrainConfig:
+    """The run's TrainConfig from the command's options (by parameter name; `_PARAM_FIELDS` maps
+    the names that differ), with the text options parsed.
+
+    Raises:
+        ZerosegError: a count that must be positive is not, or unparsable --loss-weights / --grids.
+    """
+    from zeroseg.train.config import TrainConfig
+
+    checks = (
+        (options["log_every"], "--log-every"),
+        (options["save_every"], "--save-every"),
+        (options["workers"] + 1, "--workers"),
+    )
+    for value, name in checks:
         if value <= 0:
             raise ZerosegError(f"{name} must be positive, got {value}")
-    cfg = TrainConfig(
-        data=data, out=str(out), teacher=teacher, teacher_cache=teacher_cache, preset=preset,
-        image_size=image_size, encoder_weights=encoder_weights, steps=steps, epochs=epochs,
-        batch_size=batch_size, grad_accum=grad_accum, lr=lr, blr=blr, weight_decay=weight_decay,
-        warmup_fraction=warmup, clip_grad=clip_grad or None, mask_ratio=mask_ratio, match=match,
-        gumbel=gumbel, weights=_parse_weights(loss_weights), region_weight=region_weight,
-        ema=ema, norm_pix=norm_pix, grids=parse_int_list(grids, "--grids"),
-        templates=templates, test_short_side=test_short_side, bg_thresh=bg_thresh, bg_prompt=bg_prompt,
-        amp=amp, compile=compile_model, num_workers=workers, seed=seed, device=device, log_every=log_every,
-        save_every=save_every, stop_after_steps=stop_after,
-    )  # fmt: skip
+    fields = {_PARAM_FIELDS.get(name, name): value for name, value in options.items()}
+    fields.update(
+        out=str(options["out"]),
+        clip_grad=options["clip_grad"] or None,
+        weights=_parse_weights(options["loss_weights"]),
+        grids=parse_int_list(options["grids"], "--grids"),
+    )
+    return TrainConfig(**fields)
+
+
+def _run_training(
+    cfg: TrainConfig, out: Path, *, resume: bool, progress: bool, explicit: set[str]
+) -> TrainResult:
+    """`zeroseg.train.loop.train`, its warnings on stderr; a second Ctrl-C becomes `Interrupted`."""
+    from zeroseg.train.loop import train
+
     try:
-        result = train(
-            cfg, resume=resume, progress=not quiet, explicit=_explicit_fields(ctx),
+        return train(
+            cfg, resume=resume, progress=progress, explicit=explicit,
             on_warning=lambda m: typer.echo(f"warning: {m}", err=True),
         )  # fmt: skip
     except KeyboardInterrupt:  # the second Ctrl-C: stop at once, without saving
@@ -148,6 +178,10 @@ def train_command(
             f"interrupted twice: stopped at once without saving; {out / 'last.pt'} holds the last saved "
             "step (continue with --resume)"
         ) from None
+
+
+def _report(result: TrainResult, out: Path) -> None:
+    """Say where the run stopped; a signal-interrupted run exits with the signal's status."""
     if result.interrupted:
         typer.echo(
             f"interrupted at step {result.step}: saved {out / 'last.pt'}; continue with --resume", err=True

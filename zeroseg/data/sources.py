@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import glob
 import os
-import tarfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,26 +26,10 @@ from zeroseg.data.images import (
     open_rgb,
     to_unit_tensor,
 )
+from zeroseg.data.tars import TAR_SEP, index_tar
 from zeroseg.errors import ZerosegError
 
-TAR_SEP = "::"
 _GLOB_CHARS = set("*?[")
-
-
-def _index_tar(shard: Path) -> list[tuple[str, int, int]]:
-    """(member name, data offset, size) of the image members of an uncompressed tar, in tar order."""
-    members: dict[str, tuple[int, int]] = {}
-    try:
-        with tarfile.open(shard, mode="r:") as tf:
-            for info in tf:
-                if info.isfile() and Path(info.name).suffix.lower() in IMAGE_SUFFIXES:
-                    members[info.name] = (info.offset_data, info.size)  # a later duplicate wins, as in tar
-    except (tarfile.TarError, OSError) as exc:
-        raise ZerosegError(
-            f"cannot index tar shard {shard} ({type(exc).__name__}: {exc}); re-create or remove it "
-            "(only uncompressed .tar is supported)"
-        ) from None
-    return [(name, off, size) for name, (off, size) in members.items()]
 
 
 class ImageSource:
@@ -138,7 +121,7 @@ class ImageSource:
         for new_index, i in enumerate(order):
             st = shard_paths[i].stat()
             shards.append((str(shard_paths[i]), st.st_size, st.st_mtime_ns))
-            for member, offset, size in _index_tar(shard_paths[i]):
+            for member, offset, size in index_tar(shard_paths[i]):
                 rows.append((f"{names[i]}{TAR_SEP}{member}", (new_index, offset, size)))
         if not rows:
             raise ZerosegError(f"no image members found in {len(shards)} tar shard(s)")

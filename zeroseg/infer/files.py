@@ -13,7 +13,7 @@ Contracts (the README's "Guarantees"):
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,6 +94,44 @@ def check_memory(name: str | os.PathLike, height: int, width: int, batch_size: i
         )
 
 
+def write_result_json(
+    path: Path,
+    result: SegmentationResult,
+    *,
+    image: str,
+    size: tuple[int, int],
+    bits: int,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, float]:
+    """Write an image's JSON, atomically: what `zeroseg segment` and `zeroseg segment-dataset` write
+    beside its label PNG (the same fields in the same order).
+
+    Args:
+        path: the JSON file.
+        result: the image's segmentation.
+        image: how the JSON names the image (its path, or 'shard.tar::member').
+        size: the image's (width, height).
+        bits: the bit depth of the run's label PNGs (`label_png_bits`).
+        extra: more entries (e.g. the method).
+
+    Returns:
+        The class fractions written (label name -> share of pixels).
+    """
+    fractions = result.fractions()
+    atomic_write_json(
+        path,
+        {
+            "image": image,
+            "size": list(size),
+            "class_names": list(result.class_names),
+            "fractions": fractions,
+            "label_png": {"bits": bits, "values": LABEL_PNG_VALUES},
+            **(extra or {}),
+        },
+    )
+    return fractions
+
+
 def segment_files(
     segmenter: SegmenterBase,
     images: Sequence[Path],
@@ -144,17 +182,7 @@ def segment_files(
             names = list(result.class_names)
             save_label_png(plan.labels, result.labels, num_labels=len(names))
             save_overlay(plan.overlay, image, result.labels, names, ignore_index=-1)
-            atomic_write_json(
-                plan.json,
-                {
-                    "image": str(path),
-                    "size": [image.width, image.height],
-                    "class_names": names,
-                    "fractions": result.fractions(),
-                    "label_png": {"bits": bits, "values": LABEL_PNG_VALUES},
-                    **(extra or {}),
-                },
-            )
+            write_result_json(plan.json, result, image=str(path), size=image.size, bits=bits, extra=extra)
             written += 3
             if on_result is not None:
                 on_result(path, result)

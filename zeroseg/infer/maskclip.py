@@ -49,28 +49,21 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from zeroseg.classes import IMAGENET_TEMPLATES
 from zeroseg.errors import ZerosegError
 from zeroseg.infer.labels import DEFAULT_BG_THRESH, LabelSpace, SegmentationResult, head_result
+from zeroseg.infer.maskclip_tower import DenseTower, check_choice
 from zeroseg.infer.torch_base import TorchSegmenterBase
 from zeroseg.kernels import dense_head, token_text_similarity, upsample_labels
 from zeroseg.teacher.clip import Teacher
 from zeroseg.teacher.load import load_teacher
 from zeroseg.text import Vocabulary
 
-MODES: tuple[str, ...] = ("v_only", "vv_res", "tokens")
 STRATEGIES: tuple[str, ...] = ("slide", "interp", "down")
 DEFAULT_STRATEGY = "slide"
 #: Views (windows or images) per forward pass through the tower.
 DEFAULT_MAX_BATCH = 32
-
-
-def default_mode(visual: nn.Module) -> str:
-    """vv_res for a mean-pooled tower, v_only otherwise (see the module docstring)."""
-    return "vv_res" if getattr(visual, "pool_type", "tok") == "avg" else "v_only"
 
 
 def window_starts(length: int, window: int, stride: int) -> list[int]:
@@ -81,53 +74,6 @@ def window_starts(length: int, window: int, stride: int) -> list[int]:
     window = min(window, length)
     count = -(-(length - window) // stride) + 1
     return sorted({min(i * stride, length - window) for i in range(count)})
-
-
-def _check_choice(value: str, choices: tuple[str, ...], what: str) -> str:
-    if value not in choices:
-        raise ZerosegError(f"unknown MaskCLIP {what} {value!r}: use one of {', '.join(choices)}")
-    return value
-
-
-def _check_tower(visual: nn.Module) -> None:
-    from open_clip.transformer import Attention, VisionTransformer
-
-    if not isinstance(visual, VisionTransformer):
-        raise ZerosegError(
-            f"MaskCLIP needs an open_clip VisionTransformer image tower, this teacher has "
-            f"{type(visual).__name__}: use a ViT CLIP"
-        )
-    if visual.attn_pool is not None:
-        raise ZerosegError("MaskCLIP does not support attentional-pooler towers (CoCa): use a plain ViT CLIP")
-    if len(visual.transformer.resblocks) == 0 or not isinstance(
-        visual.transformer.resblocks[-1].attn, (nn.MultiheadAttention, Attention)
-    ):
-        raise ZerosegError("MaskCLIP needs the tower's last block to be an open_clip attention block")
-    if visual.patch_size[0] != visual.patch_size[1]:
-        raise ZerosegError(f"MaskCLIP needs square patches, this tower has {visual.patch_size}")
-
-
-def value_branch(block: nn.Module, y: torch.Tensor) -> torch.Tensor:
-    """A block's attention branch with attention replaced by the identity, on y = ln_1(x): (N, L, D).
-
-    out_proj(W_v y + b_v), with the extras of open_clip's custom blocks (head scale, inner norm,
-    ln_attn) and LayerScale (ls_1) applied where the block has them.
-    """
-    attn = block.attn
-    d = y.shape[-1]
-    weight = attn.in_proj_weight
-    weight = attn.v_proj_weight if weight is None else weight[2 * d :]
-    bias = None if attn.in_proj_bias is None else attn.in_proj_bias[2 * d :]
-    v = F.linear(y, weight, bias)
-    if not isinstance(attn, nn.MultiheadAttention):  # open_clip.transformer.Attention
-        if attn.head_scale is not None:
-            n, length = v.shape[:2]
-            v = (v.view(n, length, attn.num_heads, -1) * attn.head_scale.view(attn.num_heads, 1)).flatten(2)
-        v = attn.ln_inner(v)
-    out = attn.out_proj(v)
-    if hasattr(block, "ln_attn"):
-        out = block.ln_attn(out)
-    return block.ls_1(out)
 
 
 class DenseOutput(NamedTuple):
@@ -163,8 +109,8 @@ class MaskCLIPSegmenter(TorchSegmenterBase):
             device: where to run (the teacher is moved there; None keeps the teacher's device).
             short_side: image short side for "slide" and "interp" (default: 2x the native input;
                 "down" ignores it).
-            mode: one of `MODES` (see the module docstring); None picks it by the tower's pooling
-                (`default_mode`).
+            mode: one of `zeroseg.infer.maskclip_tower.MODES` (see the module docstring); None picks
+                it by the tower's pooling (`default_mode`).
             strategy: one of `STRATEGIES` (see the module docstring).
             templates: prompt templates (default: the 80 ImageNet ones).
             bg_thresh: default of the call's `bg_thresh`, in [0, 1].
@@ -181,25 +127,21 @@ class MaskCLIPSegmenter(TorchSegmenterBase):
                 non-positive max_batch, or both templates and vocabulary.
         """
         visual = teacher.model.visual
-        _check_tower(visual)
-        self.mode = _check_choice(default_mode(visual) if mode is None else mode, MODES, "mode")
-        self.strategy = _check_choice(strategy, STRATEGIES, "strategy")
+        self.tower = DenseTower(visual, mode)
+        self.mode = self.tower.mode
+        self.strategy = check_choice(strategy, STRATEGIES, "strategy")
         self.teacher = teacher
         self.visual = visual
-        self.patch = int(visual.patch_size[0])
-        grid_h, grid_w = (int(g) for g in visual.grid_size)
-        self.native_grid = (grid_h, grid_w)
-        self.window = grid_h * self.patch  # native input side (Teacher guarantees a square tower)
+        self.patch = self.tower.patch
+        self.native_grid = self.tower.native_grid
+        self.num_prefix = self.tower.num_prefix
+        self.window = (
+            self.native_grid[0] * self.patch
+        )  # native input side (Teacher guarantees a square tower)
         self.stride = max(self.patch, self.window // 2 // self.patch * self.patch)
         self.short_side = int(short_side) if short_side is not None else 2 * teacher.image_size
         if self.short_side < self.patch:
             raise ZerosegError(f"short side {self.short_side} is smaller than the patch size {self.patch}")
-        self.num_prefix = int(visual.positional_embedding.shape[0]) - grid_h * grid_w
-        if self.num_prefix not in (0, 1) or (self.num_prefix and visual.class_embedding is None):
-            raise ZerosegError(
-                f"cannot read the tower's positional embedding ({visual.positional_embedding.shape[0]} "
-                f"rows for a {grid_h}x{grid_w} grid)"
-            )
         if not 0.0 <= float(bg_thresh) <= 1.0:
             raise ZerosegError(f"background threshold must be in [0, 1], got {bg_thresh}")
         if int(max_batch) <= 0:
@@ -218,7 +160,6 @@ class MaskCLIPSegmenter(TorchSegmenterBase):
             encoder = teacher.text_encoder().to(self.device)
             vocabulary = Vocabulary(encoder, IMAGENET_TEMPLATES if templates is None else templates)
         self.vocabulary = vocabulary
-        self._pos_cache: dict[tuple, torch.Tensor] = {}
         self._mean = torch.tensor(teacher.mean, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(teacher.std, device=self.device).view(1, 3, 1, 1)
 
@@ -258,64 +199,10 @@ class MaskCLIPSegmenter(TorchSegmenterBase):
 
     # ---- dense features -------------------------------------------------------------------------
 
-    def _pos_embed(self, grid: tuple[int, int]) -> torch.Tensor:
-        """Positional embeddings for a (gh, gw) patch grid; the grid part resized bicubically."""
-        pos = self.visual.positional_embedding
-        if grid == self.native_grid:
-            return pos
-        key = (grid, pos.device, pos.dtype)
-        if key not in self._pos_cache:
-            prefix, table = pos[: self.num_prefix], pos[self.num_prefix :]
-            table = table.reshape(1, *self.native_grid, -1).permute(0, 3, 1, 2).float()
-            table = F.interpolate(table, size=grid, mode="bicubic", align_corners=False)
-            table = table.permute(0, 2, 3, 1).reshape(grid[0] * grid[1], -1).to(pos.dtype)
-            self._pos_cache[key] = torch.cat([prefix, table])
-        return self._pos_cache[key]
-
-    def _run_blocks(self, x: torch.Tensor, blocks) -> torch.Tensor:
-        batch_first = getattr(self.visual.transformer, "batch_first", True)
-        if not batch_first:
-            x = x.transpose(0, 1)
-        for block in blocks:
-            x = block(x)
-        return x if batch_first else x.transpose(0, 1)
-
-    @torch.no_grad()
     def dense_features(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Projected patch features (N, h, w, E) float32 of normalised images (N, 3, H, W).
-
-        H and W must be multiples of the patch size; other sizes than the native one use
-        interpolated positional embeddings. Follows open_clip's VisionTransformer.forward (embed,
-        class token, ln_pre, blocks, ln_post, proj) with the last block per `mode`; ln_post goes on
-        every patch token even where the tower applies it after pooling (final_ln_after_pool).
-        """
-        visual = self.visual
-        h, w = pixels.shape[-2:]
-        if h % self.patch or w % self.patch:
-            raise ZerosegError(f"input {h}x{w} is not a multiple of the patch size {self.patch}")
-        x = visual.conv1(pixels.to(self.device, visual.conv1.weight.dtype))
-        n, _, gh, gw = x.shape
-        x = x.flatten(2).transpose(1, 2)
-        if self.num_prefix:
-            cls_token = visual.class_embedding.to(x.dtype).view(1, 1, -1).expand(n, -1, -1)
-            x = torch.cat([cls_token, x], dim=1)
-        x = visual.ln_pre(x + self._pos_embed((gh, gw)).to(x.dtype))
-        blocks = visual.transformer.resblocks
-        if self.mode == "tokens":
-            x = self._run_blocks(x, blocks)
-        else:
-            x = self._run_blocks(x, blocks[:-1])
-            last = blocks[-1]
-            v = value_branch(last, last.ln_1(x))
-            if self.mode == "v_only":
-                x = v
-            else:
-                x = x + v
-                x = x + last.ls_2(last.mlp(last.ln_2(x)))
-        x = visual.ln_post(x[:, self.num_prefix :])
-        if visual.proj is not None:
-            x = x @ visual.proj
-        return x.float().reshape(n, gh, gw, -1)
+        """Projected patch features (N, h, w, E) float32 of normalised images (N, 3, H, W), H and W
+        multiples of the patch size (`DenseTower`)."""
+        return self.tower(pixels.to(self.device))
 
     # ---- geometry -------------------------------------------------------------------------------
 

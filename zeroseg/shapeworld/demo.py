@@ -1,6 +1,6 @@
 """The demo: a generated ShapeWorld scene segmented by the bundled ZeroSeg model, next to the truth.
 
-`run_demo` needs no network and no data: it draws a scene with `zeroseg.shapeworld.scenes.generate_scene`,
+`run_demo` needs no network and no data: it draws a scene with `zeroseg.data.scenes.generate_scene`,
 segments it into ShapeWorld's colour classes with a ZeroSeg checkpoint (the bundled one by default)
 and, when a teacher is at hand, with the training-free MaskCLIP baseline on that teacher, and writes
 one side-by-side picture (input | ground truth | ZeroSeg | MaskCLIP) plus each overlay and a JSON of
@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -74,7 +76,7 @@ def bundled_baseline_settings() -> dict:
 
     bg_thresh and bg_prompt (call arguments) and, when recorded, short_side (a constructor argument).
     """
-    from zeroseg.shapeworld.bundled import ASSETS, PROOF_NAME
+    from zeroseg.bundled import ASSETS, PROOF_NAME
 
     try:
         rows = json.loads((ASSETS / PROOF_NAME).read_text())["rows"]
@@ -123,31 +125,16 @@ def run_demo(
     Raises:
         ZerosegError: a bad size or seed, `out` is a file, or a model cannot be loaded.
     """
+    from zeroseg import bundled
     from zeroseg.infer.segmenter import Segmenter
-    from zeroseg.shapeworld import bundled
     from zeroseg.shapeworld.write import class_names, generate_scene
 
-    if size < 64 or size > 2048:
-        raise ZerosegError(f"--size must be in 64..2048 pixels, got {size}")
-    if seed < 0:
-        raise ZerosegError(f"--seed must be >= 0, got {seed}")
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ZerosegError(f"--out {out} is a file; pass a folder for the demo outputs")
+    out = _check_demo_args(out, seed, size)
     ckpt = Path(checkpoint) if checkpoint is not None else bundled.bundled_checkpoint()
     segmenter = Segmenter(ckpt, device=device)
-    baseline_segmenter = None
+    baseline_segmenter, tuned = None, {}
     if baseline:
-        from zeroseg.infer.maskclip import MaskCLIPSegmenter
-
-        spec = teacher if teacher is not None else str(bundled.bundled_teacher())
-        tuned = bundled_baseline_settings() if teacher is None else {}
-        baseline_segmenter = MaskCLIPSegmenter.from_spec(
-            spec,
-            device=device,
-            templates=segmenter.checkpoint.templates,
-            short_side=tuned.pop("short_side", None),
-        )
+        baseline_segmenter, tuned = _baseline_segmenter(teacher, segmenter.checkpoint.templates, device)
 
     scene = generate_scene(seed, size, index=0)
     image = Image.fromarray(scene.image)
@@ -168,22 +155,57 @@ def run_demo(
         path = out / f"{method.lower()}_overlay.png"
         _save_png(path, shown)
         files.append(path)
-    side = max(TILE_MIN, size)
-    picture = panel(tiles, side)
-    panel_path = out / "demo.png"
-    _save_png(panel_path, picture)
-    scene_path = out / "scene.png"
-    _save_png(scene_path, image)
-    json_path = out / "demo.json"
-    atomic_write_json(
-        json_path,
-        {
-            "seed": seed,
-            "size": size,
-            "checkpoint": str(ckpt),
-            "classes": names,
-            "scene_mIoU": scores,
-            "objects": [{k: o[k] for k in ("colour", "shape")} for o in scene.objects],
-        },
+    record = {
+        "seed": seed,
+        "size": size,
+        "checkpoint": str(ckpt),
+        "classes": names,
+        "scene_mIoU": scores,
+        "objects": [{k: o[k] for k in ("colour", "shape")} for o in scene.objects],
+    }
+    written = _write_demo_files(out, panel(tiles, max(TILE_MIN, size)), image, record)
+    return DemoResult(written[0], [*written, *files], scores)
+
+
+def _check_demo_args(out: str | os.PathLike, seed: int, size: int) -> Path:
+    """`out` as a Path, after checking the scene's size and seed and that `out` is not a file.
+
+    Raises:
+        ZerosegError: a size outside 64..2048, a negative seed, or `out` is a file.
+    """
+    if size < 64 or size > 2048:
+        raise ZerosegError(f"--size must be in 64..2048 pixels, got {size}")
+    if seed < 0:
+        raise ZerosegError(f"--seed must be >= 0, got {seed}")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ZerosegError(f"--out {out} is a file; pass a folder for the demo outputs")
+    return out
+
+
+def _baseline_segmenter(teacher: str | None, templates: Sequence[str], device: str) -> tuple[Any, dict]:
+    """The MaskCLIP column's segmenter on `teacher` (default: the bundled teacher) with the student's
+    prompt templates, and the call settings (bg_thresh, bg_prompt) the ShapeWorld proof tuned for the
+    bundled teacher (none for another teacher)."""
+    from zeroseg import bundled
+    from zeroseg.infer.maskclip import MaskCLIPSegmenter
+
+    spec = teacher if teacher is not None else str(bundled.bundled_teacher())
+    tuned = bundled_baseline_settings() if teacher is None else {}
+    segmenter = MaskCLIPSegmenter.from_spec(
+        spec, device=device, templates=templates, short_side=tuned.pop("short_side", None)
     )
-    return DemoResult(panel_path, [panel_path, scene_path, json_path, *files], scores)
+    return segmenter, tuned
+
+
+def _write_demo_files(out: Path, picture: Image.Image, scene: Image.Image, record: dict) -> list[Path]:
+    """Write the panel (demo.png), the scene (scene.png) and the record (demo.json) atomically.
+
+    Returns:
+        Their paths, in that order.
+    """
+    panel_path, scene_path, json_path = out / "demo.png", out / "scene.png", out / "demo.json"
+    _save_png(panel_path, picture)
+    _save_png(scene_path, scene)
+    atomic_write_json(json_path, record)
+    return [panel_path, scene_path, json_path]

@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 from zeroseg.shapeworld.proof_report import markdown, plot
-from zeroseg.shapeworld.proof_score import prove, score_students, thread_check
+from zeroseg.shapeworld.proof_score import prove, relative_runs, run_name, score_students, thread_check
 from zeroseg.utils.atomic import atomic_write_bytes, atomic_write_json
 
 #: split name -> (generator seed, scenes, val fraction)
@@ -125,18 +125,18 @@ def bundle(work: Path) -> None:
     use), so its background settings, and the MaskCLIP baseline's that the bench compares it with,
     are re-picked on tune at that side and scored once on each val split; they form `rows`.
     """
+    from zeroseg.bundled import ASSETS, CHECKPOINT_NAME, PROOF_NAME, TEACHER_NAME
     from zeroseg.checkpoint import load_checkpoint, save_checkpoint
     from zeroseg.data.voc import VOCDataset
     from zeroseg.infer.maskclip import MaskCLIPSegmenter
     from zeroseg.infer.segmenter import Segmenter
-    from zeroseg.shapeworld.bundled import ASSETS, CHECKPOINT_NAME, PROOF_NAME, TEACHER_NAME
-    from zeroseg.shapeworld.proof_score import VAL_SPLITS, flat_row, stored
+    from zeroseg.shapeworld.proof_score import VAL_SPLITS, flat_row, run_name, stored
     from zeroseg.shapeworld.tuning import tune_and_score
     from zeroseg.teacher.load import load_teacher
 
     result = json.loads((work / "proof.json").read_text())
     seed = result["bundled_seed"]
-    run = Path(result["students"]["segments"][str(seed)]["run"])
+    run = work / result["students"]["segments"][str(seed)]["run"]  # relative to work (or absolute)
     ckpt = load_checkpoint(run / "model.pt", with_train_state=False)
     tune = VOCDataset(work / "tune", "val")
     vals = {name: VOCDataset(work / name, "val") for name in VAL_SPLITS}
@@ -149,9 +149,10 @@ def bundle(work: Path) -> None:
         lambda side: MaskCLIPSegmenter(teacher, short_side=side, templates=ckpt.templates), tune, vals,
         short_sides=sides,
     ))  # fmt: skip
-    result["bundled"] = {"seed": seed, "run": str(run), "short_side": DEPLOY_SHORT_SIDE, "student": chosen,
+    name = run_name(work, run)
+    result["bundled"] = {"seed": seed, "run": name, "short_side": DEPLOY_SHORT_SIDE, "student": chosen,
                          "maskclip": baseline}  # fmt: skip
-    result["rows"]["trained student"] = flat_row({"seed": seed, "run": str(run), **chosen})
+    result["rows"]["trained student"] = flat_row({"seed": seed, "run": name, **chosen})
     result["rows"]["MaskCLIP baseline (same teacher)"] = flat_row(baseline)
     atomic_write_json(work / "proof.json", result)
     config = ckpt.config.replace(
@@ -173,7 +174,7 @@ def compare_threads(work: Path, recipe: Recipe, result: dict, threads: int) -> d
     other = dataclasses.replace(recipe, threads=threads)
     runs = {int(seed): student_run(work, other, int(seed)) for seed in result["students"]["segments"]}
     check = thread_check(result["students"], score_students(work, runs), threads)
-    recorded = {_run_threads(Path(row["run"])) for row in result["students"]["segments"].values()}
+    recorded = {_run_threads(work / row["run"]) for row in result["students"]["segments"].values()}
     # runs from before metrics.jsonl recorded torch_threads: the recipe's count, else this process's
     # default, which the training processes inherit
     check["proof_threads"] = recorded.pop() if len(recorded) == 1 and None not in recorded else (
@@ -188,8 +189,9 @@ def _run_threads(run: Path) -> int | None:
     return json.loads(lines[0]).get("torch_threads") if lines else None
 
 
-def _names(runs: dict[int, Path]) -> dict[str, str]:
-    return {str(seed): str(run) for seed, run in runs.items()}
+def _names(work: Path, runs: dict[int, Path]) -> dict[str, str]:
+    """seed (as text) -> its run folder as proof.json records it (`run_name`)."""
+    return {str(seed): run_name(work, run) for seed, run in runs.items()}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -233,10 +235,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.rescore:
         shutil.rmtree(work / "scores", ignore_errors=True)
     previous = json.loads(scored.read_text()) if scored.is_file() and not args.rescore else {}
-    scored_runs = {seed: row["run"] for seed, row in previous.get("students", {}).get("segments", {}).items()}
-    same = previous.get("recipe") == dataclasses.asdict(recipe) and scored_runs == _names(runs)
+    scored_runs = {  # an older proof.json names its runs absolutely: compare them relative to work
+        seed: run_name(work, work / row["run"])
+        for seed, row in previous.get("students", {}).get("segments", {}).items()
+    }
+    same = previous.get("recipe") == dataclasses.asdict(recipe) and scored_runs == _names(work, runs)
     if same:  # scored already: the scores are a step too (--rescore to redo them)
-        result = previous
+        result = relative_runs(work, previous)
     else:
         result = prove(work, runs, untrained_run(work, recipe), recipe=dataclasses.asdict(recipe))
         atomic_write_json(scored, result)

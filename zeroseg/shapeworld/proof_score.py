@@ -11,6 +11,7 @@ above it, on each split.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 from collections.abc import Callable
 from pathlib import Path
@@ -111,6 +112,26 @@ def flat_row(row: dict, split: str = "val") -> dict:
     return flat
 
 
+def run_name(work: Path, run: Path) -> str:
+    """How proof.json records the run folder `run`: its POSIX path relative to the proof folder
+    `work`, so that the committed file names no machine's folders; `work / name` finds it again
+    (and an older file's absolute path stays itself under `work / ...`)."""
+    return Path(os.path.relpath(Path(run).absolute(), Path(work).absolute())).as_posix()
+
+
+def relative_runs(work: Path, result: Any) -> Any:
+    """`result` with every "run" entry, at any depth, as `run_name` records it: an older proof.json
+    named its runs by absolute paths."""
+    if isinstance(result, list):
+        return [relative_runs(work, v) for v in result]
+    if not isinstance(result, dict):
+        return result
+    return {
+        k: run_name(work, work / v) if k == "run" and isinstance(v, str) else relative_runs(work, v)
+        for k, v in result.items()
+    }
+
+
 def _score_student(run: Path, tune: VOCDataset, vals: dict, heads: tuple[str, ...]) -> dict[str, dict]:
     from zeroseg.checkpoint import load_checkpoint
     from zeroseg.infer.segmenter import Segmenter
@@ -144,8 +165,8 @@ def score_students(work: Path, runs: dict[int, Path]) -> dict[str, dict[str, dic
         rows = stored(
             work, f"{run.parent.name}-{run.name}", lambda run=run: _score_student(run, tune, vals, HEADS)
         )
-        for head in HEADS:
-            students[head][str(seed)] = {"seed": seed, **rows[head]}
+        for head in HEADS:  # the run relative to `work` (the stored rows may name it absolutely)
+            students[head][str(seed)] = {"seed": seed, **rows[head], "run": run_name(work, run)}
     return students
 
 
@@ -210,6 +231,7 @@ def prove(work: Path, runs: dict[int, Path], untrained: Path, *, recipe: dict) -
     untrained_row = stored(work, "untrained", lambda: _score_student(untrained, tune, vals, ("segments",)))[
         "segments"
     ]
+    untrained_row = {**untrained_row, "run": run_name(work, untrained)}
     oracles = stored(work, "oracle", lambda: {
         name: oracle(str(work / "teacher.pt"), val, templates) for name, val in vals.items()
     })  # fmt: skip

@@ -11,7 +11,8 @@ Two kinds of data, both seeded and deterministic:
 
 Item i of a data set is drawn from its own generator, PCG64 seeded from (seed, kind, i), so an item
 never depends on how many items are made or in which chunks. The in-memory generators live in
-`zeroseg.shapeworld.scenes` and are re-exported here; this module writes data sets to disk.
+`zeroseg.data.scenes` (drawing with `zeroseg.data.shapes`) and are re-exported here; this module
+writes data sets to disk.
 """
 
 from __future__ import annotations
@@ -25,17 +26,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from zeroseg.errors import ZerosegError
-from zeroseg.infer.visualize import encode_label_png
-from zeroseg.shapeworld.scenes import (
+from zeroseg.data.scenes import (
     BACKGROUND_CAPTIONS,
     CAPTION_TEMPLATES,
-    COLOURS,
     IGNORE_INDEX,
     LABEL_SETS,
-    SHAPES,
     Scene,
-    _check_size,
     class_names,
     generate_caption_batch,
     generate_caption_item,
@@ -44,6 +40,9 @@ from zeroseg.shapeworld.scenes import (
     item_rng,
     label_mask,
 )
+from zeroseg.data.shapes import COLOURS, SHAPES, check_size
+from zeroseg.errors import ZerosegError
+from zeroseg.infer.visualize import encode_label_png
 from zeroseg.utils.atomic import atomic_write_bytes, atomic_write_json
 
 __all__ = [
@@ -151,7 +150,7 @@ def write_captions(
         ZerosegError: n < 1, a negative seed, val_fraction outside [0, 1], or a bad size.
     """
     _check_args(n, seed, val_fraction)
-    _check_size(size, 16)
+    check_size(size, 16)
     out = Path(out)
     lines = []
     splits = {"train": 0, "val": 0}
@@ -224,7 +223,7 @@ def write_scenes(
     """
     _check_args(n, seed, val_fraction)
     class_names(labels)
-    _check_size(size, 32)
+    check_size(size, 32)
     out = Path(out)
     ids: dict[str, list[str]] = {"train": [], "val": []}
     annotations = []

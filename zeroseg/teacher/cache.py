@@ -1,8 +1,8 @@
 """The teacher feature cache: CLIP features of every grid view of every training image, made once.
 
 `build_cache` fills a cache folder (layout and manifest: `zeroseg.teacher.cache_files`) and
-`TeacherCache` reads it for training. Features of a batch are flushed before its status, after every
-batch, so an interrupted run resumes where it stopped.
+`zeroseg.teacher.cache_reader.TeacherCache` reads it for training. Features of a batch are flushed
+before its status, after every batch, so an interrupted run resumes where it stopped.
 
 Sharding: under torchrun every rank encodes indices rank::world into its own rows of the same
 memmaps (ranks must share one file system with coherent shared mmaps, e.g. one machine).
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,8 +22,6 @@ import torch
 from zeroseg.data.sources import CropDataset, ImageSource, collate_skip_none
 from zeroseg.errors import ZerosegError
 from zeroseg.teacher.cache_files import (
-    CACHE_FORMAT,
-    CACHE_VERSION,
     DONE,
     MANIFEST,
     TODO,
@@ -35,7 +34,6 @@ from zeroseg.teacher.cache_files import (
     read_manifest,
 )
 from zeroseg.teacher.clip import Teacher
-from zeroseg.teacher.views import check_grids
 from zeroseg.utils.atomic import atomic_write_json
 
 
@@ -126,38 +124,128 @@ def build_cache(
         ZerosegError: invalid settings, or an existing cache at `out` made with another teacher, grid
             set, image size, dtype or image list (without `overwrite`), or too little disk space.
     """
-    from tqdm import tqdm
-
     grids = check_cache_args(grids, image_size, dtype, batch_size)
+    rank, world_size = _ranks(rank, world_size)
+    out = Path(out)
+    manifest = _open_cache(
+        out,
+        source,
+        rank,
+        overwrite=overwrite,
+        expected=lambda: expected_manifest(source, teacher, grids, image_size, dtype),
+    )
+    feats, status = open_arrays(out, manifest, "r+")
+    todo = [i for i in range(rank, len(status), world_size) if status[i] == TODO]
+    loader = _crops_loader(source, image_size, todo, batch_size, num_workers, teacher.device)
+    label = f"teacher cache (rank {rank}/{world_size})" if world_size > 1 else "teacher cache"
+    start = time.perf_counter()
+    processed = _encode_all(
+        loader,
+        teacher,
+        feats,
+        status,
+        grids,
+        max_batch=max_batch,
+        amp=amp,
+        total=len(todo),
+        label=label,
+        progress=progress and rank == 0,
+    )
+    if _distributed():
+        torch.distributed.barrier()
+    seconds = time.perf_counter() - start
+    processed = _sum_over_ranks(processed, teacher.device)
+    summary = _summary(out, manifest, status, processed, seconds, rank, world_size)
+    if rank == 0:
+        _write_counts(out, manifest, summary)
+    return summary
+
+
+def _write_counts(out: Path, manifest: dict, summary: CacheSummary) -> None:
+    """Record the cache's counts by status in its manifest (what `zeroseg cache-teacher` reports)."""
+    manifest["counts"] = {
+        "total": summary.total,
+        "done": summary.done,
+        "unreadable": summary.unreadable,
+        "todo": summary.todo,
+    }
+    atomic_write_json(out / MANIFEST, manifest)
+
+
+def _ranks(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    """This process's rank and the number of ranks: as given, else torch.distributed's, else 0 of 1."""
     if rank is None or world_size is None:
         dist = _distributed()
         rank = torch.distributed.get_rank() if dist else 0
         world_size = torch.distributed.get_world_size() if dist else 1
-    out = Path(out)
+    return rank, world_size
+
+
+def _open_cache(
+    out: Path, source: ImageSource, rank: int, *, overwrite: bool, expected: Callable[[], dict]
+) -> dict:
+    """Create, check or resume the cache at `out` against the manifest `expected()` makes (rank 0
+    does, and tells the others if it failed),
+    then return its manifest; the other ranks check that they see the same image list.
+
+    Raises:
+        ZerosegError: the folder holds a cache of other settings (without `overwrite`), too little
+            disk space, or a rank sees other images.
+    """
     error = None
     if rank == 0:
         try:
-            prepare_cache(
-                out, expected_manifest(source, teacher, grids, image_size, dtype), overwrite=overwrite
-            )
+            prepare_cache(out, expected(), overwrite=overwrite)
         except ZerosegError as exc:
             error = str(exc)
     _share_error(error, rank)
     manifest = read_manifest(out)
     if rank != 0:
         check_source(manifest, list(source.keys), None, str(out), "all ranks must see the same images")
-    feats, status = open_arrays(out, manifest, "r+")
-    todo = [i for i in range(rank, len(status), world_size) if status[i] == TODO]
-    loader = torch.utils.data.DataLoader(
+    return manifest
+
+
+def _crops_loader(
+    source: ImageSource,
+    image_size: int,
+    todo: list[int],
+    batch_size: int,
+    num_workers: int,
+    device: torch.device,
+) -> torch.utils.data.DataLoader:
+    """Batches of the centre crops of the images `todo` (unreadable ones reported, not raised)."""
+    return torch.utils.data.DataLoader(
         torch.utils.data.Subset(CropDataset(source, image_size), todo),
         batch_size=int(batch_size),
         num_workers=int(num_workers),
         collate_fn=collate_skip_none,
-        pin_memory=teacher.device.type == "cuda",
+        pin_memory=device.type == "cuda",
     )
-    label = f"teacher cache (rank {rank}/{world_size})" if world_size > 1 else "teacher cache"
-    bar = tqdm(total=len(todo), unit="img", desc=label, disable=not progress or rank != 0, dynamic_ncols=True)
-    start, processed = time.perf_counter(), 0
+
+
+def _encode_all(
+    loader: torch.utils.data.DataLoader,
+    teacher: Teacher,
+    feats: np.memmap,
+    status: np.memmap,
+    grids: tuple[int, ...],
+    *,
+    max_batch: int | None,
+    amp: bool,
+    total: int,
+    label: str,
+    progress: bool,
+) -> int:
+    """Encode the loader's images into their rows of `feats` and mark them done (or unreadable) in
+    `status`, flushing each batch's features before its status so that an interrupted run resumes.
+
+    Returns:
+        The number of images this process handled (encoded or skipped as unreadable).
+    """
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="img", desc=label, disable=not progress, dynamic_ncols=True)
+    processed = 0
     try:
         for batch in loader:
             if batch["skipped_index"].numel():
@@ -175,17 +263,32 @@ def build_cache(
         feats.flush()
         status.flush()
         bar.close()
-    if _distributed():
-        torch.distributed.barrier()
-    seconds = time.perf_counter() - start
-    if _distributed():
-        on_gpu = torch.distributed.get_backend() == "nccl"
-        box = torch.tensor([processed], dtype=torch.long, device=teacher.device if on_gpu else "cpu")
-        torch.distributed.all_reduce(box)
-        processed = int(box.item())
+    return processed
+
+
+def _sum_over_ranks(processed: int, device: torch.device) -> int:
+    """`processed` summed over the ranks of a distributed run (itself when not distributed)."""
+    if not _distributed():
+        return processed
+    on_gpu = torch.distributed.get_backend() == "nccl"
+    box = torch.tensor([processed], dtype=torch.long, device=device if on_gpu else "cpu")
+    torch.distributed.all_reduce(box)
+    return int(box.item())
+
+
+def _summary(
+    out: Path,
+    manifest: dict,
+    status: np.ndarray,
+    processed: int,
+    seconds: float,
+    rank: int,
+    world_size: int,
+) -> CacheSummary:
+    """The run's `CacheSummary`: the cache's counts by status and up to three unreadable keys."""
     counts = np.bincount(np.asarray(status), minlength=3)
     examples = tuple(manifest["keys"][i] for i in np.flatnonzero(np.asarray(status) == UNREADABLE)[:3])
-    summary = CacheSummary(
+    return CacheSummary(
         str(out),
         len(status),
         int(counts[DONE]),
@@ -196,150 +299,3 @@ def build_cache(
         world_size,
         examples,
     )
-    if rank == 0:
-        manifest["counts"] = {
-            "total": summary.total,
-            "done": summary.done,
-            "unreadable": summary.unreadable,
-            "todo": summary.todo,
-        }
-        atomic_write_json(out / MANIFEST, manifest)
-    return summary
-
-
-class TeacherCache:
-    """Read access to a finished (or, with allow_partial, unfinished) teacher cache for training.
-
-    Made by `TeacherCache.open`. `features(indices)` reads the rows, `valid` says which rows hold
-    features; `keys`, `grids`, `num_views`, `embed_dim` and `teacher_fingerprint` come from the
-    manifest. The arrays are memory-mapped lazily (DataLoader workers map them again).
-
-    Args:
-        path: the cache folder.
-        manifest: its parsed manifest.json.
-    """
-
-    def __init__(self, path: Path, manifest: dict):
-        self.path = path
-        self.manifest = manifest
-        self._arrays: tuple[np.memmap, np.memmap] | None = None
-
-    @classmethod
-    def open(
-        cls,
-        path: str | os.PathLike,
-        *,
-        source: ImageSource | None = None,
-        teacher_fingerprint: str | None = None,
-        grids=None,
-        image_size: int | None = None,
-        allow_partial: bool = False,
-    ) -> TeacherCache:
-        """Open the cache at `path`, checking everything given against its manifest.
-
-        Args:
-            path: a folder written by `build_cache` (`zeroseg cache-teacher`).
-            source: the training images; their keys and signatures must be the cached ones.
-            teacher_fingerprint: the training teacher's `Teacher.fingerprint`.
-            grids: the grid sizes training expects.
-            image_size: the crop size training expects.
-            allow_partial: accept a cache with images still to encode (their rows are zeros).
-
-        Returns:
-            The opened `TeacherCache`.
-
-        Raises:
-            ZerosegError: no cache at `path`, another format or version, a mismatch with any argument
-                given, or an incomplete cache without `allow_partial`.
-        """
-        path = Path(path)
-        fix = "re-run cache-teacher or drop --teacher-cache"
-        if not (path / MANIFEST).is_file():
-            raise ZerosegError(f"no teacher cache at {path}: run `zeroseg cache-teacher --out {path}` first")
-        m = read_manifest(path)
-        if m.get("format") != CACHE_FORMAT or int(m.get("version", 0)) != CACHE_VERSION:
-            raise ZerosegError(f"{path} is not a zeroseg teacher cache of version {CACHE_VERSION}: {fix}")
-        fp = m["teacher"]["fingerprint"]
-        if teacher_fingerprint is not None and teacher_fingerprint != fp:
-            raise ZerosegError(
-                f"teacher cache {path} was made by teacher {fp}, not {teacher_fingerprint}: {fix}"
-            )
-        if grids is not None and list(check_grids(grids)) != m["grids"]:
-            raise ZerosegError(
-                f"teacher cache {path} has grids {m['grids']}, not {list(check_grids(grids))}: {fix}"
-            )
-        if image_size is not None and int(image_size) != m["image_size"]:
-            raise ZerosegError(
-                f"teacher cache {path} was made at image size {m['image_size']}, not {image_size}: {fix}"
-            )
-        if source is not None:
-            check_source(m, list(source.keys), source.signatures(), str(path), fix)
-        cache = cls(path, m)
-        todo = int((cache.status == TODO).sum())
-        if todo and not allow_partial:
-            raise ZerosegError(
-                f"teacher cache {path} is incomplete ({todo} of {len(cache)} images still to encode): "
-                "re-run the same cache-teacher command to finish it"
-            )
-        return cache
-
-    def _open(self) -> tuple[np.memmap, np.memmap]:
-        if self._arrays is None:
-            self._arrays = open_arrays(self.path, self.manifest, "r")
-        return self._arrays
-
-    def __getstate__(self) -> dict:  # DataLoader workers re-map the files instead of copying them
-        return {"path": self.path, "manifest": self.manifest, "_arrays": None}
-
-    def __len__(self) -> int:
-        return len(self.manifest["keys"])
-
-    @property
-    def keys(self) -> list[str]:
-        """The image keys, in row order."""
-        return self.manifest["keys"]
-
-    @property
-    def grids(self) -> tuple[int, ...]:
-        """The grid sizes of the views."""
-        return tuple(self.manifest["grids"])
-
-    @property
-    def num_views(self) -> int:
-        """V, the views per image."""
-        return int(self.manifest["num_views"])
-
-    @property
-    def embed_dim(self) -> int:
-        """E, the teacher's embedding dimension."""
-        return int(self.manifest["embed_dim"])
-
-    @property
-    def teacher_fingerprint(self) -> str:
-        """The `Teacher.fingerprint` of the teacher that made the cache."""
-        return self.manifest["teacher"]["fingerprint"]
-
-    @property
-    def status(self) -> np.ndarray:
-        """uint8 (N,): 0 to do, 1 done, 2 unreadable."""
-        return np.asarray(self._open()[1])
-
-    @property
-    def valid(self) -> torch.Tensor:
-        """Bool (N,): True where features are present (done, not unreadable)."""
-        return torch.from_numpy(self.status == DONE)
-
-    def features(self, indices) -> torch.Tensor:
-        """Cached teacher features of some images.
-
-        Args:
-            indices: image indices (a sequence, array or tensor of n row numbers).
-
-        Returns:
-            (n, V, E) float32 unit-norm features (rows of unencoded images are zeros).
-        """
-        idx = np.asarray(indices.cpu() if isinstance(indices, torch.Tensor) else indices, dtype=np.int64)
-        # copied into torch's own 64-byte aligned memory: numpy's buffers are 16-byte aligned, so where
-        # a batch starts would change from run to run, and MKL promises equal results for unaligned
-        # data only in its reproducible mode (zeroseg/__init__.py sets it, a user may not)
-        return torch.from_numpy(np.asarray(self._open()[0][idx])).to(torch.float32, copy=True)

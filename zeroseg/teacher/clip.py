@@ -22,8 +22,9 @@ from torch import nn
 
 from zeroseg.errors import ZerosegError
 from zeroseg.preprocess import resize_tensor
+from zeroseg.teacher.text_state import text_state_from_clip
 from zeroseg.teacher.views import check_grids, grid_boxes, grid_views, num_views, view_boxes
-from zeroseg.text import TextEncoder, text_state_from_clip
+from zeroseg.text import TextEncoder
 
 __all__ = [
     "Teacher",

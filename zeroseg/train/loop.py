@@ -9,11 +9,9 @@ SIGINT/SIGTERM finish the current step, write `last.pt` and exit.
 
 from __future__ import annotations
 
-import json
 import os
-import time
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,100 +20,24 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from zeroseg.checkpoint import CheckpointConfig, load_checkpoint, save_checkpoint
+from zeroseg.checkpoint import CheckpointConfig
 from zeroseg.errors import ZerosegError
-from zeroseg.model.config import student_preset
-from zeroseg.model.student import StudentOutput, ZeroSegStudent
-from zeroseg.preprocess import Preprocess, normalize
+from zeroseg.model.config import StudentConfig, student_preset
+from zeroseg.model.student import ZeroSegStudent
+from zeroseg.preprocess import Preprocess
 from zeroseg.teacher.views import view_patch_weights
 from zeroseg.train.config import TrainConfig, TrainResult
 from zeroseg.train.ema import WeightEMA
-from zeroseg.train.losses import LossTerms, LossWeights, seen_view_weights, zeroseg_loss
-from zeroseg.train.resume import (
-    absolute_config,
-    check_resume_steps,
-    resume_config,
-    trim_metrics,
-    write_run_config,
-)
-from zeroseg.train.runtime import (
-    SkipSampler,
-    StopFlag,
-    build_optimizer,
-    capture_rng,
-    restore_rng,
-    warmup_cosine,
-)
+from zeroseg.train.losses import LossTerms, LossWeights
+from zeroseg.train.resume import absolute_config, resume_config, write_run_config
+from zeroseg.train.runtime import SkipSampler, StopFlag, build_optimizer, warmup_cosine
+from zeroseg.train.state import ProgressLog, RunState, restore_run, save_final
+from zeroseg.train.step import Objective, train_step
 from zeroseg.train.targets import TrainingData, no_readable_image, open_training_data, skipped_images_line
 from zeroseg.utils.atomic import clean_stale_temps
-from zeroseg.utils.device import amp_dtype, init_distributed, local_rank, resolve_device
+from zeroseg.utils.device import DistInfo, amp_dtype, init_distributed, local_rank, resolve_device
 from zeroseg.utils.lock import folder_lock
 from zeroseg.utils.writable import ensure_writable_dir
-
-
-def _groups_used(assignment: torch.Tensor) -> float:
-    """Mean number of distinct segments that own at least one patch, per image (collapse shows here)."""
-    owners = assignment.argmax(dim=-1)
-    return float(torch.stack([o.unique().numel() * torch.ones(()) for o in owners]).mean())
-
-
-@dataclass(frozen=True)
-class Objective:
-    """How a batch is scored: the loss weights and options of `zeroseg_loss`, the normalisation of
-    the input and the autocast dtype (None: float32)."""
-
-    preprocess: Preprocess
-    weights: LossWeights
-    match_mode: str = "paper"
-    norm_pix: bool = False
-    region_weights: torch.Tensor | None = None  # (views, patches), `view_patch_weights`
-    amp_dtype: torch.dtype | None = None
-
-
-def train_step(
-    net: torch.nn.Module,
-    model: ZeroSegStudent,
-    images01: torch.Tensor,
-    views: torch.Tensor,
-    objective: Objective,
-    *,
-    loss_scale: float = 1.0,
-) -> tuple[LossTerms, StudentOutput]:
-    """One forward and backward pass of a (micro-)batch; the optimizer step is the caller's.
-
-    Args:
-        net: what runs the forward (the student, or its DDP / compiled wrapper).
-        model: the student itself (for `patchify`).
-        images01: (B, 3, S, S) centre crops in [0, 1].
-        views: (B, V, E) unit-norm teacher features of the batch's grid views.
-        objective: the loss and its settings.
-        loss_scale: the loss is multiplied by it before backward (1 / gradient accumulation).
-
-    Returns:
-        The loss terms (unscaled) and the student's output.
-    """
-    x = normalize(images01, objective.preprocess)
-    amp = objective.amp_dtype
-    with torch.autocast(images01.device.type, dtype=amp, enabled=amp is not None):
-        out = net(x)
-        view_weights = None
-        if objective.region_weights is not None:
-            view_weights = seen_view_weights(objective.region_weights, out.visible, images01.shape[0])
-        terms = zeroseg_loss(
-            segments=out.segments.float(),
-            z=out.z.float(),
-            views=views,
-            reconstruction=None if out.reconstruction is None else out.reconstruction.float(),
-            target_patches=model.patchify(x),
-            mask=out.mask,
-            weights=objective.weights,
-            match_mode=objective.match_mode,
-            norm_pix=objective.norm_pix,
-            assignment=out.assignment.float(),
-            view_weights=view_weights,
-        )
-    (terms.total * loss_scale).backward()
-    return terms, out
 
 
 def _resolve_config(
@@ -177,13 +99,50 @@ def _train(
     explicit: Collection[str] | None,
     on_warning: Callable[[str], None] | None,
 ) -> TrainResult:
+    """Set a run up (fresh or resumed) and train it; the steps below keep the order in which they
+    draw random numbers, so a resumed run is bit-exact with an uninterrupted one."""
     notes: list[str] = []  # settings changed on resume: said once the resume is known to go ahead
     cfg = _resolve_config(cfg, resume, explicit, notes.append)
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device, local_rank=local_rank())
     info = init_distributed(device)
-    run = Path(cfg.out)
     data: TrainingData = open_training_data(cfg, device, student_preset(cfg.preset).image_size)
+    model, student_cfg = _build_student(cfg, data, device, load_encoder=not resume)
+    ema = WeightEMA(model, cfg.ema) if cfg.ema else None
+    eff_batch = cfg.batch_size * cfg.grad_accum * info.world_size
+    lr = cfg.lr if cfg.lr is not None else cfg.blr * eff_batch / 256
+    optimizer = build_optimizer(model, lr=lr, weight_decay=cfg.weight_decay)
+    sampler, loader = _build_loader(cfg, data, info)
+    total = _total_steps(cfg, len(sampler.sampler), len(data.dataset), info.world_size)
+    warmup = int(cfg.warmup_fraction * total)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, total, warmup))
+    state = RunState(
+        cfg=cfg,
+        device=device,
+        info=info,
+        data=data,
+        model=model,
+        ema=ema,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        model_config=_checkpoint_config(cfg, student_cfg, data),
+        total=total,
+    )
+    if resume:
+        restore_run(state, notes, on_warning)
+    elif info.is_main:
+        state.run.mkdir(parents=True, exist_ok=True)
+        write_run_config(state.run, cfg)
+    net = _wrap(model, cfg, info, device)
+    objective = _objective(cfg, student_cfg, state.model_config.preprocess, device)
+    return _fit(state, net, objective, sampler, loader, progress, on_warning)
+
+
+def _build_student(
+    cfg: TrainConfig, data: TrainingData, device: torch.device, *, load_encoder: bool
+) -> tuple[ZeroSegStudent, StudentConfig]:
+    """The student of `cfg.preset`, sized to the teacher's embedding and image size, on `device`;
+    its encoder starts from `cfg.encoder_weights` on a fresh run (a resume loads last.pt instead)."""
     preset_overrides: dict[str, Any] = {"out_dim": data.embed_dim, "image_size": data.image_size}
     if cfg.mask_ratio is not None:
         preset_overrides["mask_ratio"] = cfg.mask_ratio
@@ -191,12 +150,13 @@ def _train(
         student_preset(cfg.preset, **preset_overrides), norm_pix_loss=cfg.norm_pix, gumbel=cfg.gumbel
     )
     model = ZeroSegStudent(student_cfg).to(device)
-    if cfg.encoder_weights and not resume:
+    if cfg.encoder_weights and load_encoder:
         model.encoder.load_pretrained(cfg.encoder_weights)
-    ema = WeightEMA(model, cfg.ema) if cfg.ema else None
-    eff_batch = cfg.batch_size * cfg.grad_accum * info.world_size
-    lr = cfg.lr if cfg.lr is not None else cfg.blr * eff_batch / 256
-    optimizer = build_optimizer(model, lr=lr, weight_decay=cfg.weight_decay)
+    return model, student_cfg
+
+
+def _build_loader(cfg: TrainConfig, data: TrainingData, info: DistInfo) -> tuple[SkipSampler, DataLoader]:
+    """This rank's shuffled share of the data (seeded, resumable mid-epoch) and its loader."""
     sampler = SkipSampler(
         DistributedSampler(
             data.dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=cfg.seed
@@ -212,48 +172,28 @@ def _train(
         generator=torch.Generator().manual_seed(cfg.seed),
         persistent_workers=cfg.num_workers > 0,
     )
-    steps_per_epoch = len(sampler.sampler) // (cfg.batch_size * cfg.grad_accum)
+    return sampler, loader
+
+
+def _total_steps(cfg: TrainConfig, rank_images: int, usable_images: int, world_size: int) -> int:
+    """The run's length in optimizer steps: `cfg.steps`, else `cfg.epochs` of this rank's images.
+
+    Raises:
+        ZerosegError: the data does not fill one (accumulated, all-rank) batch.
+    """
+    steps_per_epoch = rank_images // (cfg.batch_size * cfg.grad_accum)
     if steps_per_epoch == 0:
         raise ZerosegError(
-            f"{len(data.dataset)} usable images are fewer than one batch ({cfg.batch_size} x {cfg.grad_accum}"
-            f" x {info.world_size}); lower --batch-size or add images"
+            f"{usable_images} usable images are fewer than one batch ({cfg.batch_size} x {cfg.grad_accum}"
+            f" x {world_size}); lower --batch-size or add images"
         )
-    total = cfg.steps or max(1, round((cfg.epochs or 1.0) * steps_per_epoch))
-    warmup = int(cfg.warmup_fraction * total)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, total, warmup))
-    step, epoch, batch_in_epoch = 0, 0, 0
-    if resume:
-        last = load_checkpoint(run / "last.pt")
-        if last.train_state is None:
-            raise ZerosegError(f"{run / 'last.pt'} holds no training state; it cannot be resumed")
-        state = last.train_state
-        model.load_state_dict(last.student)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
-        check_resume_steps(cfg, step, total, run)
-        for note in notes if on_warning is not None else ():
-            on_warning(note)
-        restore_rng(state["rng"], device)
-        if ema is not None:
-            ema.load_state_dict(state["ema"])
-        if info.is_main:
-            trim_metrics(run, step)
-            write_run_config(run, cfg)  # the adjusted settings, with this folder as `out`
-    elif info.is_main:
-        run.mkdir(parents=True, exist_ok=True)
-        write_run_config(run, cfg)
-    net: torch.nn.Module = model
-    if info.world_size > 1:
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if cfg.compile:
-        net = torch.compile(net)
-    weights = LossWeights(*cfg.weights, region=cfg.region_weight)
-    region_weights = None
-    if weights.region > 0:
-        region_weights = view_patch_weights(student_cfg.image_size, student_cfg.patch_size, cfg.grids)
-        region_weights = region_weights.to(device)
-    model_config = CheckpointConfig(
+    return cfg.steps or max(1, round((cfg.epochs or 1.0) * steps_per_epoch))
+
+
+def _checkpoint_config(cfg: TrainConfig, student_cfg: StudentConfig, data: TrainingData) -> CheckpointConfig:
+    """What every checkpoint of the run carries besides weights: the student's architecture, the
+    inference preprocessing, the teacher's prompts and scale, and the training settings."""
+    return CheckpointConfig(
         student=student_cfg,
         preprocess=Preprocess(train_size=student_cfg.image_size, test_short_side=cfg.test_short_side or 448),
         templates=tuple(data.templates),
@@ -263,8 +203,19 @@ def _train(
         bg_prompt=cfg.bg_prompt,
         train=cfg.to_dict(),
     )
-    objective = Objective(
-        preprocess=model_config.preprocess,
+
+
+def _objective(
+    cfg: TrainConfig, student_cfg: StudentConfig, preprocess: Preprocess, device: torch.device
+) -> Objective:
+    """The loss of `cfg` (weights, matching, region weights of the grid views) on `device`."""
+    weights = LossWeights(*cfg.weights, region=cfg.region_weight)
+    region_weights = None
+    if weights.region > 0:
+        region_weights = view_patch_weights(student_cfg.image_size, student_cfg.patch_size, cfg.grids)
+        region_weights = region_weights.to(device)
+    return Objective(
+        preprocess=preprocess,
         weights=weights,
         match_mode=cfg.match,
         norm_pix=cfg.norm_pix,
@@ -272,119 +223,126 @@ def _train(
         amp_dtype=amp_dtype(cfg.amp, device),
     )
 
-    def save(path: Path, with_state: bool, inference_only: bool = False, raw: bool = False) -> None:
-        """last.pt: the live weights + the training state; model.pt: the EMA weights when --ema."""
-        if not info.is_main:
-            return
-        weights = ema.shadow if ema is not None and inference_only and not raw else model.state_dict()
-        train_state = None
-        if with_state:
-            train_state = {
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "step": step,
-                "epoch": epoch,
-                "batch_in_epoch": batch_in_epoch,
-                "rng": capture_rng(device),
-            }
-            if ema is not None:
-                train_state["ema"] = ema.state_dict()
-        save_checkpoint(
-            path,
-            config=model_config.replace(step=step),
-            student=weights,
-            text=data.text_state,
-            train_state=train_state,
-            inference_only=inference_only,
-        )
 
-    history: list[dict[str, Any]] = []
-    metrics_file = (run / "metrics.jsonl").open("a") if info.is_main else None
-    bar = tqdm(total=total, initial=step, disable=not (progress and info.is_main), desc="train", unit="step")
-    last_loss = float("nan")
-    stop_at = total if cfg.stop_after_steps is None else min(total, step + cfg.stop_after_steps)
-    model.train()
-    unreadable: set[int] = set()
+def _wrap(model: ZeroSegStudent, cfg: TrainConfig, info: DistInfo, device: torch.device) -> torch.nn.Module:
+    """What runs the forward: the student, in DDP across ranks, compiled when `cfg.compile`."""
+    net: torch.nn.Module = model
+    if info.world_size > 1:
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        net = torch.compile(net)
+    return net
+
+
+def _fit(
+    state: RunState,
+    net: torch.nn.Module,
+    objective: Objective,
+    sampler: SkipSampler,
+    loader: DataLoader,
+    progress: bool,
+    on_warning: Callable[[str], None] | None,
+) -> TrainResult:
+    """Run epochs until the run's end, `--stop-after-steps` or a signal; then write last.pt (and,
+    at the end, model.pt / model-raw.pt) and report where it stopped."""
+    cfg, info, run = state.cfg, state.info, state.run
+    bar = tqdm(
+        total=state.total,
+        initial=state.step,
+        disable=not (progress and info.is_main),
+        desc="train",
+        unit="step",
+    )
+    log = ProgressLog(bar=bar, metrics_file=(run / "metrics.jsonl").open("a") if info.is_main else None)
+    stop_at = state.total
+    if cfg.stop_after_steps is not None:
+        stop_at = min(state.total, state.step + cfg.stop_after_steps)
+    state.model.train()
     with StopFlag() as stop:
-        while step < stop_at and stop.signal is None:
-            sampler.set_epoch(epoch, skip=batch_in_epoch * cfg.batch_size * cfg.grad_accum)
-            optimizer.zero_grad(set_to_none=True)
-            micro, good_in_epoch = 0, 0
-            tick, images_seen, skipped = time.perf_counter(), 0, 0
-            for batch in loader:
-                skipped += batch["skipped"]
-                unreadable.update(batch["skipped_index"].tolist())
-                good_in_epoch += int(batch["image"].shape[0])
-                if batch["image"].shape[0] == 0:
-                    continue
-                images01 = batch["image"].to(device, non_blocking=True)
-                views = data.targets(batch, images01)
-                terms, out = train_step(net, model, images01, views, objective, loss_scale=1 / cfg.grad_accum)
-                images_seen += images01.shape[0]
-                micro += 1
-                if micro < cfg.grad_accum:
-                    continue
-                micro = 0
-                if cfg.clip_grad:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                scheduler.step()
-                if ema is not None:
-                    ema.update(model)
-                step += 1
-                batch_in_epoch += 1
-                last_loss = terms.total.item()
-                if not torch.isfinite(terms.total):
-                    save(run / "last.pt", with_state=True)
-                    raise ZerosegError(f"loss became {last_loss} at step {step}; lower --lr or use --amp off")
-                bar.update(1)
-                if step % cfg.log_every == 0 or step == stop_at:
-                    elapsed = time.perf_counter() - tick
-                    row = {
-                        "step": step,
-                        "epoch": epoch,
-                        "loss": last_loss,
-                        "distill": terms.distill.item(),
-                        "match": terms.match.item(),
-                        "reconstruction": terms.reconstruction.item(),
-                        "region": terms.region.item(),
-                        "lr": scheduler.get_last_lr()[0],
-                        "images_per_s": images_seen * info.world_size / max(elapsed, 1e-9),
-                        "groups_used": _groups_used(out.assignment.detach()),
-                        "skipped_images": skipped,
-                        "torch_threads": torch.get_num_threads(),  # floats differ between thread counts
-                    }
-                    history.append(row)
-                    if metrics_file:
-                        metrics_file.write(json.dumps(row) + "\n")
-                        metrics_file.flush()
-                    bar.set_postfix(
-                        loss=f"{last_loss:.4f}",
-                        groups=f"{row['groups_used']:.1f}",
-                        img_s=f"{row['images_per_s']:.1f}",
-                    )
-                    tick, images_seen, skipped = time.perf_counter(), 0, 0
-                if step % cfg.save_every == 0:
-                    save(run / "last.pt", with_state=True)
-                if step >= stop_at or stop.signal is not None:
-                    break
-            else:
-                if good_in_epoch == 0 and stop.signal is None:  # a whole epoch of unreadable files
-                    message = no_readable_image(data, cfg.data)
-                    if message is not None:
-                        bar.close()
-                        raise ZerosegError(message)
-                epoch += 1
-                batch_in_epoch = 0
+        while state.step < stop_at and stop.signal is None:
+            sampler.set_epoch(state.epoch, skip=state.batch_in_epoch * cfg.batch_size * cfg.grad_accum)
+            good_in_epoch = _run_epoch(state, net, objective, loader, log, stop, stop_at)
+            if good_in_epoch is None:  # stopped inside the epoch
+                continue
+            if good_in_epoch == 0 and stop.signal is None:  # a whole epoch of unreadable files
+                message = no_readable_image(state.data, cfg.data)
+                if message is not None:
+                    bar.close()
+                    raise ZerosegError(message)
+            state.epoch += 1
+            state.batch_in_epoch = 0
         bar.close()
-        if unreadable and on_warning is not None:
-            on_warning(skipped_images_line(data, cfg.data, unreadable))
-        save(run / "last.pt", with_state=True)
-        if step >= total:
-            save(run / "model.pt", with_state=False, inference_only=True)
-            if ema is not None:  # the live weights too, so that the average can be judged against them
-                save(run / "model-raw.pt", with_state=False, inference_only=True, raw=True)
-    if metrics_file:
-        metrics_file.close()
-    return TrainResult(step, total, last_loss, stop.signal is not None, stop.exit_code, run, history)
+        if log.unreadable and on_warning is not None:
+            on_warning(skipped_images_line(state.data, cfg.data, log.unreadable))
+        save_final(state)
+    if log.metrics_file:
+        log.metrics_file.close()
+    return TrainResult(
+        state.step, state.total, state.last_loss, stop.signal is not None, stop.exit_code, run, log.history
+    )
+
+
+def _run_epoch(
+    state: RunState,
+    net: torch.nn.Module,
+    objective: Objective,
+    loader: DataLoader,
+    log: ProgressLog,
+    stop: StopFlag,
+    stop_at: int,
+) -> int | None:
+    """Train over the rest of one epoch (the sampler skips what a resumed run already saw).
+
+    Returns:
+        The number of readable images the epoch held, or None when it stopped early (the run's
+        end, `--stop-after-steps` or a signal).
+    """
+    cfg = state.cfg
+    state.optimizer.zero_grad(set_to_none=True)
+    micro, good_in_epoch = 0, 0
+    log.restart_window()
+    for batch in loader:
+        log.skipped += batch["skipped"]
+        log.unreadable.update(batch["skipped_index"].tolist())
+        good_in_epoch += int(batch["image"].shape[0])
+        if batch["image"].shape[0] == 0:
+            continue
+        images01 = batch["image"].to(state.device, non_blocking=True)
+        views = state.data.targets(batch, images01)
+        terms, out = train_step(net, state.model, images01, views, objective, loss_scale=1 / cfg.grad_accum)
+        log.images_seen += images01.shape[0]
+        micro += 1
+        if micro < cfg.grad_accum:
+            continue
+        micro = 0
+        _optimizer_step(state, terms)
+        log.bar.update(1)
+        if state.step % cfg.log_every == 0 or state.step == stop_at:
+            log.log(state, terms, out)
+        if state.step % cfg.save_every == 0:
+            state.save(state.run / "last.pt", with_state=True)
+        if state.step >= stop_at or stop.signal is not None:
+            return None
+    return good_in_epoch
+
+
+def _optimizer_step(state: RunState, terms: LossTerms) -> None:
+    """Clip, step the optimizer and the LR schedule, update the EMA and advance the position.
+
+    Raises:
+        ZerosegError: the loss is not finite (last.pt is written first, for a post-mortem).
+    """
+    cfg = state.cfg
+    if cfg.clip_grad:
+        torch.nn.utils.clip_grad_norm_(state.model.parameters(), cfg.clip_grad)
+    state.optimizer.step()
+    state.optimizer.zero_grad(set_to_none=True)
+    state.scheduler.step()
+    if state.ema is not None:
+        state.ema.update(state.model)
+    state.step += 1
+    state.batch_in_epoch += 1
+    state.last_loss = terms.total.item()
+    if not torch.isfinite(terms.total):
+        state.save(state.run / "last.pt", with_state=True)
+        raise ZerosegError(f"loss became {state.last_loss} at step {state.step}; lower --lr or use --amp off")

@@ -19,7 +19,7 @@ from torch.utils.data import Dataset, Subset
 from zeroseg.classes import resolve_templates
 from zeroseg.data.sources import CropDataset, ImageSource, collate_skip_none
 from zeroseg.errors import ZerosegError
-from zeroseg.teacher.cache import TeacherCache
+from zeroseg.teacher.cache_reader import TeacherCache
 from zeroseg.teacher.load import load_teacher
 
 if TYPE_CHECKING:

@@ -1,0 +1,2 @@
+"""TensorRT: engines of the image encoder (`export`: profiles, precision graphs, the build, engine.json)
+and their segmenter (`runtime`)."""

@@ -1,0 +1,53 @@
+"""The options `zeroseg segment`, `eval`, `serve` and `segment-dataset` share, declared once.
+
+A typer `OptionInfo` is plain metadata, so one object can be the default of the same parameter in
+several commands; the help text and the defaults then cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+ENGINE: Path | None = typer.Option(
+    None,
+    "--engine",
+    help="A folder any zeroseg-export command wrote (ONNX, AOTInductor, TensorRT); its format is read "
+    "from its manifest. Replaces the checkpoint.",
+)
+PRECISION: str | None = typer.Option(
+    None, "--precision", help="fp32 | int8 (an ONNX bundle exported with --int8) | a TensorRT engine's own."
+)
+RUNTIME: str | None = typer.Option(
+    None, "--runtime", help="For an ONNX bundle: onnxruntime (default) | openvino."
+)
+THREADS: int | None = typer.Option(None, "--threads", help="Intra-op threads (default: the runtime's).")
+SHORT_SIDE: int | None = typer.Option(
+    None, "--short-side", help="Network input short side (default: the model's; bundled 256)."
+)
+DEVICE: str | None = typer.Option(
+    None, "--device", help="auto | cpu | cuda[:N] (default: the CPU, or an engine's own device)."
+)
+HEAD: str = typer.Option(
+    "segments", "--head", help="ZeroSeg head: segments (the paper's) | dense (ours: per-patch naming)."
+)
+METHOD: str = typer.Option("zeroseg", "--method", help="zeroseg (the model) | maskclip (baseline).")
+TEACHER: str | None = typer.Option(
+    None, "--teacher", help="CLIP for --method maskclip (MODEL:/path or bundled)."
+)
+TEMPLATES: str | None = typer.Option(
+    None,
+    "--templates",
+    help="--method maskclip: imagenet | single | shapeworld | FILE "
+    "(default: shapeworld with --teacher bundled, else imagenet).",
+)
+CHECKPOINT_OPTION: str | None = typer.Option(
+    None, "--checkpoint", help="ZeroSeg checkpoint (.pt), or 'bundled' for the bundled ShapeWorld model."
+)
+BG_THRESH: float | None = typer.Option(
+    None, "--bg-thresh", help="Background below this probability (default: the model's tuned value)."
+)
+BG_PROMPT: bool | None = typer.Option(
+    None, "--bg-prompt/--no-bg-prompt", help="Also name 'background' through the text side."
+)
