@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 PYTEST_WORKERS ?= 2
 
-.PHONY: install test bench demo lint format clean
+.PHONY: install test test-fast bench demo docs lint format clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,11 +23,18 @@ install: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup --max-worker-restart 0
 
+# the suite without the tests marked slow (each > ~30 s on 2 cores): the inner loop while editing
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup --max-worker-restart 0 -m "not slow"
+
 bench: $(STAMP)
 	$(VENV)/bin/zeroseg-bench
 
 demo: $(STAMP)
 	$(VENV)/bin/zeroseg demo --out out/demo
+
+docs: $(STAMP)
+	$(PY) -m mkdocs build --strict --site-dir site
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -37,4 +44,4 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info site

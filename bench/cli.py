@@ -95,9 +95,9 @@ def compare(
     ),
 ) -> None:
     """Every backend side by side: stage latency, images/s, speed-up over torch, memory, agreement, mIoU."""
-    from zeroseg.bench.backends import parse_backends
-    from zeroseg.bench.compare import DEFAULT_CLASSES, CompareSettings, run_compare
-    from zeroseg.bench.report import plot, table_lines
+    from zeroseg.bench.compare.backends import parse_backends
+    from zeroseg.bench.compare.report import plot, table_lines
+    from zeroseg.bench.compare.run import DEFAULT_CLASSES, CompareSettings, run_compare
 
     given = {k: v for k, v in (("onnx", onnx_bundle), ("aoti", aoti_bundle), ("trt", trt_bundle)) if v}
     settings = CompareSettings(

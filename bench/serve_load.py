@@ -25,9 +25,9 @@ import numpy as np
 from PIL import Image
 
 from zeroseg.errors import ZerosegError
-from zeroseg.serve import client
 from zeroseg.serve.model import ModelSpec
-from zeroseg.serve.protocol import Limits, decode_labels
+from zeroseg.serve.web import client
+from zeroseg.serve.web.protocol import Limits, decode_labels
 
 MAX_CLIENTS, MAX_SECONDS = 16, 120.0
 #: The malformed requests and the status each must get.
@@ -95,7 +95,7 @@ def make_images(count: int, size_hw: tuple[int, int], seed: int) -> list[bytes]:
 
 def expected_labels(spec: ModelSpec, images: list[bytes], labels: str) -> list[np.ndarray]:
     """The labels a local segmenter of `spec` gives each image (what every answer must equal)."""
-    from zeroseg.serve.protocol import decode_image, parse_labels
+    from zeroseg.serve.web.protocol import decode_image, parse_labels
 
     segmenter = spec.build()
     classes = parse_labels(labels)
@@ -212,7 +212,7 @@ def run_serve_load(settings: ServeLoadSettings, log: Callable[[str], None] = pri
     from zeroseg.serve.cluster import connected
 
     with connected(settings.ray):
-        from zeroseg.serve.app import start_server, stop_server
+        from zeroseg.serve.web.app import start_server, stop_server
 
         log(f"starting {settings.replicas} replica(s) on 127.0.0.1:{settings.port}")
         url = start_server(
@@ -302,7 +302,7 @@ def _killer(settings: ServeLoadSettings):
         raise ZerosegError(
             "--kill-replica needs Ray connected: let the bench start the server, or pass --ray"
         )
-    from zeroseg.serve.app import kill_replica, replica_actor_names
+    from zeroseg.serve.web.app import kill_replica, replica_actor_names
 
     def kill(start: float) -> dict[str, Any] | None:
         time.sleep(max(0.0, start + settings.seconds / 2 - time.perf_counter()))

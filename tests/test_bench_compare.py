@@ -19,9 +19,9 @@ from aoti_cache import cached_bundle
 from helpers import assert_one_line_error
 from PIL import Image
 
-from zeroseg.bench import rows as rows_mod
-from zeroseg.bench.backends import BACKENDS, parse_backends
-from zeroseg.bench.measure import pixel_agreement
+from zeroseg.bench.compare import rows as rows_mod
+from zeroseg.bench.compare.backends import BACKENDS, parse_backends
+from zeroseg.bench.compare.measure import pixel_agreement
 from zeroseg.bench.timing import describe
 from zeroseg.errors import ZerosegError
 

@@ -1,4 +1,4 @@
-"""`zeroseg-export triton`: the Triton model repository of the tiny bundle (shared with test_export_tiny).
+"""`zeroseg-export triton`: the Triton model repository of the tiny bundle (shared with test_export_onnx).
 
 Every config.pbtxt is parsed with Triton's own schema (tritonclient's model_config_pb2: unknown fields and
 bad enum values are refused) and checked against the ONNX graph it serves; the repository's files run
@@ -40,7 +40,7 @@ ONNX_TO_TRITON = {onnx.TensorProto.FLOAT: "TYPE_FP32", onnx.TensorProto.INT64: "
 
 @pytest.fixture(scope="module")
 def bundle(world, tmp_path_factory):
-    """The tiny checkpoint's bundle with a vocabulary: test_export_tiny's, built once per run."""
+    """The tiny checkpoint's bundle with a vocabulary: test_export_onnx's, built once per run."""
 
     def build(out):
         with helpers.torch_threads(1):

@@ -68,8 +68,8 @@ def test_pixel_limit_is_documented_and_memory_is_checked(cli, world, tmp_path, m
     assert segment_cli.MAX_PIXELS == MAX_PIXELS and segment_cli.MAX_INFERENCE_SIDE == MAX_INFERENCE_SIDE
     helped = cli("segment", "--help")
     assert f"{MAX_PIXELS:,}" in helped.out.replace("\n", "") or "268,435,456" in helped.out
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    assert "MAX_PIXELS" in readme and "2048" in readme
+    guarantees = (Path(__file__).resolve().parents[1] / "docs" / "guarantees.md").read_text()
+    assert "MAX_PIXELS" in guarantees and "2048" in guarantees  # the documented limits
     monkeypatch.setattr(zeroseg.infer.files, "available_memory", lambda: 64 * 2**20)
     image = write_image(tmp_path / "big.png", 300, 400)
     result = cli("segment", world.checkpoint, image, "--labels", "red", "--out", tmp_path / "o")

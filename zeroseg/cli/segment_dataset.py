@@ -11,7 +11,7 @@ from zeroseg.cli import options as opts
 from zeroseg.errors import ZerosegError
 
 if TYPE_CHECKING:
-    from zeroseg.serve.dataset import Summary
+    from zeroseg.serve.dataset.run import Summary
 
 
 def segment_dataset(
@@ -54,7 +54,7 @@ def segment_dataset(
     Unreadable images become failed rows of the index (with the reason), never the end of the run.
     """
     from zeroseg.classes import parse_labels_option
-    from zeroseg.serve.dataset import segment_dataset as run
+    from zeroseg.serve.dataset.run import segment_dataset as run
     from zeroseg.serve.model import ModelSpec
     from zeroseg.utils.console import Interrupted
     from zeroseg.utils.device import resolve_device

@@ -34,7 +34,7 @@ def serve_command(
     """Serve POST /segment, GET /healthz and GET /metadata until Ctrl-C (see README, "Scale out")."""
     from zeroseg.serve.cluster import check_address, check_port, connected
     from zeroseg.serve.model import ModelSpec
-    from zeroseg.serve.protocol import Limits
+    from zeroseg.serve.web.protocol import Limits
     from zeroseg.utils.device import resolve_device
 
     for value, option in ((replicas, "--replicas"), (max_batch, "--max-batch"), (max_pixels, "--max-pixels")):
@@ -61,7 +61,7 @@ def serve_command(
         )
     spec.build()  # a broken checkpoint or bundle is one line here, before Ray starts
     with connected(address):
-        from zeroseg.serve.app import start_server, stop_server
+        from zeroseg.serve.web.app import start_server, stop_server
 
         url = start_server(
             spec, host=host, port=port, replicas=replicas, max_batch=max_batch, batch_wait_ms=batch_wait_ms,

@@ -1,7 +1,7 @@
 """Uncompressed .tar shards of images: the one indexer behind every reader of shards.
 
 The training data (`zeroseg.data.sources.ImageSource.from_tars`) and `zeroseg segment-dataset`
-(`zeroseg.serve.sources`) both index shards with `index_tar` and name a member
+(`zeroseg.serve.dataset.sources`) both index shards with `index_tar` and name a member
 `<shard name>::<member>` (`TAR_SEP`). Torch-free, so that an ONNX-engine run never loads torch.
 """
 

@@ -1,7 +1,7 @@
 """Build once into a folder keyed by a digest of its sources, under a file lock, atomically.
 
 Several things are too slow to make on every run and must be remade when what they are made from
-changes: the bench's exported bundles (`zeroseg.bench.engines`), the C++ runner
+changes: the bench's exported bundles (`zeroseg.bench.compare.engines`), the C++ runner
 (`zeroseg.export.aoti.cpp_build`), the bundles the test suite shares between its workers. They all
 go through `build_once`:
 

@@ -15,7 +15,7 @@ import pytest
 from helpers import assert_one_line_error
 from PIL import Image
 
-from zeroseg.serve.dataset import read_index
+from zeroseg.serve.dataset.run import read_index
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -14,9 +14,10 @@ from PIL import Image
 from zeroseg.errors import ZerosegError
 from zeroseg.infer.labels import SegmentationResult
 from zeroseg.infer.visualize import encode_label_png
-from zeroseg.serve import client
 from zeroseg.serve.cluster import actor_cpus, check_address
-from zeroseg.serve.protocol import (
+from zeroseg.serve.dataset.sources import list_items, read_image
+from zeroseg.serve.web import client
+from zeroseg.serve.web.protocol import (
     Limits,
     RequestError,
     decode_labels,
@@ -26,7 +27,6 @@ from zeroseg.serve.protocol import (
     route,
     segment_batch,
 )
-from zeroseg.serve.sources import list_items, read_image
 
 
 def png(h: int = 24, w: int = 32, seed: int = 0) -> bytes:

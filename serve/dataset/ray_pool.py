@@ -21,9 +21,9 @@ import numpy as np
 
 from zeroseg.errors import ZerosegError
 from zeroseg.serve.cluster import actor_cpus, cluster_cpus, default_actors, import_ray
+from zeroseg.serve.dataset.sources import Item
+from zeroseg.serve.dataset.writer import Job, process_batch
 from zeroseg.serve.model import ModelSpec
-from zeroseg.serve.sources import Item
-from zeroseg.serve.writer import Job, process_batch
 
 #: Restarts of a dead actor and retries of its batch before the run fails.
 MAX_RESTARTS = 3
@@ -65,7 +65,7 @@ def run_on_ray(
         items: what to segment.
         actors: pool size (default: one per cluster CPU).
         on_rows: called in the driver as batches finish (any order).
-        crash_once: see `zeroseg.serve.dataset.segment_dataset`.
+        crash_once: see `zeroseg.serve.dataset.run.segment_dataset`.
 
     Raises:
         ZerosegError: a batch failed with a user-facing error.

@@ -15,14 +15,14 @@ import numpy as np
 import pytest
 from helpers import assert_one_line_error
 from PIL import Image
-from test_scale_local import LABELS, check_equal_to_segment, make_folder
+from test_segment_dataset import LABELS, check_equal_to_segment, make_folder
 
 pytest.importorskip("ray", reason="Ray is not installed (pip install 'zeroseg[ray]')")
 
-from zeroseg.serve import client  # noqa: E402
-from zeroseg.serve.dataset import read_index, segment_dataset  # noqa: E402
+from zeroseg.serve.dataset.run import read_index, segment_dataset  # noqa: E402
 from zeroseg.serve.model import ModelSpec  # noqa: E402
-from zeroseg.serve.protocol import Limits, decode_labels  # noqa: E402
+from zeroseg.serve.web import client  # noqa: E402
+from zeroseg.serve.web.protocol import Limits, decode_labels  # noqa: E402
 
 #: One cluster for the module: run it on one xdist worker (`--dist loadgroup`), Ray Serve's pydantic
 #: deprecation warnings are Ray's own.
@@ -124,7 +124,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(cluster, world):
-    from zeroseg.serve.app import start_server
+    from zeroseg.serve.web.app import start_server
 
     spec = ModelSpec.from_options(world.checkpoint, None)
     limits = Limits(max_body_bytes=256 * 1024, max_pixels=300 * 300)

@@ -19,7 +19,7 @@ from zeroseg.infer.base import SegmenterBase
 from zeroseg.infer.files import check_memory, write_result_json
 from zeroseg.infer.labels import SegmentationResult
 from zeroseg.infer.visualize import save_label_png
-from zeroseg.serve.sources import Item, read_image
+from zeroseg.serve.dataset.sources import Item, read_image
 
 
 @dataclass(frozen=True)

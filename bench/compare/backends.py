@@ -14,7 +14,7 @@ so the bench times one pipeline through all of them:
 
 `unavailable` says in one line why a backend cannot run on this machine (a missing package, no GPU,
 no C++ compiler, a bundle where a checkpoint is needed); `build` makes it, exporting the bundle it
-needs into the cache first (`zeroseg.bench.engines`).
+needs into the cache first (`zeroseg.bench.compare.engines`).
 """
 
 from __future__ import annotations

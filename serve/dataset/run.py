@@ -25,9 +25,9 @@ from zeroseg.errors import ZerosegError
 from zeroseg.infer.base import SegmenterBase
 from zeroseg.infer.labels import LabelSpace, check_bg_thresh
 from zeroseg.infer.visualize import label_png_bits
+from zeroseg.serve.dataset.sources import Item, list_items
+from zeroseg.serve.dataset.writer import Job, complete_row, output_paths, process_batch
 from zeroseg.serve.model import ModelSpec
-from zeroseg.serve.sources import Item, list_items
-from zeroseg.serve.writer import Job, complete_row, output_paths, process_batch
 from zeroseg.utils.atomic import atomic_write_bytes, atomic_write_json
 from zeroseg.utils.writable import ensure_writable_dir
 
@@ -135,7 +135,7 @@ def segment_dataset(
 
     Args:
         spec: the model (`ModelSpec.from_options`).
-        sources: one folder, one list file, or .tar shards / globs (`zeroseg.serve.sources`).
+        sources: one folder, one list file, or .tar shards / globs (`zeroseg.serve.dataset.sources`).
         out: the output folder.
         classes: parsed class entries (`zeroseg.classes.parse_labels_option`).
         bg_thresh / bg_prompt: as for `zeroseg segment` (default: the model's).
@@ -225,7 +225,7 @@ class _Run:
                     for i in range(0, len(todo), self.job.batch_size):
                         finished(process_batch(segmenter, todo[i : i + self.job.batch_size], self.job))
                 elif todo:
-                    from zeroseg.serve.dataset_ray import run_on_ray
+                    from zeroseg.serve.dataset.ray_pool import run_on_ray
 
                     del segmenter  # the actors build their own
                     run_on_ray(self.spec, self.job, todo, actors=self.actors, on_rows=finished,

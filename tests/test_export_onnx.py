@@ -191,8 +191,10 @@ def test_runs_without_torch(bundle, world, images, tmp_path):
     import sys
     import numpy as np
     from zeroseg.errors import ZerosegError
+    import zeroseg
     from zeroseg.export import OnnxSegmenter
-    seg = OnnxSegmenter(sys.argv[1], threads=1)
+    seg = zeroseg.load(sys.argv[1], threads=1)  # the one way in, torch-free for an ONNX bundle
+    assert type(seg) is OnnxSegmenter, type(seg)
     got = seg(sys.argv[3:], [["cat"], ["dog", "puppy"], ["traffic light"]], bg_thresh=0.01)
     want = np.load(sys.argv[2])
     agree = [float((g.labels == want[f"arr_{i}"]).mean()) for i, g in enumerate(got)]

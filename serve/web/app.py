@@ -4,11 +4,11 @@ Each replica builds one segmenter (`ModelSpec.build`); `@serve.batch` gathers co
 (up to `max_batch`, waiting at most `batch_wait_ms`) and `segment_batch` segments each vocabulary's
 requests in one call, on a worker thread so that health checks keep answering. Text embeddings come
 from the segmenter's own cache (one entry per vocabulary). Parsing, validation and encoding are the
-plain functions of `zeroseg.serve.protocol`; this module only moves bytes in and JSON out.
+plain functions of `zeroseg.serve.web.protocol`; this module only moves bytes in and JSON out.
 
 The HTTP proxy binds 127.0.0.1 unless told otherwise. A replica that dies is replaced by Serve; the
 requests it held fail with Serve's own 500 (not JSON), and a full queue answers 503: clients retry
-both, with a bound (`zeroseg.serve.client.RETRY_STATUSES`). Importing this module imports Ray.
+both, with a bound (`zeroseg.serve.web.client.RETRY_STATUSES`). Importing this module imports Ray.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from dataclasses import asdict
 from zeroseg.errors import ZerosegError
 from zeroseg.serve.cluster import LOOPBACK, actor_cpus, check_port, cluster_cpus, import_ray
 from zeroseg.serve.model import ModelSpec
-from zeroseg.serve.protocol import (
+from zeroseg.serve.web.protocol import (
     Limits,
     RequestError,
     error_body,

@@ -1,6 +1,6 @@
 """`zeroseg-bench [CKPT|BUNDLE]`: every backend side by side in one run, the table users choose from.
 
-One process builds every backend that can run here (`zeroseg.bench.backends`; the others are listed
+One process builds every backend that can run here (`zeroseg.bench.compare.backends`; the others are listed
 with the reason), then measures them **interleaved**: each repeat times every (batch size, backend)
 series in turn, the backend order rotated by one per repeat, so drift and a neighbour's load hit
 all of them alike and the speed-up over torch eager is a ratio of series taken seconds apart. Per
@@ -26,10 +26,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from zeroseg.bench import backends as bk
 from zeroseg.bench.common import SCHEMA_VERSION, check_non_negative, check_positive, file_info, scene_images
-from zeroseg.bench.env import collect_env, mark_end
-from zeroseg.bench.measure import (
+from zeroseg.bench.compare import backends as bk
+from zeroseg.bench.compare.measure import (
     Memory,
     Recorder,
     StageClock,
@@ -38,7 +37,8 @@ from zeroseg.bench.measure import (
     network_gflops,
     pixel_agreement,
 )
-from zeroseg.bench.rows import build_rows, summarize
+from zeroseg.bench.compare.rows import build_rows, summarize
+from zeroseg.bench.env import collect_env, mark_end
 from zeroseg.errors import ZerosegError
 from zeroseg.utils.device import resolve_device
 
@@ -103,7 +103,7 @@ def resolve_source(s: CompareSettings) -> tuple[Path | None, dict[str, Path], bo
 
     bundles = {k: Path(v) for k, v in s.bundles.items()}
     if s.preset is not None:
-        from zeroseg.bench.engines import random_checkpoint
+        from zeroseg.bench.compare.engines import random_checkpoint
         from zeroseg.model.config import PRESETS
 
         if s.preset not in PRESETS:
@@ -140,7 +140,7 @@ def bundle_kind(folder: Path) -> str:
 
 def default_dataset(count: int) -> Path:
     """A generated ShapeWorld val split of `count` scenes in the cache (written once)."""
-    from zeroseg.bench.engines import cache_root
+    from zeroseg.bench.compare.engines import cache_root
     from zeroseg.shapeworld.write import write_scenes
     from zeroseg.utils.atomic import staged_folder
 
@@ -154,7 +154,7 @@ def default_dataset(count: int) -> Path:
 @torch.no_grad()
 def run_compare(settings: CompareSettings, *, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Build, time and score every backend as `settings` says; the JSON-able result."""
-    from zeroseg.bench.engines import artefacts
+    from zeroseg.bench.compare.engines import artefacts
     from zeroseg.classes import parse_labels_option
     from zeroseg.data.voc import VOCDataset
 
