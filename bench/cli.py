@@ -71,10 +71,10 @@ def compare(
     classes: str | None = typer.Option(
         None, "--classes", help='Vocabulary "cat,dog,sofa|couch" (default: the ShapeWorld colours).'
     ),
-    warmup: int = typer.Option(1, "--warmup", help="Discarded calls before each timed series."),
+    warmup: int = typer.Option(1, "--warmup", min=0, help="Discarded calls before each timed series."),
     iters: int = typer.Option(6, "--iters", help="Timed calls per series."),
     repeat: int = typer.Option(3, "--repeat", help="Interleaved repeats (their spread is reported)."),
-    threads: int = typer.Option(0, "--threads", help="Threads of every backend (0: the usable CPUs)."),
+    threads: int = typer.Option(0, "--threads", min=0, help="Threads of every backend (0: the usable CPUs)."),
     device: str = typer.Option("cpu", "--device", help="cpu | cuda | cuda:N."),
     dataset: Path | None = typer.Option(
         None, "--dataset", help="VOC-layout folder for mIoU (default: a generated ShapeWorld val split)."
@@ -88,7 +88,7 @@ def compare(
     preset: str | None = typer.Option(
         None, "--preset", help="Instead of a checkpoint: a random-weight student of this preset (e.g. base)."
     ),
-    seed: int = typer.Option(0, "--seed", help="Seed of the generated timing scenes."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the generated timing scenes."),
     out: Path | None = typer.Option(None, "--json", help=JSON_HELP.format("compare")),
     plot_path: Path | None = typer.Option(
         None, "--plot", help="PNG plot (default bench-results/compare.png)."
@@ -118,7 +118,7 @@ def latency(
     checkpoint: Path | None = typer.Argument(None, help="ZeroSeg checkpoint (default: the bundled one)."),
     device: str = typer.Option("cpu", "--device", help="cpu | cuda | cuda:N | auto."),
     batch: str = typer.Option("1,8", "--batch", help="Batch sizes, e.g. 1,8 (bs1 latency, bsN throughput)."),
-    warmup: int = typer.Option(5, "--warmup", help="Discarded calls before each timed series."),
+    warmup: int = typer.Option(5, "--warmup", min=0, help="Discarded calls before each timed series."),
     iters: int = typer.Option(30, "--iters", help="Timed calls per stage and repeat."),
     repeat: int = typer.Option(3, "--repeat", help="Repeats of each series (repeat-to-repeat variance)."),
     text_iters: int = typer.Option(10, "--text-iters", help="Timed uncached vocabulary encodings."),
@@ -128,8 +128,8 @@ def latency(
         None, "--classes", help='Vocabulary "cat,dog,sofa|couch" (default: ShapeWorld colours).'
     ),
     image_size: str = typer.Option("640x480", "--image-size", help="Source images, WIDTHxHEIGHT."),
-    threads: int = typer.Option(0, "--threads", help=THREADS_HELP),
-    seed: int = typer.Option(0, "--seed", help="Seed of the generated scenes."),
+    threads: int = typer.Option(0, "--threads", min=0, help=THREADS_HELP),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the generated scenes."),
     out: Path | None = typer.Option(None, "--json", help=JSON_HELP.format("latency")),
 ) -> None:
     """Per-stage latency (preprocess, forward, head, text, full pipeline), bs1 latency and bsN throughput."""
@@ -152,15 +152,15 @@ def train(
     preset: str = typer.Option("tiny", "--preset", help="Student preset: tiny | base."),
     batch_size: int = typer.Option(32, "--batch-size", help="Images per step."),
     steps: int = typer.Option(20, "--steps", help="Timed steps."),
-    warmup_steps: int = typer.Option(3, "--warmup-steps", help="Discarded steps before timing."),
+    warmup_steps: int = typer.Option(3, "--warmup-steps", min=0, help="Discarded steps before timing."),
     image_size: int | None = typer.Option(None, "--image-size", help="Training crop (default: preset's)."),
     embed_dim: int | None = typer.Option(None, "--embed-dim", help="Teacher width (default: the preset's)."),
     grids: str = typer.Option("1,2,3,4", "--grids", help="Teacher grid views (30 for 1,2,3,4)."),
     match: str = typer.Option("paper", "--match", help="Segment matching: paper | two-way."),
     amp: str = typer.Option("auto", "--amp", help="auto (bf16 on CUDA) | bf16 | fp16 | off."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
-    threads: int = typer.Option(0, "--threads", help=THREADS_HELP),
-    seed: int = typer.Option(0, "--seed"),
+    threads: int = typer.Option(0, "--threads", min=0, help=THREADS_HELP),
+    seed: int = typer.Option(0, "--seed", min=0),
     out: Path | None = typer.Option(None, "--json", help=JSON_HELP.format("train")),
 ) -> None:
     """Training throughput (images/s) and peak memory of the student, on synthetic teacher targets."""
@@ -195,10 +195,10 @@ def cache(
     image_size: int | None = typer.Option(None, "--image-size", help="Crop side (default: teacher input)."),
     grids: str = typer.Option("1,2,3,4", "--grids", help="Grid sizes (30 views for 1,2,3,4)."),
     dtype: str = typer.Option("float16", "--dtype", help="Cache storage dtype: float16 | float32."),
-    workers: int = typer.Option(0, "--workers", help="DataLoader workers (0: decode in-process)."),
+    workers: int = typer.Option(0, "--workers", min=0, help="DataLoader workers (0: decode in-process)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
-    threads: int = typer.Option(0, "--threads", help=THREADS_HELP),
-    seed: int = typer.Option(0, "--seed"),
+    threads: int = typer.Option(0, "--threads", min=0, help=THREADS_HELP),
+    seed: int = typer.Option(0, "--seed", min=0),
     out: Path | None = typer.Option(None, "--json", help=JSON_HELP.format("cache")),
 ) -> None:
     """Teacher-cache throughput (images/s and views/s) of build_cache on generated scenes."""
@@ -265,9 +265,13 @@ def serve_load(
     image_size: str = typer.Option("128x96", "--image-size", help="Inputs, WIDTHxHEIGHT."),
     labels: str = typer.Option("red,green,blue,yellow", "--labels", help="Classes of every good request."),
     kill_replica: bool = typer.Option(False, "--kill-replica", help="Kill one replica halfway (ray.kill)."),
-    malformed_every: int = typer.Option(5, "--malformed-every", help="Every Nth request malformed (0: off)."),
-    retries: int = typer.Option(8, "--retries", help="Retries of a 5xx or connection error per request."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the generated inputs."),
+    malformed_every: int = typer.Option(
+        5, "--malformed-every", min=0, help="Every Nth request malformed (0: off)."
+    ),
+    retries: int = typer.Option(
+        8, "--retries", min=0, help="Retries of a 5xx or connection error per request."
+    ),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the generated inputs."),
     out: Path | None = typer.Option(None, "--json", help=JSON_HELP.format("serve")),
 ) -> None:
     """Load and faults against zeroseg serve: req/s, p50/p99, batch sizes; no request lost or wrong."""

@@ -54,12 +54,38 @@ def parse_size(text: str, option: str) -> tuple[int, int]:
     return height, width
 
 
+def check_image_budget(size_hw: tuple[int, int], count: int, option: str = "--image-size") -> None:
+    """Refuse, before anything is allocated, `count` generated images of (height, width) `size_hw`
+    that exceed the pixel cap of an image or cannot fit in the memory available.
+
+    The cap is `zeroseg.data.images.MAX_PIXELS` (what `zeroseg segment` decodes); the memory estimate
+    is `zeroseg segment`'s (`zeroseg.infer.files.check_memory`) for the `count` images of a batch.
+
+    Raises:
+        ZerosegError: one line naming `option`.
+    """
+    from zeroseg.data.images import MAX_PIXELS
+    from zeroseg.infer.files import check_memory
+
+    height, width = size_hw
+    if height * width > MAX_PIXELS:
+        raise ZerosegError(
+            f"{option} {width}x{height} is {height * width:,} pixels, more than the {MAX_PIXELS:,} an image "
+            "may have; pick a smaller size"
+        )
+    fix = "lower the batch sizes" if count > 1 else ""
+    check_memory(option, height, width, height * width * count, fix=fix)
+
+
 def scene_images(count: int, size_hw: tuple[int, int], seed: int = 0) -> list[Image.Image]:
     """`count` ShapeWorld scenes as RGB PIL images of (height, width) `size_hw`.
 
     A scene is drawn square at the longer side (32..4096 px) and centre-cropped, so shapes stay round.
+    Sizes that cannot fit are refused first (`check_image_budget`).
     """
     from zeroseg.shapeworld.write import generate_scene
+
+    check_image_budget(size_hw, count)
 
     height, width = size_hw
     side = min(4096, max(32, height, width))

@@ -23,6 +23,7 @@ import argparse
 import json
 import platform
 import statistics
+import typing
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -223,8 +224,28 @@ def print_table(rows: list[dict[str, object]]) -> None:
         print("  ".join(v.ljust(w) for v, w in zip(t, widths, strict=True)))
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line (`zeroseg-bench head` prints it as `error: ...`)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        raise SystemExit(f"{message}; see 'zeroseg-bench head --help'")
+
+
+def _count(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= `minimum`."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise ValueError(text)
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"  # argparse names the type in its message
+    return parse
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = _OneLineParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
         "--out",
         type=Path,
@@ -234,8 +255,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--device", default="cuda", help="cuda (reference vs fused) or cpu (reference only)")
     p.add_argument("--quick", action="store_true", help="tiny sizes and few iterations: a smoke check")
     p.add_argument("--dtype", default="float16", choices=["float32", "float16", "bfloat16"])
-    p.add_argument("--warmup", type=int, default=10)
-    p.add_argument("--iters", type=int, default=50)
+    p.add_argument("--warmup", type=_count(0), default=10)
+    p.add_argument("--iters", type=_count(1), default=50)
     cfg = p.parse_args(argv)
     cfg.dtype = getattr(torch, cfg.dtype)
     cfg.segments = 8

@@ -34,6 +34,7 @@ import torch
 
 from zeroseg.bench.common import (
     SCHEMA_VERSION,
+    check_image_budget,
     check_non_negative,
     check_positive,
     file_info,
@@ -106,6 +107,7 @@ class LatencySettings:
             raise ZerosegError(f"--backend must be one of {', '.join(BACKEND_CHOICES)}, got {self.backend!r}")
         if min(self.image_size) <= 0:
             raise ZerosegError(f"--image-size must be positive, got {self.image_size}")
+        check_image_budget(self.image_size, max(self.batches))
         return self
 
 

@@ -81,7 +81,11 @@ class ServeLoadSettings:
 
 
 def make_images(count: int, size_hw: tuple[int, int], seed: int) -> list[bytes]:
-    """`count` smooth random pictures as PNG bytes (every request for input i sends the same bytes)."""
+    """`count` smooth random pictures as PNG bytes (every request for input i sends the same bytes);
+    sizes that cannot fit are refused first (`check_image_budget`)."""
+    from zeroseg.bench.common import check_image_budget
+
+    check_image_budget(size_hw, count)
     rng = np.random.default_rng(seed)
     height, width = size_hw
     out = []

@@ -8,6 +8,7 @@ node (shared storage or the same image).
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -98,6 +99,24 @@ class ModelSpec:
             source, device=device, precision=self.precision, threads=threads or None,
             short_side=self.short_side, runtime=self.runtime,
         )  # fmt: skip
+
+    def heads(self) -> tuple[str, ...]:
+        """The heads this model can paint with: a checkpoint's two (the paper's "segments" first, then
+        "dense"), an exported engine's one (the paper's)."""
+        from zeroseg.infer.segmenter import HEADS
+
+        return HEADS if self.engine is None else HEADS[:1]
+
+    def build_heads(self, threads: int | None = None) -> dict[str, SegmenterBase]:
+        """One segmenter per head of `heads()`, built once: a checkpoint's dense segmenter is a shallow
+        copy of its paper's-head segmenter with the other head, sharing the model and the text cache."""
+        first, *others = self.heads()
+        built = self.build(threads)
+        segmenters = {first: built}
+        for head in others:
+            segmenters[head] = copy.copy(built)
+            segmenters[head].head_mode = head
+        return segmenters
 
     def json_extra(self) -> dict[str, Any]:
         """The entries `zeroseg segment` adds to every per-image JSON for this model."""

@@ -69,3 +69,44 @@ def export_cli(capsys, monkeypatch):
     from zeroseg.export.cli import main
 
     return lambda *args: helpers.run_console(main, "zeroseg-export", args, capsys, monkeypatch)
+
+
+# ---- Ray: one loopback cluster per module of the "ray" xdist group --------------------------------
+
+
+@pytest.fixture(scope="session")
+def ray_home():
+    """~/.ray as it was before this process started a Ray cluster, restored when the process ends.
+
+    Starting a cluster writes an auth token there, and a process that started one expects the same
+    token when it starts the next: deleting it between two modules' clusters kills the second GCS.
+    """
+    from pathlib import Path
+
+    token_dir = Path.home() / ".ray"
+    had_dir, had_token = token_dir.exists(), (token_dir / "auth_token").exists()
+    yield token_dir
+    if not had_token:
+        (token_dir / "auth_token").unlink(missing_ok=True)
+    if not had_dir and token_dir.exists() and not any(token_dir.iterdir()):
+        token_dir.rmdir()
+
+
+@pytest.fixture(scope="module")
+def cluster(ray_home):
+    """A local 2-CPU Ray cluster on 127.0.0.1 (asserted) for a whole module, Serve and Ray shut down at
+    its end; modules that use it carry `pytest.mark.xdist_group("ray")`, so one runs at a time."""
+    from zeroseg.serve.cluster import node_addresses, start_local
+
+    start_local(num_cpus=2)
+    import ray
+
+    assert node_addresses() == ["127.0.0.1"]
+    assert "node:127.0.0.1" in ray.cluster_resources()
+    yield ray
+    try:
+        from ray import serve
+
+        serve.shutdown()
+    finally:
+        ray.shutdown()

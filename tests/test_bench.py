@@ -221,3 +221,30 @@ def test_cuda_without_a_gpu_is_a_one_line_error(world, bench_cli) -> None:
     _one_line_error(bench_cli("latency", world.checkpoint, "--device", "cuda"), "no CUDA device")
     _one_line_error(bench_cli("train", "--device", "cuda"), "no CUDA device")
     _one_line_error(bench_cli("head", "--device", "cuda", "--quick"), "no CUDA device")
+
+
+@pytest.mark.parametrize("command", ["latency", "compare", "serve"])
+@pytest.mark.parametrize("size,fragment", [("100000x100000", "more than the"), ("12000x9000", "available")])
+def test_image_sizes_that_cannot_fit_are_refused_before_allocating(
+    world, bench_cli, tmp_path, monkeypatch, command, size, fragment
+) -> None:
+    """`zeroseg-bench --image-size 100000x100000` was OOM-killed at 17.7 GB. Sizes over the pixel cap
+    of an image (`MAX_PIXELS`), or whose images would not fit in the memory available (`zeroseg
+    segment`'s estimate, here with 2 GiB available), are one line before anything is allocated or
+    loaded: making images or loading a model fails loudly."""
+    import zeroseg.infer.files
+    import zeroseg.shapeworld.write
+    from zeroseg.bench import serve_load
+    from zeroseg.export import loader
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("allocated or loaded before the refusal")
+
+    monkeypatch.setattr(zeroseg.infer.files, "available_memory", lambda: 2 * 2**30)
+    monkeypatch.setattr(zeroseg.shapeworld.write, "generate_scene", forbidden)
+    monkeypatch.setattr(loader, "load", forbidden)
+    monkeypatch.setattr(serve_load, "expected_labels", forbidden)
+    source = ["--checkpoint", str(world.checkpoint)] if command == "serve" else [str(world.checkpoint)]
+    run = bench_cli(command, *source, "--image-size", size, "--json", tmp_path / "x.json")
+    _one_line_error(run, "--image-size", fragment)
+    assert not (tmp_path / "x.json").exists()

@@ -284,3 +284,88 @@ def test_flipped_tensor_bytes_fail_the_checksum(cli, world, tmp_path):
     old = {k: v for k, v in torch.load(world.checkpoint, weights_only=True).items() if k != "checksum"}
     torch.save(old, tmp_path / "old.pt")
     assert load_checkpoint(tmp_path / "old.pt").student.keys() == world.student_state.keys()
+
+
+# ---- the config: validated on every load, covered by the checksum ---------------------------------
+
+
+def edited_checkpoint(source: Path, dest: Path, change, *, resign: str | None) -> Path:
+    """`source` with `change(config_dict)` applied to its config.
+
+    resign: None keeps the stored checksum (an edit after saving); "tensors" re-signs it the way
+    checkpoints before the config was covered were signed (tensors only), so that only the value
+    checks can refuse it.
+    """
+    from zeroseg.checkpoint import tensor_checksum
+
+    payload = torch.load(source, weights_only=True)
+    config = json.loads(payload["config_json"])
+    change(config)
+    payload["config_json"] = json.dumps(config)
+    if resign == "tensors":
+        payload["checksum"] = {"algorithm": "sha256", "hex": tensor_checksum(payload)}
+    torch.save(payload, dest)
+    return dest
+
+
+def _set(key: str, value):
+    """A config change: dotted `key` (e.g. "inference.bg_thresh") set to `value`."""
+
+    def change(config: dict) -> None:
+        *parents, last = key.split(".")
+        node = config
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+
+    return change
+
+
+BAD_VALUES = [
+    ("logit_scale", float("nan"), "logit_scale"),
+    ("logit_scale", float("inf"), "logit_scale"),
+    ("logit_scale", -14.2, "logit_scale"),
+    ("logit_scale", 0.0, "logit_scale"),
+    ("inference.bg_thresh", float("nan"), "background threshold"),
+    ("inference.bg_thresh", 1.5, "background threshold"),
+    ("preprocess.std", [0.26, 0.0, 0.27], "std"),
+    ("preprocess.mean", [0.5, float("nan"), 0.4], "mean"),
+    ("templates", ["a photo"], "template"),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "expect"), BAD_VALUES, ids=[f"{k}={v}" for k, v, _ in BAD_VALUES])
+def test_a_config_value_no_model_can_use_is_refused(world, tmp_path, key, value, expect):
+    """A NaN logit scale passed the exporters' gates at 100 % (every pixel background) while
+    `zeroseg segment` refused it at run time: `check_config` now refuses it in load_checkpoint, which
+    every loader uses, even where the checksum cannot (a checkpoint signed before it covered the config)."""
+    path = edited_checkpoint(world.checkpoint, tmp_path / "bad.pt", _set(key, value), resign="tensors")
+    with pytest.raises(ZerosegError) as info:
+        load_checkpoint(path)
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message and expect in message, message
+
+
+def test_an_edited_config_fails_the_checksum(world, tmp_path):
+    """The checksum of a new checkpoint covers its config: a plausible edit (logit scale 14 -> 50) is
+    refused like a flipped weight."""
+    raw = torch.load(world.checkpoint, weights_only=True)
+    assert raw["checksum"]["covers"] == ["tensors", "config_json"]
+    path = edited_checkpoint(world.checkpoint, tmp_path / "edited.pt", _set("logit_scale", 50.0), resign=None)
+    with pytest.raises(ZerosegError, match="checksum"):
+        load_checkpoint(path)
+    path = edited_checkpoint(
+        world.checkpoint, tmp_path / "nan.pt", _set("logit_scale", float("nan")), resign=None
+    )
+    with pytest.raises(ZerosegError, match="checksum"):
+        load_checkpoint(path)
+
+
+def test_checkpoints_signed_over_their_tensors_only_still_load(world, tmp_path):
+    """Backward compatibility: a checksum without "covers" (every checkpoint before it, the bundled
+    asset included) is checked over the tensors and loads."""
+    raw = torch.load(bundled_checkpoint(), weights_only=True)
+    assert "covers" not in raw["checksum"]
+    assert load_checkpoint(bundled_checkpoint()).logit_scale > 0
+    path = edited_checkpoint(world.checkpoint, tmp_path / "old_style.pt", lambda c: None, resign="tensors")
+    assert load_checkpoint(path).config == world.config

@@ -77,3 +77,112 @@ def test_readme_relative_links_exist() -> None:
 def test_link_pattern() -> None:
     text = '[a](docs/cli.md) ![b](docs/demo.png "t") [c](https://x.org) [d](#top) [e](docs/proof.md#results)'
     assert _relative_links(text) == ["docs/cli.md", "docs/demo.png", "docs/proof.md"]
+
+
+# ---- every Python block of README.md and docs/ runs ------------------------------------------------
+
+DOC_PAGES = [README, *sorted((ROOT / "docs").rglob("*.md"))]
+#: `<!-- docs-test: skip (REASON) -->` on the last non-blank line before a block: it is not run.
+SKIP_MARK = re.compile(r"^<!--\s*docs-test:\s*skip\s*(?:\((?P<reason>[^)]*)\))?\s*-->$")
+FENCE = re.compile(r"^```python[ \t]*\n(?P<code>.*?)^```[ \t]*$", re.S | re.M)
+#: Blocks that need what no test machine here has (a GPU, a Triton server, the network): keep few.
+MAX_SKIPPED = 2
+
+
+def python_blocks(text: str) -> list[tuple[int, str, str | None]]:
+    """(line, code, skip reason or None) of every ```python block of a Markdown text.
+
+    A reason is "" when the skip mark gives none (which the tests refuse).
+    """
+    blocks = []
+    for match in FENCE.finditer(text):
+        line = text.count("\n", 0, match.start()) + 1
+        before = [ln.strip() for ln in text[: match.start()].splitlines() if ln.strip()]
+        mark = SKIP_MARK.match(before[-1]) if before else None
+        reason = None if mark is None else (mark.group("reason") or "").strip()
+        blocks.append((line, match.group("code"), reason))
+    return blocks
+
+
+def _rel(page: Path) -> str:
+    return page.relative_to(ROOT).as_posix()
+
+
+RUN_PAGES = [p for p in DOC_PAGES if any(r is None for _, _, r in python_blocks(p.read_text("utf-8")))]
+
+#: Runs one page's blocks in order in one interpreter (as a reader pastes them into one session);
+#: a failing block is named by its page and line.
+RUNNER = """
+import json, sys, traceback
+ns = {"__name__": "__main__"}
+for line, code in json.loads(sys.stdin.read()):
+    try:
+        exec(compile(code, f"PAGE:{line}", "exec"), ns)
+    except BaseException:
+        traceback.print_exc()
+        sys.exit(f"the block at PAGE:{line} failed")
+"""
+
+
+def test_python_block_parser_and_skip_marks() -> None:
+    text = (
+        "x\n\n```python\nprint(1)\n```\n\n<!-- docs-test: skip (needs a CUDA GPU) -->\n```python\n"
+        "gpu()\n```\n<!-- docs-test: skip -->\n\n```python\nalso()\n```\n```bash\nls\n```\n"
+    )
+    assert python_blocks(text) == [(3, "print(1)\n", None), (8, "gpu()\n", "needs a CUDA GPU"),
+                                   (13, "also()\n", "")]  # fmt: skip
+
+
+def test_skipped_blocks_say_why_and_stay_few() -> None:
+    """A block may be left out of the run only with a reason in its mark (a GPU, a TensorRT build,
+    a Triton server, the network), and only a few may be."""
+    skipped = [
+        (f"{_rel(page)}:{line}", reason)
+        for page in DOC_PAGES
+        for line, _, reason in python_blocks(page.read_text("utf-8"))
+        if reason is not None
+    ]
+    assert all(reason for _, reason in skipped), f"skip marks without a reason: {skipped}"
+    assert len(skipped) <= MAX_SKIPPED, f"{len(skipped)} blocks skipped (at most {MAX_SKIPPED}): {skipped}"
+    assert RUN_PAGES, "no Python block found to run"
+
+
+@pytest.fixture(scope="module")
+def docs_workspace(tmp_path_factory) -> Path:
+    """A working folder with what the blocks name, made as the quick start makes it: ShapeWorld
+    scenes (`zeroseg synth`) in data/scenes and (all val) data/voc, scene.jpg / scene.png / photo.jpg, an
+    ONNX bundle of the bundled model with a vocabulary and int8 graphs as `bundle`, and an
+    AOTInductor bundle as `DIR` (both shared with the export tests and cached)."""
+    import shutil
+
+    import export_helpers as eh
+    from aoti_cache import cached_bundle
+    from PIL import Image
+
+    work = tmp_path_factory.mktemp("docs")
+    for folder, more in (("data/scenes", ["--n", "8"]), ("data/voc", ["--n", "4", "--val-fraction", "1"])):
+        cmd = [sys.executable, "-m", "zeroseg", "synth", "--out", folder, "--kind", "scenes", *more]
+        subprocess.run(cmd, cwd=work, check=True, capture_output=True, timeout=300)
+    first = work / "data" / "scenes" / "JPEGImages" / "000000.jpg"
+    shutil.copy(first, work / "scene.jpg")
+    shutil.copy(first, work / "photo.jpg")
+    Image.open(first).save(work / "scene.png")
+    (work / "bundle").symlink_to(eh.shapeworld_bundle(tmp_path_factory)[0], target_is_directory=True)
+    (work / "DIR").symlink_to(cached_bundle(), target_is_directory=True)
+    return work
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", RUN_PAGES, ids=_rel)
+def test_every_python_block_runs(docs_workspace: Path, page: Path) -> None:
+    """Every ```python block of README.md and docs/ runs (the blocks of a page in order, in one
+    interpreter, in a prepared working folder): a snippet that broke (onnxruntime 1.32 refused a
+    numpy scalar where the docs passed one) fails here, not on a reader's machine."""
+    import json
+
+    blocks = [(line, code) for line, code, reason in python_blocks(page.read_text("utf-8")) if reason is None]
+    proc = subprocess.run(
+        [sys.executable, "-c", RUNNER.replace("PAGE", _rel(page))], input=json.dumps(blocks), text=True,
+        cwd=docs_workspace, capture_output=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, f"{_rel(page)}:\n{proc.stderr[-4000:]}"

@@ -271,3 +271,17 @@ def test_oracle_scores_one_and_class_list_is_the_label_space(dataset):
 class _Result:
     def __init__(self, labels: np.ndarray):
         self.labels = labels
+
+
+def test_eval_warns_about_unknown_class_words_or_refuses_them_with_strict_vocab(cli, small_voc, tmp_path):
+    """`cat` is not in the bundled model's vocabulary: a one-line warning, or with `--strict-vocab` a
+    one-line error and no scores written."""
+    classes = tmp_path / "classes.txt"
+    classes.write_text("background\ncat\nred\n")
+    args = ["eval", "bundled", "--dataset", small_voc, "--classes", classes, "--limit", "1", "-q"]
+    with pytest.warns(UserWarning, match="does not know 'cat'"):
+        result = cli(*args, "--json", tmp_path / "scores.json")
+    assert result.code == 0, result.err
+    result = cli(*args, "--json", tmp_path / "strict.json", "--strict-vocab")
+    assert_one_line_error(result, "'cat'", "--strict-vocab")
+    assert not (tmp_path / "strict.json").exists()

@@ -304,8 +304,9 @@ def test_export_refuses_bad_options(world, tmp_path, export_cli):
     _refused(export_cli, tmp_path, ck, "--out", a_file / "b", fragments=("not a folder",))
     res = export_cli("onnx", ck, "--out", "/proc/zeroseg-no-bundle")
     assert_one_line_error(res, "bundle")
-    for side in ("30", "0", "-8"):
-        _refused(export_cli, tmp_path, ck, "--out", out, "--short-side", side, fragments=("multiple",))
+    _refused(export_cli, tmp_path, ck, "--out", out, "--short-side", "30", fragments=("multiple",))
+    for side in ("0", "-8"):
+        _refused(export_cli, tmp_path, ck, "--out", out, "--short-side", side, fragments=("positive",))
     empty = tmp_path / "empty"
     empty.mkdir()
     _refused(export_cli, tmp_path, ck, "--out", out, "--int8", "static", "--calib", empty,

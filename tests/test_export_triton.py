@@ -27,7 +27,14 @@ from zeroseg.export import OnnxSegmenter
 from zeroseg.export.core.manifest import load_vocabulary, read_manifest, sha256_file
 from zeroseg.export.core.specs import image_encoder_spec, segmenter_feed, segmenter_spec
 from zeroseg.export.onnx.runtime import open_session
-from zeroseg.export.triton_server.config import TritonModel, config_text, plan_batch_size, request_arrays
+from zeroseg.export.triton_server.config import (
+    PROTO_FIELDS,
+    PROTO_RANGES,
+    TritonModel,
+    config_text,
+    plan_batch_size,
+    request_arrays,
+)
 from zeroseg.export.triton_server.repo import TritonSettings, export_triton
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -317,6 +324,26 @@ def test_tensorrt_plan_config_parses():
     assert plan_batch_size(engine, spec, 0) == 0
 
 
+def test_every_number_written_is_checked_against_tritons_schema():
+    """PROTO_FIELDS names each numeric field config_text writes with its type in model_config.proto;
+    a value at the edge of its type is written and parses, one past it is refused in one line."""
+    from google.protobuf.descriptor import FieldDescriptor as F
+
+    types = {F.TYPE_INT32: "int32", F.TYPE_UINT32: "uint32", F.TYPE_INT64: "int64", F.TYPE_UINT64: "uint64"}
+    for message, field, kind, _ in PROTO_FIELDS.values():
+        assert types[getattr(mc, message).DESCRIPTOR.fields_by_name[field].type] == kind, (message, field)
+    spec = image_encoder_spec(8, 64)
+    top = PROTO_RANGES["int32"][1]
+    cfg = text_format.Parse(config_text(TritonModel("m", spec, "onnx", top, "cpu", top)), mc.ModelConfig())
+    assert cfg.max_batch_size == top and cfg.instance_group[0].count == top
+    for batch, instances, option in ((top + 1, 1, "--max-batch"), (1, top + 1, "--instances")):
+        with pytest.raises(ZerosegError, match=f"^{option} {top + 1} is outside Triton's range .*int32"):
+            config_text(TritonModel("m", spec, "onnx", batch, "cpu", instances))
+    delay = PROTO_RANGES["uint64"][1] + 1
+    with pytest.raises(ZerosegError, match="max_queue_delay_microseconds"):
+        config_text(TritonModel("m", spec, "onnx", 4, "cpu", 1, queue_delay_us=delay))
+
+
 @pytest.fixture
 def engine_folder_without_engine(bundle, tmp_path):
     """What `zeroseg-export trt --onnx-only` writes: engine.json with no engine (TensorRT never ran)."""
@@ -356,7 +383,9 @@ def test_bad_inputs_are_one_line_errors(bundle, world, tmp_path, export_cli):
         ((tmp_path / "nope",), ("not found",)),
         ((partial,), ("segmenter.onnx", "missing", "re-export")),
         ((bundle, "--max-batch", "-1"), ("--max-batch", ">= 0")),
-        ((bundle, "--instances", "0"), ("--instances", ">= 1")),
+        ((bundle, "--instances", "0"), ("--instances", "positive integer")),
+        ((bundle, "--max-batch", "100000000000"), ("--max-batch", "int32", "2147483647")),
+        ((bundle, "--instances", str(2**31)), ("--instances", "int32", "2147483647")),
         ((bundle, "--kind", "tpu"), ("--kind", "cpu or gpu")),
     ]
     for args, fragments in cases:

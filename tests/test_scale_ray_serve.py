@@ -1,7 +1,7 @@
 """segment-dataset on a Ray actor pool and `zeroseg serve` on Ray Serve, on one loopback cluster.
 
-One `ray.init` for the module (2 CPUs, no dashboard, 127.0.0.1 only, asserted), shut down at the end
-with the token file Ray leaves under ~/.ray. Skipped when Ray is not installed (make test installs it).
+One `ray.init` for the module (2 CPUs, no dashboard, 127.0.0.1 only, asserted: conftest's `cluster`
+fixture), shut down at its end. Skipped when Ray is not installed (make test installs it).
 """
 
 from __future__ import annotations
@@ -35,31 +35,6 @@ CLASSES = [["cat"], ["dog", "puppy"], ["traffic light"]]
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    """A local 2-CPU Ray cluster on 127.0.0.1 for the whole module."""
-    from zeroseg.serve.cluster import node_addresses, start_local
-
-    token_dir = Path.home() / ".ray"
-    had_dir, had_token = token_dir.exists(), (token_dir / "auth_token").exists()
-    start_local(num_cpus=2)
-    import ray
-
-    assert node_addresses() == ["127.0.0.1"]
-    assert "node:127.0.0.1" in ray.cluster_resources()
-    yield ray
-    try:
-        from ray import serve
-
-        serve.shutdown()
-    finally:
-        ray.shutdown()
-        if not had_token:
-            (token_dir / "auth_token").unlink(missing_ok=True)
-        if not had_dir and token_dir.exists() and not any(token_dir.iterdir()):
-            token_dir.rmdir()
-
-
-@pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> tuple[Path, list[str]]:
     root = tmp_path_factory.mktemp("ray_dataset") / "images"
     return root, make_folder(root)
@@ -89,7 +64,7 @@ def test_ray_run_writes_what_zeroseg_segment_writes(ray_run, folder, cli, world,
         args = ["segment", world.checkpoint, root / rel, "--labels", LABELS, "--bg-thresh", "0.3"]
         assert cli(*args, "--out", (segmented / rel).parent).code == 0
     check_equal_to_segment(out, segmented, ids)
-    rows = read_index(out / "index.jsonl")
+    rows = read_index(out / "_zeroseg" / "index.jsonl")
     assert [r["id"] for r in rows] == sorted([*ids, "broken.png"])  # every image once, despite the retry
     [broken] = [r for r in rows if r["status"] != "ok"]
     assert broken["id"] == "broken.png" and "not a readable image" in broken["error"]
@@ -109,7 +84,7 @@ def test_ray_resume_redoes_only_the_deleted_output(ray_run, cli, folder, world, 
     assert "skipped 3 already complete" in result.out and "segmented 2 images" in result.out  # + broken.png
     assert (copy / "sub" / "photo_labels.png").read_bytes() == want
     assert all(p.stat().st_mtime_ns == m for p, m in kept.items())
-    assert len(read_index(copy / "index.jsonl")) == 5
+    assert len(read_index(copy / "_zeroseg" / "index.jsonl")) == 5
     assert_one_line_error(cli(*args, "--ray", "local", "--resume"), "other classes")
 
 

@@ -270,8 +270,9 @@ def _refused(cli, world, tmp_path, images, *options, expect: str) -> None:
         (("--labels", "cat", "--bg-thresh", "1.5"), "[0, 1]"),
         (("--labels", "cat", "--bg-thresh", "-0.01"), "[0, 1]"),
         (("--labels", "cat", "--bg-thresh", "nan"), "[0, 1]"),
-        (("--labels", "cat", "--short-side", "0"), "short side"),
-        (("--labels", "cat", "--batch-size", "0"), "batch size"),
+        (("--labels", "cat", "--short-side", "0"), "--short-side must be a positive integer"),
+        (("--labels", "cat", "--batch-size", "0"), "--batch-size must be a positive integer"),
+        (("--labels", "cat", "--threads", "-3"), "--threads must be a positive integer"),
         (("--labels", "cat", "--method", "magic"), "--method"),
     ],
 )
@@ -471,3 +472,18 @@ def test_segmenter_refuses_bad_arguments(segmenter, world):
         segmenter([image], ["cat", "cat"])
     with pytest.raises(ZerosegError, match="smaller than the patch"):
         Segmenter(world.checkpoint, short_side=0)
+
+
+def test_unknown_class_words_warn_or_are_refused_with_strict_vocab(cli, tmp_path):
+    """The bundled model's tokenizer maps `cat` (like every word it lacks) to one unknown token:
+    a one-line warning names it; `--strict-vocab` refuses it in one line, before any output."""
+    from helpers import write_image
+
+    image = write_image(tmp_path / "img.png", 32, 40)
+    with pytest.warns(UserWarning, match="does not know 'cat'"):
+        result = cli("segment", "bundled", image, "--labels", "cat,red", "--out", tmp_path / "out")
+    assert result.code == 0, result.err
+    out = tmp_path / "strict"
+    result = cli("segment", "bundled", image, "--labels", "cat,red", "--out", out, "--strict-vocab")
+    assert_one_line_error(result, "'cat'", "--strict-vocab")
+    assert not out.exists() or not any(out.iterdir())

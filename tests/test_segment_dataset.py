@@ -87,7 +87,7 @@ def test_local_run_writes_what_zeroseg_segment_writes_and_an_index(cli, world, f
     assert result.code == 0, result.err
     assert "segmented 5 images" in result.out and "1 failed" in result.out and "warning:" in result.out
     check_equal_to_segment(out, segmented, ids)
-    rows = read_index(out / "index.jsonl")
+    rows = read_index(out / "_zeroseg" / "index.jsonl")
     assert [r["id"] for r in rows] == sorted([*ids, "broken.png"])
     broken = next(r for r in rows if r["id"] == "broken.png")
     assert (
@@ -99,7 +99,7 @@ def test_local_run_writes_what_zeroseg_segment_writes_and_an_index(cli, world, f
             assert (
                 row["size"] == info["size"] and row["fractions"] == info["fractions"] and row["error"] is None
             )
-    assert not (out / "index.partial.jsonl").exists() and not list(out.rglob(".*tmp*"))
+    assert not (out / "_zeroseg" / "index.partial.jsonl").exists() and not list(out.rglob(".*tmp*"))
     # a second run into the same folder is refused, a resumed one does nothing new
     assert_one_line_error(cli(*args, "--bg-thresh", "0.3"), "previous run", "--resume")
     assert_one_line_error(cli(*args, "--resume"), "--resume", "other classes")
@@ -122,7 +122,7 @@ def test_resume_redoes_only_incomplete_images(cli, world, folder, tmp_path):
         if path.name.startswith(("grey", "photo")):
             assert path.stat().st_mtime_ns == mtime, path  # untouched
     assert (out / "sub" / "palette_labels.png").exists() and (out / "odd.json").exists()
-    assert len(read_index(out / "index.jsonl")) == 5
+    assert len(read_index(out / "_zeroseg" / "index.jsonl")) == 5
 
 
 def test_tar_shards_and_list_files_give_the_same_labels(cli, world, folder, tmp_path):
@@ -143,7 +143,7 @@ def test_tar_shards_and_list_files_give_the_same_labels(cli, world, folder, tmp_
         assert outputs(tmp_path / "t" / "shard", stem)[0] == want
         got, listed = outputs(tmp_path / "l", stem)
         assert got == want and listed == info
-    rows = read_index(tmp_path / "t" / "index.jsonl")
+    rows = read_index(tmp_path / "t" / "_zeroseg" / "index.jsonl")
     assert [r["id"] for r in rows] == [f"shard.tar::{rel}" for rel in sorted(ids)]
 
 
@@ -153,10 +153,70 @@ def test_the_local_path_does_not_import_ray(cli, world, folder, tmp_path, monkey
     args = ["segment-dataset", root, "--checkpoint", world.checkpoint, "--labels", "cat"]
     result = cli(*args, "--out", tmp_path / "o")
     assert result.code == 0, result.err
-    assert len(read_index(tmp_path / "o" / "index.jsonl")) == 5
+    assert len(read_index(tmp_path / "o" / "_zeroseg" / "index.jsonl")) == 5
     assert_one_line_error(
         cli(*args, "--out", tmp_path / "r", "--ray", "local"), "ray is not installed", "pip"
     )
+
+
+def _shard(path: Path, members: dict[str, Path]) -> Path:
+    with tarfile.open(path, "w") as tf:
+        for name, source in members.items():
+            tf.add(source, arcname=name)
+    return path
+
+
+def test_images_named_like_the_runs_own_files_neither_overwrite_them_nor_stop_resume(cli, world, tmp_path):
+    """run.jpg, index.jsonl.png, shards index.jsonl.tar / run.json.tar: the run's files are in _zeroseg/."""
+    rng = np.random.default_rng(1)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("run.jpg", "index.png", "index.jsonl.png", "index.partial.png", "run.json.png"):
+        Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(photos / name)
+    shards = [
+        _shard(tmp_path / name, {"run.png": photos / "index.png", "a/index.jsonl.png": photos / "run.jpg"})
+        for name in ("index.jsonl.tar", "run.json.tar", "index.partial.jsonl.tar")
+    ]
+    common = ["--checkpoint", world.checkpoint, "--labels", LABELS]
+    for sources, out, count in (([photos], tmp_path / "f", 5), (shards, tmp_path / "s", 6)):
+        result = cli("segment-dataset", *sources, "--out", out, *common)
+        assert result.code == 0, result.err
+        rows = read_index(out / "_zeroseg" / "index.jsonl")
+        assert len(rows) == count and all(r["status"] == "ok" for r in rows)
+        assert json.loads((out / "_zeroseg" / "run.json").read_text())["classes"]
+        again = cli("segment-dataset", *sources, "--out", out, *common, "--resume")
+        assert again.code == 0 and f"skipped {count} already complete" in again.out, again.err
+    assert json.loads((tmp_path / "f" / "run.json").read_text())["image"].endswith("run.jpg")
+    assert (tmp_path / "s" / "index.jsonl" / "run_labels.png").is_file()
+
+
+@pytest.mark.parametrize(
+    "layout, fragments",
+    [
+        ({"_zeroseg/x.png": None}, ["_zeroseg/", "rename"]),
+        ({"_ZeroSeg/x.png": None}, ["_ZeroSeg/", "rename"]),
+        ({"a.png": None, "a_labels.png/b.png": None}, ["a_labels.png", "needs a folder"]),
+        ({"a.png": None, "a.json/b.png": None}, ["a.json", "needs a folder"]),
+        ({"s.tar": ["a.png", "a.json/b.png"]}, ["s/a.json", "needs a folder"]),
+        ({"_zeroseg.tar": ["a.png"]}, ["_zeroseg/", "rename"]),
+    ],
+)
+def test_sources_whose_outputs_collide_are_refused_before_any_work(cli, world, tmp_path, layout, fragments):
+    rng = np.random.default_rng(2)
+    picture = tmp_path / "picture.png"
+    Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(picture)
+    root = tmp_path / "src"
+    sources = [root]
+    for name, members in layout.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        if members is None:
+            (root / name).write_bytes(picture.read_bytes())
+        else:
+            sources = [_shard(root / name, {m: picture for m in members})]
+    result = cli("segment-dataset", *sources, "--out", tmp_path / "o", "--checkpoint", world.checkpoint,
+                 "--labels", "cat")  # fmt: skip
+    assert_one_line_error(result, *fragments)
+    assert not (tmp_path / "o").exists()
 
 
 # ---- refusals -----------------------------------------------------------------------------------

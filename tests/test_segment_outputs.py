@@ -15,6 +15,7 @@ from PIL import Image
 import zeroseg.infer.files
 from zeroseg.cli import segment as segment_cli
 from zeroseg.data.images import MAX_PIXELS
+from zeroseg.errors import ZerosegError
 from zeroseg.infer.labels import MAX_INFERENCE_SIDE
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -75,6 +76,27 @@ def test_pixel_limit_is_documented_and_memory_is_checked(cli, world, tmp_path, m
     result = cli("segment", world.checkpoint, image, "--labels", "red", "--out", tmp_path / "o")
     assert_one_line_error(result, "big.png", "400x300", "available")
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_memory_guard_counts_the_images_in_a_batch_not_the_batch_size(cli, world, tmp_path, monkeypatch):
+    """One 6000x4000 photo at the default --batch-size 8 was refused ("needs about 18.4 GiB") though it
+    runs in 2.65 GiB: every image was counted batch-size times. The estimate now sums the images a
+    batch really holds; scaled down here to memory for about two 400x300 images."""
+    files = zeroseg.infer.files
+    monkeypatch.setattr(files, "available_memory", lambda: 3 * 2**30)
+    files.check_batches_memory(["photo.jpg"], [(4000, 6000)], 8)  # the reported case: ~2.7 GiB, fits
+    with pytest.raises(ZerosegError, match="lower --batch-size"):
+        files.check_batches_memory(["a.jpg", "b.jpg"], [(4000, 6000)] * 2, 8)  # two of them do not
+    per_image = files.BYTES_PER_PIXEL * 300 * 400
+    monkeypatch.setattr(files, "available_memory", lambda: files.BASE_BYTES + int(2.5 * per_image))
+    images = [write_image(tmp_path / "in" / f"p{i}.png", 300, 400, seed=i) for i in range(3)]
+    result = cli("segment", world.checkpoint, images[0], "--labels", "red", "--out", tmp_path / "one")
+    assert result.code == 0, result.err  # one image at the default --batch-size 8
+    result = cli("segment", world.checkpoint, *images, "--labels", "red", "--out", tmp_path / "three")
+    assert_one_line_error(result, "p0.png", "lower --batch-size", "available")
+    result = cli("segment", world.checkpoint, *images, "--labels", "red", "--batch-size", "2",
+                 "--out", tmp_path / "pairs")  # fmt: skip
+    assert result.code == 0, result.err
 
 
 # ---- overwriting ---------------------------------------------------------------------------------

@@ -98,6 +98,106 @@ def test_bad_requests_are_refused_with_a_status_and_a_one_line_reason(case):
     assert fragment.lower() in info.value.reason.lower() and "\n" not in info.value.reason
 
 
+def _raw(text: str) -> tuple[str, bytes]:
+    return "application/json", text.replace("IMG", IMAGE).encode()
+
+
+def _multipart(raw: bytes, boundary: str = "b") -> tuple[str, bytes]:
+    return f"multipart/form-data; boundary={boundary}", raw
+
+
+_NESTED_MULTIPART = b"".join(
+    b"--b%d\r\nContent-Type: multipart/mixed; boundary=b%d\r\n\r\n" % (i, i + 1) for i in range(3000)
+)
+
+#: Bodies of every shape a client can get wrong; each must be a 4xx, never an exception (a 500).
+MALFORMED_BODIES = {
+    "nested arrays": ("application/json", b"[" * 100_000),
+    "nested objects": ("application/json", b'{"a":' * 100_000),
+    "nested labels": _raw('{"image": "IMG", "labels": ' + "[" * 50_000 + '"cat"' + "]" * 50_000 + "}"),
+    "labels three deep": _raw('{"image": "IMG", "labels": [[["cat"]]]}'),
+    "synonym an object": _raw('{"image": "IMG", "labels": [["cat", {"a": 1}]]}'),
+    "synonym a number": _raw('{"image": "IMG", "labels": [["cat", 1]]}'),
+    "labels an object": _raw('{"image": "IMG", "labels": {"cat": 1}}'),
+    "labels a lone surrogate": _raw('{"image": "IMG", "labels": "ca\\ud800t"}'),
+    "integer of 4000 digits": _raw('{"image": "IMG", "labels": "cat", "bg_thresh": ' + "9" * 4000 + "}"),
+    "integer of 5000 digits": _raw('{"image": "IMG", "labels": "cat", "bg_thresh": ' + "9" * 5000 + "}"),
+    "float overflow": _raw('{"image": "IMG", "labels": "cat", "bg_thresh": 1e999}'),
+    "NaN literal": _raw('{"image": "IMG", "labels": "cat", "bg_thresh": NaN}'),
+    "Infinity literal": _raw('{"image": "IMG", "labels": "cat", "bg_thresh": Infinity}'),
+    "-Infinity in an unused field": _raw('{"image": "IMG", "labels": "cat", "x": [-Infinity]}'),
+    "bg_thresh a list": _raw('{"image": "IMG", "labels": "cat", "bg_thresh": [0.5]}'),
+    "bg_thresh an object": _raw('{"image": "IMG", "labels": "cat", "bg_thresh": {}}'),
+    "format an object": _raw('{"image": "IMG", "labels": "cat", "format": {"png": 1}}'),
+    "format a list": _raw('{"image": "IMG", "labels": "cat", "format": ["png"]}'),
+    "image an object": _raw('{"image": {"data": "IMG"}, "labels": "cat"}'),
+    "image a list": _raw('{"image": ["IMG"], "labels": "cat"}'),
+    "image null": _raw('{"image": null, "labels": "cat"}'),
+    "not UTF-8": ("application/json", b'{"image": "\xff\xfe", "labels": "cat"}'),
+    "latin-1": ("application/json", '{"image": "IMG", "labels": "caf\u00e9"}'.encode("latin-1")),
+    "empty": ("application/json", b""),
+    "whitespace": ("application/json", b" \r\n "),
+    "null": ("application/json", b"null"),
+    "a string": ("application/json", b'"IMG"'),
+    "truncated": _raw('{"image": "IMG", "labels": ["cat", '),
+    "multipart nested 3000 deep": _multipart(_NESTED_MULTIPART, "b0"),
+    "multipart empty boundary": _multipart(b"", ""),
+    "multipart quote boundary": _multipart(b"x", '"'),
+    "multipart field not UTF-8": _multipart(
+        b'--b\r\nContent-Disposition: form-data; name="labels"\r\n\r\n\xff\r\n--b--\r\n'
+    ),
+    "multipart garbage disposition": _multipart(b'--b\r\nContent-Disposition: =;;;"\r\n\r\ncat\r\n--b--\r\n'),
+    "multipart huge bg_thresh": _multipart(
+        b'--b\r\nContent-Disposition: form-data; name="bg_thresh"\r\n\r\n' + b"9" * 5000 + b"\r\n--b--\r\n"
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(MALFORMED_BODIES))
+def test_malformed_bodies_of_any_shape_are_4xx_never_an_exception(case):
+    content_type, body = MALFORMED_BODIES[case]
+    with pytest.raises(RequestError) as info:
+        parse_segment_request(content_type, body)
+    assert 400 <= info.value.status < 500 and info.value.reason and "\n" not in info.value.reason
+
+
+def test_mutated_bodies_are_parsed_or_refused_with_a_4xx():
+    """Truncations, byte flips and insertions of valid JSON and multipart bodies: a request or a 4xx."""
+    rng = np.random.default_rng(0)
+    valid = [
+        client.json_body(png(8, 8), ["cat", ["dog", "puppy"]], bg_thresh=0.5, format="rle"),
+        client.multipart_body({"image": png(8, 8), "labels": "cat,dog|puppy", "bg_thresh": "0.5"}),
+    ]
+    specials = [b"[", b"{", b"]", b"}", b'"', b"\\", b"\xff", b"\x00", b"NaN", b"1e999", b"--", b"\r\n"]
+    for i in range(400):
+        content_type, body = valid[i % 2]
+        data = bytearray(body)
+        at = int(rng.integers(0, len(data)))
+        kind = i % 4
+        if kind == 0:
+            data = data[:at]
+        elif kind == 1:
+            data[at] = int(rng.integers(0, 256))
+        else:
+            data[at:at] = specials[int(rng.integers(0, len(specials)))] * int(rng.integers(1, 2000))
+        try:
+            parse_segment_request(content_type, bytes(data))
+        except RequestError as exc:
+            assert 400 <= exc.status < 500 and "\n" not in exc.reason, (i, exc.reason)
+
+
+def test_an_unforeseen_failure_while_parsing_is_a_400_not_a_500(monkeypatch):
+    from zeroseg.serve.web import protocol
+
+    def broken(*args, **kwargs):
+        raise KeyError("a parser bug")
+
+    monkeypatch.setattr(protocol, "parse_labels", broken)
+    with pytest.raises(RequestError) as info:
+        parse_segment_request(*client.json_body(png(), "cat"))
+    assert info.value.status == 400 and "KeyError" in info.value.reason
+
+
 def test_caps_on_body_pixels_and_classes_are_413_and_400():
     ct, body = client.json_body(png(64, 64), "cat")
     with pytest.raises(RequestError) as info:
@@ -117,7 +217,7 @@ def test_caps_on_body_pixels_and_classes_are_413_and_400():
 def test_routes_and_methods():
     assert route("POST", "/segment") == "segment" and route("get", "/healthz/") == "healthz"
     assert route("GET", "/metadata") == "metadata"
-    for method, path, status in (("GET", "/segment", 405), ("POST", "/healthz", 405), ("GET", "/", 404)):
+    for method, path, status in (("GET", "/segment", 405), ("POST", "/healthz", 405), ("GET", "/x", 404)):
         with pytest.raises(RequestError) as info:
             route(method, path)
         assert info.value.status == status

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import warnings
 
 import open_clip
 import pytest
@@ -152,3 +153,44 @@ def test_vocabulary_caches(encoder):
     vocab(["fish"])
     assert len(vocab) == 2 and vocab.misses == 3
     torch.testing.assert_close(vocab("cat\ndog", templates=SINGLE_TEMPLATE), b)
+
+
+# ---- words a pruned vocabulary does not know -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shapeworld_encoder():
+    """The bundled model's text tower: its tokenizer keeps only the ShapeWorld captions' tokens."""
+    from zeroseg.bundled import bundled_checkpoint
+    from zeroseg.checkpoint import load_checkpoint
+
+    return load_checkpoint(bundled_checkpoint(), with_train_state=False).build_text_encoder()
+
+
+def test_unknown_words_are_warned_about_in_one_line(shapeworld_encoder):
+    """`cat, person, cup` all map to the one unknown token of the ShapeWorld tokenizer, so they got
+    identical embeddings silently; now one warning names them (and known words raise none)."""
+    from zeroseg.text import UnknownWordsWarning
+
+    with pytest.warns(UnknownWordsWarning) as caught:
+        emb = encode_classes(
+            shapeworld_encoder, [["cat"], ["person"], ["cup"], ["red"]], ["a photo of a {}."]
+        )
+    assert torch.allclose(emb[0], emb[1]) and torch.allclose(emb[1], emb[2])  # why it matters
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1 and "\n" not in messages[0]
+    assert "'cat', 'person', 'cup'" in messages[0] and "'red'" not in messages[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnknownWordsWarning)
+        encode_classes(shapeworld_encoder, [["red"], ["blue"]], ["a photo of a {}."])
+
+
+def test_strict_vocabulary_refuses_unknown_words(shapeworld_encoder, encoder):
+    """`--strict-vocab` (`vocabulary_policy(strict=True)`) turns the warning into a one-line error;
+    a full CLIP BPE tokenizer knows every word, so nothing is refused there."""
+    from zeroseg.text import vocabulary_policy
+
+    with vocabulary_policy(strict=True):
+        with pytest.raises(ZerosegError, match="'kitten'.*--strict-vocab"):
+            encode_classes(shapeworld_encoder, [["red"], ["kitten", "red"]], ["a {}."])
+        encode_classes(encoder, [["kitten"], ["traffic light"]], ["a {}."])

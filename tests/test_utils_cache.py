@@ -153,3 +153,14 @@ def test_cache_dir_follows_xdg(monkeypatch, tmp_path):
     assert cache_dir("bench", "x") == tmp_path / "zeroseg" / "bench" / "x"
     monkeypatch.delenv("XDG_CACHE_HOME")
     assert cache_dir() == Path.home() / ".cache" / "zeroseg"
+
+
+def test_a_killed_builders_temp_folder_is_removed_by_the_next_build(tmp_path):
+    """`kill -9` during a staged build left `.NAME.tmp-PID-TID`; the next build removes it once its
+    process is gone (a pid above Linux's largest pid_max, 2**22, belongs to no process)."""
+    folder = tmp_path / "bundle"
+    stale = tmp_path / f".bundle.tmp-{2**22 + 7}-140000"
+    stale.mkdir()
+    (stale / "half.onnx").write_bytes(b"x")
+    build_once(folder, lambda out: (out.mkdir(), (out / "done").write_text("1")), key="k")
+    assert (folder / "done").is_file() and not stale.exists()

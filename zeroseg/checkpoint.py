@@ -8,17 +8,22 @@ Training checkpoints add a `train_state` (optimizer, scheduler, step, RNG, data 
 Layout of the saved dict:
     format: "zeroseg-checkpoint", version: int, config_json: str (JSON of `CheckpointConfig`),
     student: state dict, text: {"config": dict, "state_dict": state dict}, train_state: dict | absent,
-    checksum: {"algorithm": "sha256", "hex": str} over every tensor's bytes (`tensor_checksum`)
+    checksum: {"algorithm": "sha256", "hex": str, "covers": ["tensors", "config_json"]} over every
+    tensor's bytes and the config's JSON text (`payload_checksum`)
 
 Zip archives do not check their CRCs on load, so a flipped byte in a tensor would load silently and
-give wrong masks; the checksum is verified on every load. Checkpoints written before it existed
-(no "checksum" key) load without the check and without a warning.
+give wrong masks; the checksum is verified on every load. It covers the config too (an edited logit
+scale or threshold is refused like a flipped weight); checkpoints written before that (no "covers":
+tensors only) or before the checksum existed (no "checksum" key) load without that part of the
+check and without a warning. Whatever the checksum covers, every load validates the config's values
+(`check_config`): a NaN logit scale is refused by every loader alike.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import pickle
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -37,6 +42,8 @@ FORMAT_VERSION = 1
 _TORCH_MAGIC: tuple[bytes, ...] = (b"PK", b"\x80\x02")
 #: torch's weights-only unpickler messages for a damaged byte stream (the others refuse code references).
 _GARBLED_PICKLE: tuple[str, ...] = ("Unsupported operand", "String is too long")
+#: What the checksum of a new checkpoint covers (older ones: the tensors only).
+CHECKSUM_COVERS: tuple[str, ...] = ("tensors", "config_json")
 #: Student parts that only training needs (the MAE decoder and the global head that produces z).
 TRAINING_ONLY_PREFIXES: tuple[str, ...] = ("decoder.", "global_block.", "global_mlp.")
 
@@ -207,7 +214,8 @@ def save_checkpoint(
     }
     if train_state is not None:
         payload["train_state"] = train_state
-    payload["checksum"] = {"algorithm": "sha256", "hex": tensor_checksum(payload)}
+    digest = payload_checksum(payload, CHECKSUM_COVERS)
+    payload["checksum"] = {"algorithm": "sha256", "hex": digest, "covers": list(CHECKSUM_COVERS)}
     atomic_torch_save(path, payload)
 
 
@@ -234,6 +242,54 @@ def tensor_checksum(payload: dict[str, Any]) -> str:
         if data.numel():
             digest.update(data.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
+
+
+def payload_checksum(payload: dict[str, Any], covers: tuple[str, ...] | list[str] = CHECKSUM_COVERS) -> str:
+    """sha256 (hex) of what a checkpoint's checksum covers: `tensor_checksum` alone (`covers` =
+    ("tensors",), checkpoints before the config was covered), or with the config's JSON text too.
+
+    Raises:
+        ZerosegError: `covers` names something unknown (a newer zeroseg).
+    """
+    unknown = set(covers) - set(CHECKSUM_COVERS)
+    if "tensors" not in covers or unknown:
+        raise ZerosegError(f"unknown checksum coverage {sorted(covers)}: upgrade zeroseg")
+    if "config_json" not in covers:
+        return tensor_checksum(payload)
+    digest = hashlib.sha256(tensor_checksum(payload).encode())
+    digest.update(b"\nconfig_json\n" + str(payload["config_json"]).encode())
+    return digest.hexdigest()
+
+
+def check_config(config: CheckpointConfig) -> None:
+    """Refuse config values no model can run with: the one check every checkpoint loader applies.
+
+    The logit scale must be a finite number > 0, a background threshold in [0, 1], the preprocessing
+    mean finite and its std finite and > 0 (three of each), its sizes positive, and the templates
+    valid (`zeroseg.classes.check_templates`).
+
+    Raises:
+        ZerosegError: the first bad value, named.
+    """
+    from zeroseg.classes import check_templates
+
+    def finite(value: Any) -> bool:
+        return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+    if not finite(config.logit_scale) or config.logit_scale <= 0:
+        raise ZerosegError(f"its logit_scale must be a finite number > 0, got {config.logit_scale!r}")
+    if config.bg_thresh is not None and not (finite(config.bg_thresh) and 0.0 <= config.bg_thresh <= 1.0):
+        raise ZerosegError(f"its background threshold must be in [0, 1], got {config.bg_thresh!r}")
+    pre = config.preprocess
+    if len(pre.mean) != 3 or not all(finite(v) for v in pre.mean):
+        raise ZerosegError(f"its preprocessing mean must be 3 finite numbers, got {list(pre.mean)!r}")
+    if len(pre.std) != 3 or not all(finite(v) and v > 0 for v in pre.std):
+        raise ZerosegError(f"its preprocessing std must be 3 finite numbers > 0, got {list(pre.std)!r}")
+    if pre.train_size <= 0 or pre.test_short_side <= 0:
+        raise ZerosegError(
+            f"its preprocessing sizes must be positive, got {pre.train_size} and {pre.test_short_side}"
+        )
+    check_templates(config.templates)
 
 
 def _cast(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
@@ -308,6 +364,10 @@ def load_checkpoint(path: str | Path, *, with_train_state: bool = True) -> Check
     except ZerosegError as exc:  # e.g. a student config from a newer zeroseg
         raise ZerosegError(f"{path}: {exc}") from None
     _verify_checksum(path, payload)
+    try:
+        check_config(ckpt.config)
+    except ZerosegError as exc:
+        raise ZerosegError(f"{path} has a damaged config: {exc}; re-copy or re-train it") from None
     return ckpt
 
 
@@ -318,12 +378,18 @@ def _verify_checksum(path: Path, payload: dict[str, Any]) -> None:
         return
     if not isinstance(stored, dict) or stored.get("algorithm") != "sha256" or not stored.get("hex"):
         raise ZerosegError(f"{path} has a damaged checksum entry; re-copy or re-train it")
+    covers = stored.get("covers", ["tensors"])
+    if not isinstance(covers, list) or not all(isinstance(c, str) for c in covers):
+        raise ZerosegError(f"{path} has a damaged checksum entry; re-copy or re-train it")
     try:
-        actual = tensor_checksum(payload)
+        actual = payload_checksum(payload, covers)
     except (KeyError, TypeError, RuntimeError) as exc:
         raise ZerosegError(f"{path} is a damaged zeroseg checkpoint ({type(exc).__name__})") from None
+    except ZerosegError as exc:
+        raise ZerosegError(f"{path}: {exc}") from None
     if actual != stored["hex"]:
+        what = "tensor data and config fail" if "config_json" in covers else "tensor data fails"
         raise ZerosegError(
-            f"{path} is corrupt (damaged): its tensor data fails the sha256 checksum stored with it; "
+            f"{path} is corrupt (damaged or edited): its {what} the sha256 checksum stored with it; "
             "re-copy or re-train it"
         )

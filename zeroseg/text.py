@@ -12,8 +12,11 @@ one class are averaged and the mean is re-normalised.
 
 from __future__ import annotations
 
+import warnings
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 import torch.nn.functional as F
@@ -54,6 +57,83 @@ class SubsetTokenizer:
 
     def __call__(self, texts: str | Sequence[str], context_length: int | None = None) -> torch.Tensor:
         return self.table[self.base(texts, context_length)]
+
+    def unknown_words(self, texts: Sequence[str]) -> list[str]:
+        """The words of `texts` (split on spaces, punctuation stripped) with a token outside the
+        vocabulary, in order of first appearance, each once."""
+        found: dict[str, bool] = {}
+        for text in texts:
+            for word in str(text).split():
+                word = word.strip(_PUNCTUATION)
+                if word and word not in found:
+                    ids = torch.tensor(self.base.encode(word), dtype=torch.long)
+                    found[word] = bool((self.table[ids] == self.UNKNOWN).any()) if ids.numel() else False
+        return [word for word, unknown in found.items() if unknown]
+
+
+def check_known_words(tokenizer, names: Sequence[str]) -> None:
+    """Report the words of class `names` that `tokenizer` does not know (`report_unknown_words`).
+
+    Only a pruned vocabulary (`SubsetTokenizer`) has unknown words: CLIP's BPE spells any word.
+
+    Args:
+        tokenizer: the tokenizer the names go through.
+        names: the class names (synonyms), not the prompts.
+    """
+    if isinstance(tokenizer, SubsetTokenizer):
+        report_unknown_words(tokenizer.unknown_words(names))
+
+
+#: Characters stripped from a word's ends before it is looked up (sentence punctuation of templates).
+_PUNCTUATION = ".,;:!?\"'()[]"
+_STRICT_VOCAB: ContextVar[bool] = ContextVar("zeroseg_strict_vocab", default=False)
+_WARNED: dict = {}
+#: Unknown words a message lists by name (the rest are counted).
+_LISTED = 8
+
+
+class UnknownWordsWarning(UserWarning):
+    """Class names with words the model's (pruned) vocabulary lacks: they all map to one token."""
+
+
+@contextmanager
+def vocabulary_policy(*, strict: bool) -> Iterator[None]:
+    """Within the block, unknown words in class names are refused (`strict`, `--strict-vocab`) or
+    warned about (the default, also outside any block).
+
+    Args:
+        strict: raise a ZerosegError instead of warning.
+    """
+    token = _STRICT_VOCAB.set(bool(strict))
+    try:
+        yield
+    finally:
+        _STRICT_VOCAB.reset(token)
+
+
+def report_unknown_words(words: Sequence[str]) -> None:
+    """Warn in one line (`UnknownWordsWarning`, each list of words once per process) that `words`
+    are unknown to the tokenizer, or refuse them under `vocabulary_policy(strict=True)`.
+
+    Raises:
+        ZerosegError: strict mode and at least one unknown word.
+    """
+    if not words:
+        return
+    names = ", ".join(repr(w) for w in words[:_LISTED]) + (
+        f" (and {len(words) - _LISTED} more)" if len(words) > _LISTED else ""
+    )
+    why = (
+        f"the model's vocabulary does not know {names}: every unknown word maps to the same token, so "
+        "classes named only by them get identical embeddings"
+    )
+    if _STRICT_VOCAB.get():
+        raise ZerosegError(f"{why}; use words the model knows (or drop --strict-vocab to go on)")
+    # warn_explicit with no source file: the warning prints as one line, and once per word list
+    warnings.warn_explicit(
+        f"{why}; name the classes with words it was trained on (--strict-vocab refuses them)",
+        UnknownWordsWarning, filename="zeroseg", lineno=0, module="zeroseg.text", registry=_WARNED,
+    )  # fmt: skip
 
 
 def make_tokenizer(name: str, context_length: int, token_subset: Sequence[int] | None = None):
@@ -231,6 +311,7 @@ def encode_classes(
     templates = check_templates(templates)
     if not classes or any(len(c) == 0 for c in classes):
         raise ZerosegError("every class needs at least one name")
+    check_known_words(encoder.tokenizer, [name for names in classes for name in names])
     prompts = [t.format(name) for names in classes for name in names for t in templates]
     feats = encoder.encode_texts(prompts, normalize=True, batch_size=batch_size)
     counts = torch.tensor([len(names) * len(templates) for names in classes], device=feats.device)

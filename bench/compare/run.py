@@ -26,7 +26,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from zeroseg.bench.common import SCHEMA_VERSION, check_non_negative, check_positive, file_info, scene_images
+from zeroseg.bench.common import (
+    SCHEMA_VERSION,
+    check_image_budget,
+    check_non_negative,
+    check_positive,
+    file_info,
+    scene_images,
+)
 from zeroseg.bench.compare import backends as bk
 from zeroseg.bench.compare.measure import (
     Memory,
@@ -94,6 +101,7 @@ class CompareSettings:
         for kind, folder in self.bundles.items():
             if not Path(folder).is_dir():
                 raise ZerosegError(f"--{kind}-bundle {folder} is not a folder: pass an exported bundle")
+        check_image_budget(self.image_size, max(self.batch_sizes, default=1))
         return self
 
 

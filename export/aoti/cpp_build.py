@@ -125,10 +125,17 @@ def build_runner(out: str | os.PathLike | None = None, *, log=print) -> Path:
         Path of `zeroseg_aoti`.
 
     Raises:
-        ZerosegError: missing system packages that cannot be installed, or a failed build.
+        ZerosegError: an unusable build folder (`check_out_folder`: a file, a read-only folder, a
+            path under a file, the sources), missing system packages that cannot be installed, or a
+            failed build.
     """
+    from zeroseg.export.core.folders import check_out_folder
+
     key = build_key()
     build_dir = Path(out).absolute() if out is not None else cache_root() / key
+    # a file, a read-only folder, a path under a file or the sources themselves: one line, no build
+    flag = "--out" if out is not None else "the build cache (XDG_CACHE_HOME)"
+    check_out_folder(build_dir, False, inputs={"the C++ sources": SOURCE_DIR}, reuse=True, flag=flag)
     if not (build_dir / EXECUTABLE).is_file():  # stamped but emptied by hand: build it again
         build_dir.with_name(f".{build_dir.name}.built").unlink(missing_ok=True)
 

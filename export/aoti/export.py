@@ -82,6 +82,8 @@ class AotiSettings:
     force: bool = False
     tolerance: float | None = None
     progress: bool = True
+    labels_file: Path | None = None  # where --labels came from (an input --out may not destroy)
+    strict_vocab: bool = False
 
 
 def static_size(short_side: int, patch: int) -> tuple[int, int]:
@@ -193,15 +195,18 @@ def export_aoti(settings: AotiSettings, *, log=print) -> BundleManifest:
     """
     from zeroseg.checkpoint import load_checkpoint
     from zeroseg.export.core.folders import check_out_folder, check_sides
+    from zeroseg.export.core.vocab import check_labels
+    from zeroseg.export.onnx.bundle import export_inputs
 
     out = Path(settings.out)
-    check_out_folder(out, settings.force)
+    check_out_folder(out, settings.force, inputs=export_inputs(settings))
     if settings.tolerance is not None and not 0.0 < settings.tolerance <= 1.0:
         raise ZerosegError(f"--tolerance is a pixel-agreement fraction in (0, 1], got {settings.tolerance}")
     ckpt = load_checkpoint(settings.checkpoint, with_train_state=False)
     patch = ckpt.student_config.patch_size
     short_side = ckpt.preprocess.test_short_side if settings.short_side is None else settings.short_side
     check_sides(short_side, settings.max_side, patch)
+    check_labels(ckpt, settings.labels, strict=settings.strict_vocab)
     started = time.perf_counter()
     with staged_folder(out, what="the bundle") as tmp:
         manifest = _build(ckpt, settings, tmp, short_side=short_side, log=log)

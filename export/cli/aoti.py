@@ -1,7 +1,7 @@
 """`zeroseg-export aoti` and `zeroseg-export cpp-build`: thin layers over `zeroseg.export.aoti`.
 
 zeroseg-export aoti CKPT --out DIR [--short-side N] [--dynamic] [--portable] [--labels L]
-    [--labels-file F] [--max-side N] [--force] [--tolerance T] [--threads N]
+    [--labels-file F] [--max-side N] [--force] [--tolerance T] [--threads N] [--strict-vocab]
 zeroseg-export cpp-build [--out DIR]
 """
 
@@ -33,6 +33,7 @@ def aoti_command(
         "torch threads while compiling (a non-portable package keeps this count)."
     ),
     quiet: bool = options.quiet_option(),
+    strict_vocab: bool = options.strict_vocab_option(),
 ) -> None:
     """Compile the end-to-end segmenter with AOTInductor into segmenter.pt2, gated on parity."""
     from zeroseg.bundled import resolve_model_path
@@ -48,7 +49,7 @@ def aoti_command(
     settings = AotiSettings(
         checkpoint=resolve_model_path(checkpoint), out=out, labels=options.parse_labels(labels, labels_file),
         short_side=short_side, dynamic=dynamic, portable=portable, max_side=max_side, force=force,
-        tolerance=tolerance, progress=not quiet,
+        tolerance=tolerance, progress=not quiet, labels_file=labels_file, strict_vocab=strict_vocab,
     )  # fmt: skip
     export_aoti(settings, log=typer.echo)
 

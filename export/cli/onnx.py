@@ -2,6 +2,7 @@
 
 zeroseg-export onnx CKPT --out DIR [--labels "cat,dog|puppy" | --labels-file F] [--short-side N]
     [--max-side N] [--int8 dynamic|static] [--calib DIR] [--opset N] [--force] [--tolerance T]
+    [--strict-vocab]
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ def onnx_command(
     ),
     threads: int | None = options.threads_option(),
     quiet: bool = options.quiet_option(),
+    strict_vocab: bool = options.strict_vocab_option(),
 ) -> None:
     """Export image_encoder.onnx, text_encoder.onnx and segmenter.onnx (+ manifest.json, vocab.npz)."""
     from zeroseg.bundled import resolve_model_path
@@ -40,7 +42,7 @@ def onnx_command(
         checkpoint=resolve_model_path(checkpoint), out=out, labels=options.parse_labels(labels, labels_file),
         short_side=short_side, max_side=max_side, int8=None if int8 is None else int8.strip().lower(),
         calib=calib, opset=opset, force=force, tolerance=tolerance, int8_tolerance=int8_tolerance,
-        threads=threads, progress=not quiet,
+        threads=threads, progress=not quiet, labels_file=labels_file, strict_vocab=strict_vocab,
     )  # fmt: skip
     export_onnx(settings, log=typer.echo)
 

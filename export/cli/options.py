@@ -69,6 +69,13 @@ def threads_option(what: str = "ONNX Runtime threads for the parity gate.") -> A
     return typer.Option(None, "--threads", help=what)
 
 
+def strict_vocab_option() -> Any:
+    """--strict-vocab: refuse --labels words the model's vocabulary lacks (default: a warning)."""
+    return typer.Option(
+        False, "--strict-vocab", help="Refuse --labels words the model's vocabulary lacks (default: warn)."
+    )
+
+
 def quiet_option() -> Any:
     """--quiet / -q: no progress bars."""
     return typer.Option(False, "--quiet", "-q", help="No progress bars.")

@@ -16,7 +16,7 @@ def triton_command(
     bundle: Path = typer.Argument(..., help="A folder zeroseg-export onnx (or trt) wrote."),
     out: Path = options.out_option("Model repository"),
     max_batch: int | None = typer.Option(
-        None, "--max-batch", help="max_batch_size of batchable models (default 8; 0 = no batching)."
+        None, "--max-batch", min=0, help="max_batch_size of batchable models (default 8; 0 = no batching)."
     ),
     instances: int = typer.Option(1, "--instances", help="Model instances per device (instance_group)."),
     kind: str | None = typer.Option(

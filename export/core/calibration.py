@@ -49,8 +49,20 @@ def voc_split(root: Path) -> str | None:
     return next((s for s in _SPLITS if (sets / f"{s}.txt").is_file()), None)
 
 
-def check_calib_folder(calib: Path) -> list[Path]:
-    """The image files of a `--calib` folder (JPEGImages/ of a VOC layout), refused when there are none."""
+def check_calib_folder(calib: Path, *, decode: bool = True) -> list[Path]:
+    """The image files of a `--calib` folder (JPEGImages/ of a VOC layout), refused when there are none.
+
+    Everything the export will read from it is checked here, before any export work: the first
+    `MAX_CALIB_IMAGES` images decode (`open_rgb`), and a VOC layout's split, masks and class list
+    open (`VOCDataset`), so that a bad folder is one line at once, not after the graphs are built.
+
+    Args:
+        calib: the folder.
+        decode: also decode the images and open the VOC layout (False: only list them).
+
+    Raises:
+        ZerosegError: no folder, no images, an unreadable image, or a broken VOC layout.
+    """
     if not calib.is_dir():
         raise ZerosegError(f"--calib folder not found: {calib} (pass a folder of images)")
     where = calib / "JPEGImages" if (calib / "JPEGImages").is_dir() else calib
@@ -59,6 +71,20 @@ def check_calib_folder(calib: Path) -> list[Path]:
         raise ZerosegError(
             f"--calib folder {calib} holds no images (.jpg, .png, ...); add some or omit --calib"
         )
+    if decode:
+        for path in files[:MAX_CALIB_IMAGES]:
+            try:
+                open_rgb(path)
+            except ZerosegError as exc:
+                raise ZerosegError(f"--calib folder {calib}: {exc}; remove or replace it") from None
+        split = voc_split(calib)
+        if split is not None:
+            from zeroseg.data.voc import VOCDataset
+
+            try:
+                VOCDataset(calib, split)
+            except ZerosegError as exc:
+                raise ZerosegError(f"--calib folder {calib} is not a usable VOC layout: {exc}") from None
     return files
 
 
@@ -96,14 +122,14 @@ def calibration_set(calib: Path | None, work: Path) -> CalibrationSet:
     if calib is None:
         root = Path(tempfile.mkdtemp(prefix="calib-", dir=work))
         write_calibration_scenes(root)
-        files = check_calib_folder(root)
+        files = check_calib_folder(root, decode=False)
         return CalibrationSet(
             [open_rgb(p) for p in files],
             root,
             "val",
             f"{DEFAULT_SCENES} ShapeWorld scenes (seed {CALIB_SEED})",
         )
-    files = check_calib_folder(calib)[:MAX_CALIB_IMAGES]
+    files = check_calib_folder(calib, decode=False)[:MAX_CALIB_IMAGES]
     split = voc_split(calib)
     return CalibrationSet(
         [open_rgb(p) for p in files], calib if split else None, split, f"{len(files)} images from {calib}"

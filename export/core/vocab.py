@@ -46,6 +46,34 @@ def vocabulary_file(text_encoder, templates, labels: list[list[str]], folder: Pa
     return {"file": VOCAB_NAME, "classes": [list(e) for e in entries], "embed_dim": int(emb.shape[1])}
 
 
+def check_labels(ckpt, labels: list[list[str]] | None, *, strict: bool = False) -> None:
+    """Everything about an export's `--labels` that can fail, checked before any export work: the
+    label space (`background` first or absent, a foreground class), the checkpoint's templates, and
+    the words (unknown to the tokenizer: warned about, or refused with `strict`, `--strict-vocab`).
+
+    Args:
+        ckpt: the loaded checkpoint (its text config names the tokenizer).
+        labels: the parsed `--labels` entries, or None.
+        strict: refuse unknown words instead of warning.
+
+    Raises:
+        ZerosegError: one line naming the problem.
+    """
+    from zeroseg.classes import check_templates
+    from zeroseg.text import check_known_words, make_tokenizer, vocabulary_policy
+
+    if not labels:
+        return
+    space = LabelSpace.build([list(e) for e in labels], bg_prompt=ckpt.config.bg_prompt)
+    check_templates(ckpt.templates)
+    config = ckpt.text["config"]
+    tokenizer = make_tokenizer(
+        str(config["tokenizer"]), int(config["context_length"]), config.get("token_subset")
+    )
+    with vocabulary_policy(strict=strict):
+        check_known_words(tokenizer, [name for names in space.prompts for name in names])
+
+
 def write_vocab_bin(folder: str | os.PathLike, space: LabelSpace, text: np.ndarray) -> dict:
     """Write `folder/vocab.bin` for a label space and its prompts' embeddings.
 

@@ -24,7 +24,7 @@ from zeroseg.export.core import parity
 from zeroseg.export.core.folders import check_out_folder, check_sides
 from zeroseg.export.core.manifest import BundleManifest, sha256_file, write_manifest
 from zeroseg.export.core.versions import file_hashes, versions
-from zeroseg.export.core.vocab import vocabulary_file
+from zeroseg.export.core.vocab import check_labels, vocabulary_file
 from zeroseg.export.onnx.export import OPSETS, ExportSettings, GraphModules, export_graphs
 from zeroseg.export.onnx.runtime import open_session
 from zeroseg.infer.labels import DEFAULT_BG_THRESH, LabelSpace
@@ -201,6 +201,15 @@ def _describe_bundle(
     )  # fmt: skip
 
 
+def export_inputs(settings) -> dict[str, Path | None]:
+    """What an export of `settings` (ONNX or AOTInductor) reads, for `check_out_folder`."""
+    return {
+        "the checkpoint": settings.checkpoint,
+        "the --labels-file": getattr(settings, "labels_file", None),
+        "the --calib folder": getattr(settings, "calib", None),
+    }
+
+
 def export_onnx(settings: ExportSettings, *, log=print) -> BundleManifest:
     """Export a checkpoint's image, text and end-to-end graphs into a bundle folder.
 
@@ -217,7 +226,7 @@ def export_onnx(settings: ExportSettings, *, log=print) -> BundleManifest:
     from zeroseg.checkpoint import load_checkpoint
 
     out = Path(settings.out)
-    check_out_folder(out, settings.force)
+    check_out_folder(out, settings.force, inputs=export_inputs(settings))
     if settings.int8 is not None and settings.int8 not in ("dynamic", "static"):
         raise ZerosegError(f"--int8 must be dynamic or static, got {settings.int8!r}")
     if settings.calib is not None and settings.int8 is None:
@@ -231,6 +240,7 @@ def export_onnx(settings: ExportSettings, *, log=print) -> BundleManifest:
     patch = ckpt.student_config.patch_size
     short_side = ckpt.preprocess.test_short_side if settings.short_side is None else settings.short_side
     check_sides(short_side, settings.max_side, patch)
+    check_labels(ckpt, settings.labels, strict=settings.strict_vocab)
     if settings.calib is not None:
         from zeroseg.export.core.calibration import check_calib_folder
 

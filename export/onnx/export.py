@@ -49,6 +49,8 @@ class ExportSettings:
     int8_tolerance: float | None = None
     threads: int | None = None
     progress: bool = True
+    labels_file: Path | None = None  # where --labels came from (an input --out may not destroy)
+    strict_vocab: bool = False
 
 
 def _name_dims(model, spec: GraphSpec) -> None:

@@ -200,12 +200,15 @@ class OnnxSegmenter(SegmenterBase):
         return open_session(path, providers=self.providers, threads=self.threads)
 
     def _encode_with_text_graph(self, prompts: tuple[tuple[str, ...], ...], missing: list[str]) -> np.ndarray:
+        from zeroseg.text import check_known_words
+
         tokenizer = self._text_tokenizer(missing)
+        check_known_words(tokenizer, [name for names in prompts for name in names])
         templates = list(self.manifest.text["templates"])
         strings = [t.format(name) for names in prompts for name in names for t in templates]
         if self._text_session is None:
             self._text_session = self._open("text_encoder", "fp32")
-        tokens = np.asarray(tokenizer(strings), dtype=np.int64)
+        tokens = np.asarray(tokenizer(strings).numpy(), dtype=np.int64)
         feats = self._text_session.run(None, {"token_ids": tokens})[0]
         # zeroseg.text.encode_classes: unit prompt embeddings averaged per class, re-normalised
         counts = [len(names) * len(templates) for names in prompts]
@@ -229,5 +232,5 @@ class OnnxSegmenter(SegmenterBase):
                     f"classes {names}: {where}, and encoding new class names needs torch and open_clip "
                     "(the tokenizer); install them or re-export with --labels listing these classes"
                 ) from None
-            self._tokenizer = lambda texts: tok(texts).numpy()
+            self._tokenizer = tok
         return self._tokenizer

@@ -115,7 +115,9 @@ def check_settings(settings: TrtSettings) -> tuple[Source, Profile]:
         raise ZerosegError(f"--workspace must be a positive number of MiB, got {settings.workspace_mb}")
     if settings.calib is not None and settings.precision != "int8":
         raise ZerosegError("--calib is for --precision int8 (static Q/DQ calibration)")
-    check_out_folder(Path(settings.out), settings.force)
+    inputs = {"the source": settings.source, "the --calib folder": settings.calib,
+              "the --timing-cache": settings.timing_cache}  # fmt: skip
+    check_out_folder(Path(settings.out), settings.force, inputs=inputs)
     source = resolve_source(settings.source)
     pos_error = None
     if source.kind == "bundle":

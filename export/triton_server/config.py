@@ -16,6 +16,9 @@ Plain functions of a `GraphSpec` and the serving options, so every rule is teste
 - **data types**: numpy dtype names map onto Triton's `TYPE_*` (the table in model_configuration.md,
   "Datatypes").
 - **instances**: `instance_group [{ count: N kind: KIND_CPU | KIND_GPU }]`.
+- **numbers**: every number written goes through `proto_number`, which refuses one outside its field's
+  type in Triton's model_config.proto (`PROTO_FIELDS`: `max_batch_size` and `count` are int32, `dims`
+  and `shape` int64, the queue delay uint64), so Triton never rejects a config this module wrote.
 
 Plain Python and numpy: no tritonclient, no protobuf (the tests parse the text with Triton's own schema).
 """
@@ -55,6 +58,22 @@ RUNTIMES: dict[str, tuple[str, str, str]] = {
     "plan": ("tensorrt_plan", "tensorrt", "model.plan"),
 }
 KINDS: dict[str, str] = {"cpu": "KIND_CPU", "gpu": "KIND_GPU"}
+#: The range of each protobuf integer type.
+PROTO_RANGES: dict[str, tuple[int, int]] = {
+    "int32": (-(2**31), 2**31 - 1),
+    "uint32": (0, 2**32 - 1),
+    "int64": (-(2**63), 2**63 - 1),
+    "uint64": (0, 2**64 - 1),
+}
+#: Every numeric field `config_text` writes: (message, field) in model_config.proto, its protobuf type,
+#: and the option that sets it (None: set by the graph's spec).
+PROTO_FIELDS: dict[str, tuple[str, str, str, str | None]] = {
+    "max_batch_size": ("ModelConfig", "max_batch_size", "int32", "--max-batch"),
+    "count": ("ModelInstanceGroup", "count", "int32", "--instances"),
+    "dims": ("ModelInput", "dims", "int64", None),
+    "shape": ("ModelTensorReshape", "shape", "int64", None),
+    "max_queue_delay_microseconds": ("ModelDynamicBatching", "max_queue_delay_microseconds", "uint64", None),
+}
 #: How long the dynamic batcher holds a request for others to join it (docs/user_guide/batcher.md:
 #: start small, then tune against the latency budget).
 QUEUE_DELAY_US = 500
@@ -125,7 +144,26 @@ def triton_type(dtype: str) -> str:
         raise ZerosegError(f"Triton has no data type for numpy {dtype!r}") from None
 
 
-def _dims(values: list[int]) -> str:
+def proto_number(value: int, field: str) -> int:
+    """`value`, checked against the type of `field` (a key of `PROTO_FIELDS`) in Triton's schema.
+
+    Raises:
+        ZerosegError: a value Triton would refuse to load (e.g. --max-batch over int32's 2147483647).
+    """
+    _, name, kind, option = PROTO_FIELDS[field]
+    low, high = PROTO_RANGES[kind]
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or not low <= value <= high:
+        given = f"{option} {value}" if option else f"{name} {value}"
+        fix = f"pass a smaller {option}" if option else "re-export the bundle"
+        raise ZerosegError(
+            f"{given} is outside Triton's range for {name} ({kind} in model_config.proto: {low}..{high}); "
+            f"{fix}"
+        )
+    return int(value)
+
+
+def _dims(values: list[int], field: str = "dims") -> str:
+    values = [proto_number(v, field) for v in values]
     return "[ " + ", ".join(str(v) for v in values) + " ]" if values else "[ ]"
 
 
@@ -138,7 +176,7 @@ def _tensor_block(tensor: TensorSpec, batched: bool) -> str:
         f"    dims: {_dims(dims)}",
     ]
     if reshape is not None:
-        lines.append(f"    reshape: {{ shape: {_dims(reshape)} }}")
+        lines.append(f"    reshape: {{ shape: {_dims(reshape, 'shape')} }}")
     return "\n".join([*lines, "  }"])
 
 
@@ -155,6 +193,9 @@ def config_text(model: TritonModel, *, comment: str = "") -> str:
 
     Returns:
         The file's text.
+
+    Raises:
+        ZerosegError: a bad option, or a number outside its field's range in Triton's schema.
     """
     if model.runtime not in RUNTIMES:
         raise ZerosegError(f"unknown model runtime {model.runtime!r} (expected one of {', '.join(RUNTIMES)})")
@@ -173,13 +214,15 @@ def config_text(model: TritonModel, *, comment: str = "") -> str:
         f"name: {json.dumps(model.name)}",
         f"platform: {json.dumps(platform)}",
         f"backend: {json.dumps(backend)}",
-        f"max_batch_size: {model.max_batch_size}",
+        f"max_batch_size: {proto_number(model.max_batch_size, 'max_batch_size')}",
         _tensors("input", model.spec.inputs, batched),
         _tensors("output", model.spec.outputs, batched),
-        f"instance_group [\n  {{\n    count: {model.instances}\n    kind: {KINDS[model.kind]}\n  }}\n]",
+        f"instance_group [\n  {{\n    count: {proto_number(model.instances, 'count')}\n"
+        f"    kind: {KINDS[model.kind]}\n  }}\n]",
     ]
     if batched:
-        parts.append(f"dynamic_batching {{\n  max_queue_delay_microseconds: {model.queue_delay_us}\n}}")
+        delay = proto_number(model.queue_delay_us, "max_queue_delay_microseconds")
+        parts.append(f"dynamic_batching {{\n  max_queue_delay_microseconds: {delay}\n}}")
     return "\n".join(parts) + "\n"
 
 

@@ -311,7 +311,7 @@ def export_triton(settings: TritonSettings, *, log=print) -> dict[str, Any]:
     if kind is not None and kind not in KINDS:
         raise ZerosegError(f"--kind must be cpu or gpu, got {settings.kind!r}")
     out = Path(settings.out)
-    check_out_folder(out, settings.force)
+    check_out_folder(out, settings.force, inputs={"the bundle": settings.source})
     source = resolve_source(Path(settings.source))
     if source.engine is not None:
         if kind == "cpu":
@@ -326,6 +326,8 @@ def export_triton(settings: TritonSettings, *, log=print) -> dict[str, Any]:
             )
     kind = kind or ("gpu" if source.engine is not None else "cpu")
     planned = plan_models(source, settings, kind, log=log)
+    for p in planned:  # every number of every config.pbtxt checked against Triton's schema, before writing
+        config_text(p.model)
     try:
         with staged_folder(out, what="the model repository") as tmp:
             data = write_repository(tmp, source, planned, out)

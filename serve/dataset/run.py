@@ -1,14 +1,16 @@
 """`zeroseg segment-dataset`: segment a whole data set, in-process or on a Ray actor pool.
 
 Per image it writes `<out>_labels.png` and `<out>.json` with the same content `zeroseg segment`
-writes for that image (the same label PNG format, the same JSON fields), and at the end one
-`index.jsonl` (id, source, size, class fractions, status, error; sorted by id), atomically.
+writes for that image (the same label PNG format, the same JSON fields), mirroring the source's
+folders, and at the end one `_zeroseg/index.jsonl` (id, source, size, class fractions, status, error;
+sorted by id), atomically. The run's own files live in `_zeroseg/` (`RUN_FOLDER`), apart from the
+images' outputs, so that no image name can overwrite them (`check_output_names`).
 
 Resuming: every output is written atomically and the JSON last, so an image is complete when its
 JSON names it with this run's classes and its label PNG exists; `--resume` skips those and redoes the
-rest. `run.json` records the classes and the model, and a resumed run must match it. While a run is
-going, `index.partial.jsonl` logs each finished batch (it is removed once `index.jsonl` is written).
-An unreadable image is a failed row with the reason, never the end of the run.
+rest. `_zeroseg/run.json` records the classes and the model, and a resumed run must match it. While a
+run is going, `_zeroseg/index.partial.jsonl` logs each finished batch (it is removed once the index is
+written). An unreadable image is a failed row with the reason, never the end of the run.
 """
 
 from __future__ import annotations
@@ -26,7 +28,14 @@ from zeroseg.infer.base import SegmenterBase
 from zeroseg.infer.labels import LabelSpace, check_bg_thresh
 from zeroseg.infer.visualize import label_png_bits
 from zeroseg.serve.dataset.sources import Item, list_items
-from zeroseg.serve.dataset.writer import Job, complete_row, output_paths, process_batch
+from zeroseg.serve.dataset.writer import (
+    RUN_FOLDER,
+    Job,
+    check_output_names,
+    complete_row,
+    output_paths,
+    process_batch,
+)
 from zeroseg.serve.model import ModelSpec
 from zeroseg.utils.atomic import atomic_write_bytes, atomic_write_json
 from zeroseg.utils.writable import ensure_writable_dir
@@ -77,18 +86,19 @@ def _check_out(out: Path, sources: Sequence[str]) -> None:
                 "choose another folder"
             )
     ensure_writable_dir(out, "--out", create=False)
+    ensure_writable_dir(out / RUN_FOLDER, "--out", create=False)
 
 
 def _plan(
     out: Path, items: list[Item], job: Job, config: dict, resume: bool
 ) -> tuple[list[Item], list[dict]]:
     """The items still to do and the rows of those already complete."""
-    run_file = out / RUN_NAME
+    run_file = out / RUN_FOLDER / RUN_NAME
     if run_file.exists():
         if not resume:
             raise ZerosegError(
-                f"{out} holds a previous run ({RUN_NAME}); pass --resume to finish it, or choose "
-                "another --out"
+                f"{out} holds a previous run ({RUN_FOLDER}/{RUN_NAME}); pass --resume to finish it, or "
+                "choose another --out"
             )
         try:
             previous = json.loads(run_file.read_text(encoding="utf-8"))
@@ -96,7 +106,8 @@ def _plan(
             previous = None
         if previous != config:
             raise ZerosegError(
-                f"--resume: {out} was written with other classes, threshold or model ({RUN_NAME}); "
+                f"--resume: {out} was written with other classes, threshold or model "
+                f"({RUN_FOLDER}/{RUN_NAME}); "
                 "pass the same options, or choose another --out"
             )
     names = list(LabelSpace.build(job.classes, bg_prompt=False).names)
@@ -162,6 +173,7 @@ def segment_dataset(
     LabelSpace.build(classes, bg_prompt=False)  # refuse a misplaced 'background' before any work
     out = Path(out)
     items = list_items(list(sources))
+    check_output_names(items)  # no image's outputs over another's folder or the run's own files
     _check_out(out, sources)
     job = Job(
         classes=classes,
@@ -180,8 +192,8 @@ def segment_dataset(
             from zeroseg.serve.cluster import connected
 
             stack.enter_context(connected(ray_address))  # unreachable or no Ray: one line, nothing written
-        ensure_writable_dir(out, "--out")
-        atomic_write_json(out / RUN_NAME, config)
+        ensure_writable_dir(out / RUN_FOLDER, "--out")
+        atomic_write_json(out / RUN_FOLDER / RUN_NAME, config)
         run = _Run(spec, job, items, todo, rows, ray_address, actors, progress, crash_once)
         return run.go(segmenter, log)
 
@@ -209,7 +221,7 @@ class _Run:
                 f"{len(self.items)} images: {len(self.rows)} already complete, {len(todo)} to segment {where}"
             )
         start = time.perf_counter()
-        partial = out / PARTIAL_NAME
+        partial = out / RUN_FOLDER / PARTIAL_NAME
         bar = _progress(len(todo), self.progress)
         with open(partial, "a", encoding="utf-8") as log_file:
 
@@ -236,7 +248,7 @@ class _Run:
         order = {item.id: i for i, item in enumerate(self.items)}
         unique = {r["id"]: r for r in self.rows}  # one row per image, whatever was retried
         rows = sorted(unique.values(), key=lambda r: order[r["id"]])
-        index = out / INDEX_NAME
+        index = out / RUN_FOLDER / INDEX_NAME
         atomic_write_bytes(index, "".join(json.dumps(r) + "\n" for r in rows).encode())
         partial.unlink(missing_ok=True)
         failed = sum(r["status"] != "ok" for r in rows)

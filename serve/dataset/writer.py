@@ -3,6 +3,10 @@
 `process_batch` decodes, segments and writes a batch and returns its index rows; `write_outputs`
 writes what `zeroseg segment` writes for an image (its label PNG, and its JSON with the same fields)
 minus the overlay, the JSON last so that its presence marks the image complete (`complete_row`).
+
+An image's outputs mirror its path in the source; the run's own files live apart, in `RUN_FOLDER`, and
+`check_output_names` refuses, before any work, a source whose outputs would collide with each other
+or with that folder.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from zeroseg.errors import ZerosegError
@@ -20,6 +24,10 @@ from zeroseg.infer.files import check_memory, write_result_json
 from zeroseg.infer.labels import SegmentationResult
 from zeroseg.infer.visualize import save_label_png
 from zeroseg.serve.dataset.sources import Item, read_image
+
+#: The folder of --out that holds the run's own files (run.json, index.jsonl, index.partial.jsonl):
+#: no image's outputs go there, so no image, folder or shard name can collide with them.
+RUN_FOLDER = "_zeroseg"
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,35 @@ def output_paths(item: Item, out: str | os.PathLike) -> tuple[Path, Path]:
     """(label PNG, JSON) of an item under the output folder."""
     base = Path(out) / item.out
     return base.with_name(base.name + "_labels.png"), base.with_name(base.name + ".json")
+
+
+def check_output_names(items: Sequence[Item]) -> None:
+    """Refuse a source whose outputs would collide, before any work: an image whose outputs would go
+    into `RUN_FOLDER`, or an output file where another image's outputs need a folder of that name (an
+    image `a.png` next to a folder `a_labels.png/` or `a.json/`, a shard `a.json.tar`).
+
+    Raises:
+        ZerosegError: one line naming the image(s) and the fix.
+    """
+    files: dict[str, tuple[str, str]] = {}
+    folders: dict[str, str] = {}
+    for item in items:
+        parts = PurePosixPath(item.out).parts
+        if parts and parts[0].casefold() == RUN_FOLDER.casefold():
+            raise ZerosegError(
+                f"{item.id}: its outputs would go into {parts[0]}/, the folder of the run's own files in "
+                "--out; rename or move that folder or shard"
+            )
+        for path in output_paths(item, ""):
+            files.setdefault(path.as_posix().casefold(), (path.as_posix(), item.id))
+        for depth in range(1, len(parts)):
+            folders.setdefault("/".join(parts[:depth]).casefold(), item.id)
+    for key, (path, owner) in files.items():
+        if key in folders:
+            raise ZerosegError(
+                f"{owner} writes {path}, but {folders[key]} needs a folder of that name for its outputs; "
+                "rename one of them"
+            )
 
 
 def write_outputs(item: Item, image_size: tuple[int, int], result: SegmentationResult, job: Job) -> dict:

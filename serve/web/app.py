@@ -1,8 +1,10 @@
-"""`zeroseg serve`: the Ray Serve deployment behind `POST /segment`, `GET /healthz`, `GET /metadata`.
+"""`zeroseg serve`: the Ray Serve deployment behind `POST /segment`, `GET /healthz`, `GET /metadata`
+and the page at `GET /` (`zeroseg.serve.web.static`).
 
-Each replica builds one segmenter (`ModelSpec.build`); `@serve.batch` gathers concurrent requests
-(up to `max_batch`, waiting at most `batch_wait_ms`) and `segment_batch` segments each vocabulary's
-requests in one call, on a worker thread so that health checks keep answering. Text embeddings come
+Each replica builds one segmenter per head its model offers, sharing one model
+(`ModelSpec.build_heads`); `@serve.batch` gathers concurrent requests (up to `max_batch`, waiting at
+most `batch_wait_ms`) and `segment_batch` segments each vocabulary's requests in one call, on a
+worker thread so that health checks keep answering. Text embeddings come
 from the segmenter's own cache (one entry per vocabulary). Parsing, validation and encoding are the
 plain functions of `zeroseg.serve.web.protocol`; this module only moves bytes in and JSON out.
 
@@ -17,6 +19,7 @@ import asyncio
 import importlib
 import os
 import platform
+import time
 from collections import OrderedDict
 from dataclasses import asdict
 
@@ -31,6 +34,7 @@ from zeroseg.serve.web.protocol import (
     route,
     segment_batch,
 )
+from zeroseg.serve.web.static import PAGE_HEADERS, page_file
 
 import_ray()  # first: Ray reads RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER when it is imported
 serve = importlib.import_module("ray.serve")
@@ -50,7 +54,8 @@ class SegmentServer:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         self.spec = spec
         self.limits = limits
-        self.segmenter = spec.build(threads)
+        self.segmenters = spec.build_heads(threads)
+        self.segmenter = next(iter(self.segmenters.values()))
         self.threads = threads
         self.max_batch = max_batch
         self.batch_wait_s = batch_wait_s
@@ -65,23 +70,30 @@ class SegmentServer:
 
     async def __call__(self, request):
         """Answer one HTTP request (a Starlette `Request`); a bad request is a 4xx answer, never an error."""
-        from starlette.responses import JSONResponse
+        from starlette.responses import JSONResponse, Response
 
+        started = time.perf_counter()
         headers = {"X-Zeroseg-Replica": self.replica}
         try:
             kind = route(request.method, request.url.path)
+            if kind == "page":
+                page = page_file(request.url.path)
+                return Response(page.body, media_type=page.content_type, headers={**headers, **PAGE_HEADERS})
             if kind == "healthz":
                 return JSONResponse({"status": "ok", "replica": self.replica}, headers=headers)
             if kind == "metadata":
                 return JSONResponse(self.metadata(), headers=headers)
             body = await read_body(request, self.limits.max_body_bytes)
             content_type = request.headers.get("content-type")
-            parsed = await asyncio.to_thread(parse_segment_request, content_type, body, self.limits)
+            parsed = await asyncio.to_thread(
+                parse_segment_request, content_type, body, self.limits, heads=tuple(self.segmenters)
+            )
             status, payload = await self.batched(parsed)
         except RequestError as exc:
             status, payload = exc.status, error_body(exc)
         if status == 200:
             headers["X-Batch-Size"] = str(payload["batch_size"])
+            payload = {**payload, "server_ms": round(1000.0 * (time.perf_counter() - started), 3)}
         return JSONResponse(payload, status_code=status, headers=headers)
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
@@ -93,10 +105,10 @@ class SegmentServer:
         while len(self.vocabularies) > VOCABULARIES_KEPT:
             self.vocabularies.popitem(last=False)
         self.served += len(requests)
-        return await asyncio.to_thread(segment_batch, self.segmenter, requests)
+        return await asyncio.to_thread(segment_batch, self.segmenters, requests)
 
     def metadata(self) -> dict:
-        """What `GET /metadata` answers: the model, backend, vocabularies seen, limits, versions."""
+        """What `GET /metadata` answers: the model, backend, heads, vocabularies seen, limits, versions."""
         import importlib.metadata
 
         def version(dist: str) -> str | None:
@@ -109,6 +121,7 @@ class SegmentServer:
         return {
             "model": self.spec.describe(),
             "backend": self.spec.describe()["backend"],
+            "heads": list(self.segmenters),
             "short_side": self.segmenter.short_side,
             "default_bg_thresh": self.segmenter.default_bg_thresh,
             "vocabularies": [[c[0] for c in key[0]] for key in self.vocabularies],

@@ -37,10 +37,13 @@ def register(app: typer.Typer) -> None:
             "auto", "--device", help="auto, cpu or cuda (cuda:LOCAL_RANK under torchrun)."
         ),
         workers: int | None = typer.Option(
-            None, "--workers", help="DataLoader worker processes per rank (default: min(4, CPU cores - 1))."
+            None,
+            "--workers",
+            min=0,
+            help="DataLoader worker processes per rank (default: min(4, CPU cores - 1)).",
         ),
         max_views: int = typer.Option(
-            0, "--max-views", help="Max views per teacher forward (0: whole batch)."
+            0, "--max-views", min=0, help="Max views per teacher forward (0: whole batch)."
         ),
         amp: bool = typer.Option(True, "--amp/--no-amp", help="float16 autocast for the teacher on CUDA."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Delete an existing cache at --out first."),

@@ -9,7 +9,7 @@ import typer
 
 def demo(
     out: Path = typer.Option(Path("out/demo"), "--out", help="Output folder."),
-    seed: int = typer.Option(0, "--seed", help="Which ShapeWorld scene to draw."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Which ShapeWorld scene to draw."),
     size: int = typer.Option(256, "--size", help="Scene side in pixels."),
     checkpoint: Path | None = typer.Option(
         None, "--checkpoint", help="ZeroSeg checkpoint (default: the bundled ShapeWorld model)."

@@ -38,10 +38,12 @@ def evaluate_command(
     precision: str | None = opts.PRECISION,
     runtime: str | None = opts.RUNTIME,
     threads: int | None = opts.THREADS,
+    strict_vocab: bool = opts.STRICT_VOCAB,
 ) -> None:
     """Score segmentation with mmseg's mIoU: intersection and union summed over the split."""
     from zeroseg.cli.segmenters import cli_segmenter
     from zeroseg.evaluation.evaluate import evaluate
+    from zeroseg.text import vocabulary_policy
     from zeroseg.utils.atomic import atomic_write_json
 
     data = _dataset(dataset, split, classes, reduce_zero_label, bg_thresh=bg_thresh, json_out=json_out,
@@ -56,10 +58,11 @@ def evaluate_command(
         threads=threads,
     )  # fmt: skip
     try:
-        report = evaluate(
-            segmenter, data, bg_thresh=bg_thresh, bg_prompt=bg_prompt, batch_size=batch_size, limit=limit,
-            progress=not quiet, on_warning=lambda m: typer.echo(f"warning: {m}", err=True),
-        )  # fmt: skip
+        with vocabulary_policy(strict=strict_vocab):
+            report = evaluate(
+                segmenter, data, bg_thresh=bg_thresh, bg_prompt=bg_prompt, batch_size=batch_size,
+                limit=limit, progress=not quiet, on_warning=lambda m: typer.echo(f"warning: {m}", err=True),
+            )  # fmt: skip
     except KeyboardInterrupt:
         from zeroseg.utils.console import Interrupted
 

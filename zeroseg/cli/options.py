@@ -46,8 +46,17 @@ CHECKPOINT_OPTION: str | None = typer.Option(
     None, "--checkpoint", help="ZeroSeg checkpoint (.pt), or 'bundled' for the bundled ShapeWorld model."
 )
 BG_THRESH: float | None = typer.Option(
-    None, "--bg-thresh", help="Background below this probability (default: the model's tuned value)."
+    None,
+    "--bg-thresh",
+    min=0.0,
+    max=1.0,
+    help="Background below this probability (default: the model's tuned value).",
 )
 BG_PROMPT: bool | None = typer.Option(
     None, "--bg-prompt/--no-bg-prompt", help="Also name 'background' through the text side."
+)
+STRICT_VOCAB: bool = typer.Option(
+    False,
+    "--strict-vocab",
+    help="Refuse class names with words the model's vocabulary lacks (default: warn, in one line).",
 )

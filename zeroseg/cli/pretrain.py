@@ -16,7 +16,7 @@ def pretrain_teacher_command(
     steps: int | None = typer.Option(None, "--steps", help="Exact number of steps (reproducible)."),
     batch_size: int = typer.Option(128, "--batch-size", help="Captioned images per contrastive batch."),
     lr: float = typer.Option(5e-4, "--lr", help="AdamW learning rate."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the model and of the generated batches."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the model and of the generated batches."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing teacher file at --out."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:

@@ -53,6 +53,7 @@ def segment(
     precision: str | None = opts.PRECISION,
     runtime: str | None = opts.RUNTIME,
     threads: int | None = opts.THREADS,
+    strict_vocab: bool = opts.STRICT_VOCAB,
 ) -> None:
     """Segment images into the classes you name; writes <stem>_labels.png, _overlay.png and .json.
 
@@ -61,6 +62,7 @@ def segment(
     """
     from zeroseg.classes import parse_labels_option
     from zeroseg.infer.files import segment_files
+    from zeroseg.text import vocabulary_policy
 
     classes = parse_labels_option(labels, labels_file)
     images = _check_inputs(checkpoint, images, out, method=method, engine=engine, bg_thresh=bg_thresh,
@@ -81,10 +83,11 @@ def segment(
         typer.echo(f"{path.name}: {shares}")
 
     try:
-        written = segment_files(
-            segmenter, images, classes, out, bg_thresh=bg_thresh, bg_prompt=bg_prompt, batch_size=batch_size,
-            overwrite=overwrite, extra=extra, on_result=report,
-        )  # fmt: skip
+        with vocabulary_policy(strict=strict_vocab):
+            written = segment_files(
+                segmenter, images, classes, out, bg_thresh=bg_thresh, bg_prompt=bg_prompt,
+                batch_size=batch_size, overwrite=overwrite, extra=extra, on_result=report,
+            )  # fmt: skip
     except KeyboardInterrupt:
         from zeroseg.utils.console import Interrupted
 

@@ -20,7 +20,9 @@ def segment_dataset(
         help="A folder of images (recursive), .tar shards (or a glob of them), or a text file with one "
         "image path per line.",
     ),
-    out: Path | None = typer.Option(None, "--out", help="Output folder (label PNGs, JSONs, index.jsonl)."),
+    out: Path | None = typer.Option(
+        None, "--out", help="Output folder (label PNGs, JSONs, _zeroseg/index.jsonl)."
+    ),
     checkpoint: str | None = opts.CHECKPOINT_OPTION,
     engine: Path | None = opts.ENGINE,
     precision: str | None = opts.PRECISION,
@@ -49,7 +51,7 @@ def segment_dataset(
         False, "--resume", help="Finish a previous run in --out: skip complete images, redo partial ones."
     ),
 ) -> None:
-    """Segment a data set into <image>_labels.png + <image>.json each (as zeroseg segment) and index.jsonl.
+    """Segment a data set into <image>_labels.png + <image>.json each (as zeroseg segment) and an index.
 
     Unreadable images become failed rows of the index (with the reason), never the end of the run.
     """
@@ -64,7 +66,7 @@ def segment_dataset(
             "no SOURCE given: zeroseg segment-dataset FOLDER|SHARDS|LIST --out DIR --labels ..."
         )
     if out is None:
-        raise ZerosegError("--out is required: the folder for the label PNGs, JSONs and index.jsonl")
+        raise ZerosegError("--out is required: the folder for the label PNGs, JSONs and _zeroseg/index.jsonl")
     classes = parse_labels_option(labels, labels_file)
     ray = _check_run_options(bg_thresh, batch_size, actors, ray)
     if device not in (None, "auto"):

@@ -31,7 +31,7 @@ def serve_command(
         "local", "--ray", help="'local' (a loopback cluster here), 'auto' or an address (ray://head:10001)."
     ),
 ) -> None:
-    """Serve POST /segment, GET /healthz and GET /metadata until Ctrl-C (see README, "Scale out")."""
+    """Serve the page at GET /, POST /segment, GET /healthz and GET /metadata until Ctrl-C."""
     from zeroseg.serve.cluster import check_address, check_port, connected
     from zeroseg.serve.model import ModelSpec
     from zeroseg.serve.web.protocol import Limits
@@ -70,7 +70,7 @@ def serve_command(
         typer.echo(
             f"serving {spec.describe()['backend']} on {url} (POST /segment, GET /healthz, GET /metadata)"
         )
-        typer.echo("Ctrl-C stops it")
+        typer.echo(f"the page: open {url}/ in a browser; Ctrl-C stops the server")
         try:
             while True:
                 time.sleep(1.0)

@@ -35,7 +35,7 @@ def synth(
         "scenes", "--kind", help="captions: single objects + captions.jsonl; scenes: VOC layout."
     ),
     n: int = typer.Option(..., "--n", help="Number of images."),
-    seed: int = typer.Option(0, "--seed", help="Seed; the same seed gives byte-identical files."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed; the same seed gives byte-identical files."),
     size: int | None = typer.Option(
         None, "--size", help="Image side in pixels (default 64 for captions, 128 for scenes)."
     ),

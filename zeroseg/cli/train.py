@@ -101,12 +101,14 @@ def train_command(
         "imagenet", "--templates", help="Prompts: imagenet | single | shapeworld | file."
     ),
     test_short_side: int | None = typer.Option(None, "--test-short-side", help="Inference short side (448)."),
-    bg_thresh: float | None = typer.Option(None, "--bg-thresh", help="Default background threshold to save."),
+    bg_thresh: float | None = typer.Option(
+        None, "--bg-thresh", min=0.0, max=1.0, help="Default background threshold to save."
+    ),
     bg_prompt: bool = typer.Option(False, "--bg-prompt/--no-bg-prompt", help="Default: prompt 'background'."),
     amp: str = typer.Option("auto", "--amp", help="auto (bf16 on CUDA) | bf16 | fp16 | off."),
     compile_model: bool = typer.Option(False, "--compile", help="torch.compile the student."),
-    workers: int = typer.Option(0, "--workers", help="DataLoader worker processes."),
-    seed: int = typer.Option(0, "--seed", help="Seed of initialisation, masking and data order."),
+    workers: int = typer.Option(0, "--workers", min=0, help="DataLoader worker processes."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of initialisation, masking and data order."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
     log_every: int = typer.Option(10, "--log-every", help="Steps between metrics rows."),
     save_every: int = typer.Option(500, "--save-every", help="Steps between last.pt checkpoints."),

@@ -82,16 +82,48 @@ def _key(path: Path) -> str:
     return os.path.normcase(os.path.realpath(path))
 
 
-def check_memory(name: str | os.PathLike, height: int, width: int, batch_size: int = 1) -> None:
-    """Refuse an image whose estimated working memory exceeds what is available (one line)."""
-    need = BASE_BYTES + BYTES_PER_PIXEL * height * width * max(1, batch_size)
+def check_memory(
+    name: str | os.PathLike, height: int, width: int, batch_pixels: int | None = None, *, fix: str = ""
+) -> None:
+    """Refuse an image whose estimated working memory exceeds what is available (one line).
+
+    Args:
+        name: how the message names the image.
+        height, width: its size.
+        batch_pixels: the pixels of every image segmented together with it (itself included), when
+            it shares a batch; the estimate counts the images actually there, not the batch size.
+        fix: what else the user may do (e.g. "lower --batch-size"), for the message.
+
+    Raises:
+        ZerosegError: the estimate exceeds `available_memory()`.
+    """
+    pixels = height * width if batch_pixels is None else max(batch_pixels, height * width)
+    need = BASE_BYTES + BYTES_PER_PIXEL * pixels
     free = available_memory()
     if free is not None and need > free:
+        batch = " with the images of its batch" if pixels > height * width else ""
         raise ZerosegError(
-            f"{name} ({width}x{height}) needs about {need / 2**30:.1f} GiB to segment but "
-            f"{free / 2**30:.1f} GiB is available; downscale it (the network sees at most "
-            f"{MAX_INFERENCE_SIDE} px) or free memory"
+            f"{name} ({width}x{height}){batch} needs about {need / 2**30:.1f} GiB to segment but "
+            f"{free / 2**30:.1f} GiB is available; {fix + ', ' if fix else ''}downscale it (the network "
+            f"sees at most {MAX_INFERENCE_SIDE} px) or free memory"
         )
+
+
+def check_batches_memory(names: Sequence[str | os.PathLike], sizes: Sequence[tuple[int, int]],
+                         batch_size: int) -> None:  # fmt: skip
+    """`check_memory` of each image with the images that share its batch (`batch_size` in a row).
+
+    Args:
+        names: the images, in order.
+        sizes: their (height, width).
+        batch_size: images segmented together.
+    """
+    for start in range(0, len(sizes), batch_size):
+        chunk = sizes[start : start + batch_size]
+        total = sum(h * w for h, w in chunk)
+        largest = max(range(len(chunk)), key=lambda i: chunk[i][0] * chunk[i][1])
+        fix = "lower --batch-size" if len(chunk) > 1 else ""
+        check_memory(names[start + largest], *chunk[largest], total, fix=fix)
 
 
 def write_result_json(
@@ -166,11 +198,14 @@ def segment_files(
         raise ZerosegError(f"batch size must be positive (--batch-size), got {batch_size}")
     plans = plan_outputs(list(images), out, overwrite=overwrite)
     ensure_writable_dir(out, "--out", create=False)
+    sizes = []
     for path in images:  # every input decodes (then is dropped) before anything is written
         image = open_rgb(path)
-        check_memory(path, image.height, image.width, batch_size)
+        sizes.append((image.height, image.width))
         del image
-    space = segmenter.label_space(classes, bg_prompt=bg_prompt)
+    check_batches_memory(list(images), sizes, batch_size)
+    # the vocabulary too (cached for the batches): unknown words are refused or warned about first
+    space, _ = segmenter.encode_classes(classes, bg_prompt=bg_prompt)
     bits = label_png_bits(len(space.names))
     ensure_writable_dir(out, "--out")
     written = 0

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -125,6 +126,93 @@ def clean_stale_temps(folder: str | os.PathLike) -> list[Path]:
     return removed
 
 
+def clean_stale_folders(out: str | os.PathLike) -> list[Path]:
+    """Remove the folders that a killed `staged_folder` (or `install_folder`) left beside `out`.
+
+    `.<name>.tmp-<pid>` (a build that never finished) goes when its process is gone; `.<name>.old-<pid>`
+    (a replaced folder not yet deleted) goes when its process is gone and `out` exists (otherwise it
+    is the only copy left and is kept). A live process's folders are never touched.
+
+    Returns:
+        The folders removed.
+    """
+    out = Path(out)
+    parent = out.absolute().parent
+    pattern = re.compile(rf"^\.{re.escape(out.name)}\.(tmp|old)-(\d+)(?:-\d+)?$")
+    removed: list[Path] = []
+    try:
+        entries = list(parent.iterdir())
+    except OSError:
+        return removed
+    for path in entries:
+        match = pattern.match(path.name)
+        if match is None or int(match.group(2)) == os.getpid() or _alive(int(match.group(2))):
+            continue
+        if match.group(1) == "old" and not out.exists():
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+            if not path.exists():
+                removed.append(path)
+    return removed
+
+
+#: FS_IOC_GETFLAGS (Linux) and the inode flags that forbid renaming or deleting an entry.
+_FS_IOC_GETFLAGS = 0x80086601
+_IMMUTABLE_FL, _APPEND_FL = 0x10, 0x20
+
+
+def _inode_flags(path: Path) -> int:
+    """The inode flags `chattr` sets (0 where the file system or the platform cannot tell)."""
+    try:
+        import fcntl
+
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0))
+    except (ImportError, OSError):
+        return 0
+    try:
+        buf = bytearray(8)
+        fcntl.ioctl(fd, _FS_IOC_GETFLAGS, buf)
+        return int.from_bytes(buf[:4], "little")
+    except OSError:
+        return 0
+    finally:
+        os.close(fd)
+
+
+def replace_blocker(out: str | os.PathLike) -> str | None:
+    """Why `install_folder` could not move the existing folder `out` aside, or None when it can.
+
+    The rename needs: `out` not a mount point, neither `out` nor its parent immutable or append-only
+    (`chattr +i` / `+a`), a writable parent, and in a sticky parent (`/tmp`) a folder of our own.
+    Checked before any work so that `--force` over such a folder is one line, not an error at the end.
+
+    Args:
+        out: an existing folder.
+
+    Returns:
+        A short reason ("is a mount point", ...), or None.
+    """
+    out = Path(out)
+    parent = out.absolute().parent
+    if os.path.ismount(out):
+        return "it is a mount point, which cannot be moved or deleted (replace its contents by hand)"
+    if _inode_flags(out) & (_IMMUTABLE_FL | _APPEND_FL):
+        return "it is immutable or append-only (chattr -i / -a it first)"
+    if _inode_flags(parent) & (_IMMUTABLE_FL | _APPEND_FL):
+        return f"its folder {parent} is immutable or append-only (chattr -i / -a it first)"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"its folder {parent} is not writable"
+    try:
+        here, there = out.lstat(), parent.stat()
+    except OSError as exc:
+        return (exc.strerror or str(exc)).lower()
+    euid = os.geteuid() if hasattr(os, "geteuid") else 0
+    if there.st_mode & stat.S_ISVTX and euid != 0 and euid not in (here.st_uid, there.st_uid):
+        return f"it belongs to another user (uid {here.st_uid}) in the sticky folder {parent}"
+    return None
+
+
 def install_folder(tmp: str | os.PathLike, out: str | os.PathLike) -> None:
     """Move a finished folder `tmp` to `out`; an existing `out` (--force) is replaced only once the new
     one is complete, so a failure leaves the old one in place. Both must be on one filesystem."""
@@ -142,7 +230,8 @@ def install_folder(tmp: str | os.PathLike, out: str | os.PathLike) -> None:
 @contextmanager
 def staged_folder(out: str | os.PathLike, *, what: str = "a folder") -> Iterator[Path]:
     """A temporary folder beside `out` to build into; `install_folder`ed onto `out` when the block
-    ends normally, removed (nothing left behind) when it raises.
+    ends normally, removed (nothing left behind) when it raises. Temporary folders of earlier runs
+    that were killed (`kill -9`) are removed first (`clean_stale_folders`).
 
     Args:
         out: the folder the finished result becomes.
@@ -153,6 +242,7 @@ def staged_folder(out: str | os.PathLike, *, what: str = "a folder") -> Iterator
     """
     out = Path(out)
     tmp = out.absolute().parent / f".{out.name}.tmp-{os.getpid()}"
+    clean_stale_folders(out)  # those of runs killed with -9 (their process is gone)
     try:
         tmp.mkdir(parents=True, exist_ok=False)
     except OSError as exc:

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from zeroseg.errors import ZerosegError
-from zeroseg.utils.atomic import atomic_write_bytes, install_folder
+from zeroseg.utils.atomic import atomic_write_bytes, clean_stale_folders, install_folder
 from zeroseg.utils.lock import waiting_lock
 
 #: Hex digits of a `source_digest` (64 bits: collisions are not a concern for a cache).
@@ -103,6 +103,7 @@ def _build_staged(folder: Path, build: Callable[[Path], None]) -> None:
     """`build` at a fresh temporary path beside `folder`, then installed onto it (replacing an old
     one only once the new one is complete); the temporary path is removed if anything fails."""
     tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    clean_stale_folders(folder)  # those of builders killed with -9 (their process is gone)
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         build(tmp)

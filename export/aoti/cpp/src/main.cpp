@@ -13,6 +13,7 @@
 #include <fstream>
 #include <iostream>
 #include <numeric>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -109,13 +110,46 @@ void time_runs(zeroseg::Segmenter& seg, const zeroseg::Image& image, double thre
               image.width, image.height, w, h, repeat, at::get_num_threads(), mean(total), p50(total), mean(pre));
 }
 
+// --out is a folder or can become one: neither it nor the nearest existing folder above is a file.
+void check_out(const std::filesystem::path& out) {
+  std::error_code ec;
+  std::filesystem::path at = std::filesystem::absolute(out, ec);
+  while (!std::filesystem::exists(at, ec) && at.has_parent_path() && at.parent_path() != at) at = at.parent_path();
+  if (std::filesystem::exists(at, ec) && !std::filesystem::is_directory(at, ec)) {
+    if (at == std::filesystem::absolute(out, ec))
+      throw zeroseg::Error("--out " + out.string() + " is a file; pass a folder for the outputs");
+    throw zeroseg::Error("--out " + out.string() + " lies under the file " + at.string() + "; pass a folder");
+  }
+}
+
+// Every refusal that needs no model, before the bundle loads or anything is written: --out, output
+// names (two images with one stem, an output that is an input), each image's file and header.
+void check_inputs(const Options& opt) {
+  check_out(opt.out);
+  const auto key = [](const std::filesystem::path& path) {
+    std::error_code ec;
+    const std::filesystem::path real = std::filesystem::weakly_canonical(path, ec);
+    return (ec ? std::filesystem::absolute(path, ec) : real).lexically_normal().string();
+  };
+  std::set<std::string> stems, inputs;
+  for (const auto& image : opt.images) inputs.insert(key(image));
+  for (const auto& image : opt.images) {
+    const std::string stem = image.stem().string();
+    if (!stems.insert(stem).second)
+      throw zeroseg::Error("two input images share the file name '" + stem + "'; their outputs would collide");
+    for (const std::string suffix : {"_labels.png", ".json"})
+      if (inputs.count(key(opt.out / (stem + suffix))))
+        throw zeroseg::Error("an output would overwrite the input " + (opt.out / (stem + suffix)).string() +
+                             "; write to another --out folder");
+  }
+  for (const auto& image : opt.images) zeroseg::check_image(image);
+}
+
 int run(const Options& opt) {
+  check_inputs(opt);
   if (opt.threads > 0) at::set_num_threads(opt.threads);
   zeroseg::Segmenter seg(opt.bundle);
   const double thresh = opt.bg_thresh >= 0 ? opt.bg_thresh : seg.default_bg_thresh();
-  std::error_code ec;
-  std::filesystem::create_directories(opt.out, ec);
-  if (ec) throw zeroseg::Error("cannot create --out " + opt.out.string() + ": " + ec.message());
   for (size_t i = 0; i < opt.images.size(); ++i) {
     const zeroseg::Image image = zeroseg::read_image(opt.images[i]);
     if (i == 0 && !opt.dump_input.empty()) {
@@ -129,6 +163,9 @@ int run(const Options& opt) {
     const zeroseg::Result result = seg.segment(image, thresh);
     const double ms = ms_since(t0);
     const std::string stem = opt.images[i].stem().string();
+    std::error_code ec;  // --out is created once there is something to write
+    std::filesystem::create_directories(opt.out, ec);
+    if (ec) throw zeroseg::Error("cannot create --out " + opt.out.string() + ": " + ec.message());
     const auto labels_path = opt.out / (stem + "_labels.png");
     zeroseg::write_label_png(labels_path, result.labels.data_ptr<std::int32_t>(), image.height, image.width,
                              static_cast<int>(seg.class_names().size()));

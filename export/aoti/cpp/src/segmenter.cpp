@@ -1,4 +1,5 @@
-// The bundle: manifest checks, vocab.bin, the AOTInductor package loader, one image end to end.
+// The bundle: manifest fields (checked by read_manifest), vocab.bin, the AOTInductor package loader,
+// one image end to end.
 #include <array>
 #include <cstdio>
 #include <cstring>
@@ -7,10 +8,10 @@
 
 #include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
-#include <openssl/evp.h>
 #include <torch/csrc/inductor/aoti_package/model_package_loader.h>
 
 #include "zeroseg/aoti_runner.h"
+#include "zeroseg/manifest.h"
 
 namespace zeroseg {
 namespace {
@@ -27,61 +28,18 @@ const json& field(const json& obj, const char* key, const std::string& where) {
   return obj.at(key);
 }
 
-// A bundle file after checking its sha256 against the manifest's `files`.
-std::filesystem::path verified(const std::filesystem::path& dir, const json& manifest, const std::string& name) {
-  const std::filesystem::path path = dir / name;
-  const json& files = field(manifest, "files", "manifest.json");
-  if (!files.contains(name)) throw Error(name + " is not listed in the bundle's manifest; re-export the bundle");
-  if (!std::filesystem::is_regular_file(path)) throw Error(path.string() + " is missing from the bundle; re-export it");
-  if (sha256_file(path) != files.at(name).get<std::string>())
-    throw Error(path.string() + " does not match its sha256 in the manifest (edited or damaged); re-export");
-  return path;
+// A bundle file the manifest lists (read_manifest has checked every listed file's sha256).
+std::filesystem::path listed(const std::filesystem::path& dir, const json& manifest, const std::string& name) {
+  if (!field(manifest, "files", "manifest.json").contains(name))
+    throw Error(name + " is not listed in the bundle's manifest; re-export the bundle");
+  return dir / name;
 }
 
 }  // namespace
 
-std::string sha256_file(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error("cannot read " + path.string());
-  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-  if (!ctx || EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr) != 1) {
-    EVP_MD_CTX_free(ctx);
-    throw Error("OpenSSL cannot compute sha256");
-  }
-  std::vector<char> block(1 << 20);
-  while (in) {
-    in.read(block.data(), static_cast<std::streamsize>(block.size()));
-    if (in.gcount() > 0) EVP_DigestUpdate(ctx, block.data(), static_cast<size_t>(in.gcount()));
-  }
-  std::array<unsigned char, EVP_MAX_MD_SIZE> digest{};
-  unsigned int len = 0;
-  EVP_DigestFinal_ex(ctx, digest.data(), &len);
-  EVP_MD_CTX_free(ctx);
-  std::string hex;
-  char buf[3];
-  for (unsigned int i = 0; i < len; ++i) {
-    std::snprintf(buf, sizeof(buf), "%02x", digest[i]);
-    hex += buf;
-  }
-  return hex;
-}
-
 Segmenter::Segmenter(const std::filesystem::path& dir) {
-  if (!std::filesystem::is_directory(dir))
-    throw Error("bundle folder not found: " + dir.string() + " (pass the folder zeroseg-export aoti wrote)");
   const std::filesystem::path mpath = dir / "manifest.json";
-  std::ifstream in(mpath);
-  if (!in) throw Error(dir.string() + " has no manifest.json: not a zeroseg AOTInductor bundle (re-export it)");
-  json m;
-  try {
-    m = json::parse(in);
-  } catch (const json::exception&) {
-    throw Error(mpath.string() + " is not readable JSON; re-export the bundle");
-  }
-  if (!m.is_object() || m.value("format", "") != kFormat)
-    throw Error(mpath.string() + " is not a zeroseg AOTInductor bundle manifest (format != '" + kFormat + "')");
-  if (!m.contains("version") || !m["version"].is_number_integer() || m["version"].get<int>() > kFormatVersion)
-    throw Error(dir.string() + " is a newer or invalid bundle format; upgrade zeroseg or re-export");
+  const json m = read_manifest(dir, kFormat, kFormatVersion);
   try {
     const json& pre = field(m, "preprocess", "manifest.json");
     short_side_ = field(pre, "short_side", "preprocess").get<int>();
@@ -101,7 +59,7 @@ Segmenter::Segmenter(const std::filesystem::path& dir) {
     const json& space = vocab["label_space"];
     names_ = space.at("names").get<std::vector<std::string>>();
     label_offset_ = space.at("label_offset").get<std::int64_t>();
-    const std::filesystem::path vpath = verified(dir, m, space.at("file").get<std::string>());
+    const std::filesystem::path vpath = listed(dir, m, space.at("file").get<std::string>());
     std::ifstream vin(vpath, std::ios::binary);
     char magic[8];
     std::int32_t header[4];
@@ -115,7 +73,7 @@ Segmenter::Segmenter(const std::filesystem::path& dir) {
     if (!vin) throw Error(vpath.string() + " is truncated; re-export the bundle");
     const std::string package = field(field(field(m, "graphs", "manifest.json"), "segmenter", "graphs"),
                                       "file", "graphs.segmenter").get<std::string>();
-    const std::filesystem::path ppath = verified(dir, m, package);
+    const std::filesystem::path ppath = listed(dir, m, package);
     try {
       loader_ = std::make_unique<torch::inductor::AOTIModelPackageLoader>(ppath.string(), "model", false, 1);
     } catch (const std::exception& exc) {

@@ -27,8 +27,8 @@ struct Result {
   std::vector<double> fractions;  // share of the pixels per label value
 };
 
-// A bundle folder: manifest checks (format, version, the sha256 of segmenter.pt2 and vocab.bin),
-// the package loader and the label space.
+// A bundle folder: manifest checks (read_manifest: format, version, the manifest's own checksum and
+// the sha256 of every file it lists), the package loader and the label space.
 class Segmenter {
  public:
   explicit Segmenter(const std::filesystem::path& bundle_dir);
