@@ -75,3 +75,24 @@ def test_replace_blocker(tmp_path, monkeypatch):
     assert "another user" in replace_blocker(out)
     monkeypatch.setattr(os, "geteuid", lambda: 4242)  # our own folder: fine
     assert replace_blocker(out) is None
+
+
+def test_a_failed_install_is_one_line_and_keeps_the_old_folder(tmp_path, monkeypatch):
+    """Whatever still fails at the very end (a race after the checks) is one ZerosegError, and the
+    folder being replaced is put back: never neither the old nor the new one."""
+    out = tmp_path / "bundle"
+    out.mkdir()
+    (out / "old.txt").write_text("keep")
+    real = os.replace
+
+    def refuse_install(src, dst):
+        if Path(src).name.startswith(".bundle.tmp-"):
+            raise PermissionError(1, "Operation not permitted")
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", refuse_install)
+    with pytest.raises(ZerosegError, match="cannot install the bundle at .*operation not permitted"):
+        with staged_folder(out, what="the bundle") as tmp:
+            (tmp / "new.txt").write_text("new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
+    assert (out / "old.txt").read_text() == "keep"

@@ -200,9 +200,9 @@ class OnnxSegmenter(SegmenterBase):
         return open_session(path, providers=self.providers, threads=self.threads)
 
     def _encode_with_text_graph(self, prompts: tuple[tuple[str, ...], ...], missing: list[str]) -> np.ndarray:
+        tokenizer = self._text_tokenizer(missing)  # refuses clearly without torch
         from zeroseg.text import check_known_words
 
-        tokenizer = self._text_tokenizer(missing)
         check_known_words(tokenizer, [name for names in prompts for name in names])
         templates = list(self.manifest.text["templates"])
         strings = [t.format(name) for names in prompts for name in names for t in templates]

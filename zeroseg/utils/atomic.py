@@ -220,7 +220,11 @@ def install_folder(tmp: str | os.PathLike, out: str | os.PathLike) -> None:
     if out.exists():
         old = out.absolute().parent / f".{out.name}.old-{os.getpid()}"
         os.replace(out, old)
-        os.replace(tmp, out)
+        try:
+            os.replace(tmp, out)
+        except OSError:
+            os.replace(old, out)  # put the old one back: never neither
+            raise
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, out)
@@ -251,7 +255,11 @@ def staged_folder(out: str | os.PathLike, *, what: str = "a folder") -> Iterator
         ) from None
     try:
         yield tmp
-        install_folder(tmp, out)  # --force: the old one goes only once this is complete
+        try:
+            install_folder(tmp, out)  # --force: the old one goes only once this is complete
+        except OSError as exc:
+            why = (exc.strerror or type(exc).__name__).lower()
+            raise ZerosegError(f"cannot install {what} at {out} ({why}); pick another --out") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
