@@ -86,6 +86,7 @@ def test_backend_names_are_checked() -> None:
 # ---- end to end ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # every backend exported and timed: ~2 min on 2 cores
 def test_every_backend_side_by_side_on_the_bundled_model(bench_cli, tmp_path_factory, tmp_path) -> None:
     onnx_bundle, _ = eh.shapeworld_bundle(tmp_path_factory)
     out, picture = tmp_path / "compare.json", tmp_path / "compare.png"

@@ -17,6 +17,8 @@ from zeroseg.export.aoti.export import AOTI_FORMAT, AotiSettings, export_aoti, s
 from zeroseg.export.core.manifest import read_manifest
 from zeroseg.export.core.vocab import read_vocab_bin
 
+pytestmark = pytest.mark.slow  # compiling the shared AOTInductor package: ~70 s uncached
+
 
 @pytest.fixture(scope="session")
 def bundle():

@@ -18,7 +18,7 @@ from zeroseg.export.onnx.runtime import open_session
 from zeroseg.infer.labels import LabelSpace
 from zeroseg.infer.segmenter import Segmenter
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]  # the int8 ShapeWorld export: ~55 s
 
 COLOURS = [["red"], ["green"], ["blue"], ["yellow"], ["magenta"], ["cyan"]]
 

@@ -16,6 +16,8 @@ from PIL import Image
 
 from zeroseg.errors import ZerosegError
 
+pytestmark = pytest.mark.slow  # the CMake build of the runner: ~2 min uncached
+
 
 @pytest.fixture(scope="session")
 def exe():

@@ -24,7 +24,7 @@ from zeroseg.export.core.specs import BATCH, HEIGHT, WIDTH, segmenter_feed
 from zeroseg.infer.segmenter import Segmenter
 from zeroseg.kernels.reference import segment_head_ref
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]  # the shared exports: ~100 s
 
 LABELS = "cat,dog|puppy,traffic light"
 CLASSES = [["cat"], ["dog", "puppy"], ["traffic light"]]

@@ -37,7 +37,7 @@ from zeroseg.export.triton_server.config import (
 )
 from zeroseg.export.triton_server.repo import TritonSettings, export_triton
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]  # the tiny bundle export: ~50 s
 
 CLASSES = [["cat"], ["dog", "puppy"], ["traffic light"]]
 #: ONNX element type -> Triton data type (the schema's enum names), independent of the exporter's table

@@ -29,6 +29,8 @@ from zeroseg.export.tensorrt.manifest import (
 )
 from zeroseg.export.tensorrt.profiles import Profile, check_input, default_shapes, derive_profile, parse_shape
 
+pytestmark = pytest.mark.slow  # the micro export and its TensorRT graphs: ~60 s
+
 PATCH, NATIVE, SHORT = 8, 4, 48  # micro model: 32 px training size -> 4x4 pos-embed grid
 
 

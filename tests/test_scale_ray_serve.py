@@ -29,6 +29,7 @@ from zeroseg.serve.web.protocol import Limits, decode_labels  # noqa: E402
 pytestmark = [
     pytest.mark.usefixtures("one_thread"),
     pytest.mark.xdist_group("ray"),
+    pytest.mark.slow,  # a Ray cluster and Serve start: ~40-55 s on 2 cores
     pytest.mark.filterwarnings("ignore::DeprecationWarning"),
 ]
 CLASSES = [["cat"], ["dog", "puppy"], ["traffic light"]]

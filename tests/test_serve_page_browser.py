@@ -32,6 +32,7 @@ from zeroseg.serve.web.protocol import Limits, decode_labels
 pytestmark = [
     pytest.mark.usefixtures("one_thread"),
     pytest.mark.xdist_group("ray"),
+    pytest.mark.slow,  # a Ray cluster and Serve start: ~40-55 s on 2 cores
     pytest.mark.filterwarnings("ignore::DeprecationWarning"),
 ]
 CHROMIUM = Path("/usr/bin/chromium")

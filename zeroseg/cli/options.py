@@ -45,6 +45,10 @@ TEMPLATES: str | None = typer.Option(
 CHECKPOINT_OPTION: str | None = typer.Option(
     None, "--checkpoint", help="ZeroSeg checkpoint (.pt), or 'bundled' for the bundled ShapeWorld model."
 )
+LABELS: str | None = typer.Option(None, "--labels", help='Classes: "cat,dog,sofa|couch" (| joins synonyms).')
+LABELS_FILE: Path | None = typer.Option(
+    None, "--labels-file", help="Class file: one class per line, synonyms comma-separated."
+)
 BG_THRESH: float | None = typer.Option(
     None,
     "--bg-thresh",

@@ -26,12 +26,8 @@ def segment(
         help=f"Image files to segment (at most {MAX_PIXELS:,} pixels each; the network sees at most "
         f"{MAX_INFERENCE_SIDE} px on the longer side, outputs keep the image's size).",
     ),
-    labels: str | None = typer.Option(
-        None, "--labels", help='Classes: "cat,dog,sofa|couch" (| joins synonyms).'
-    ),
-    labels_file: Path | None = typer.Option(
-        None, "--labels-file", help="Class file: one class per line, synonyms comma-separated."
-    ),
+    labels: str | None = opts.LABELS,
+    labels_file: Path | None = opts.LABELS_FILE,
     bg_thresh: float | None = opts.BG_THRESH,
     bg_prompt: bool | None = opts.BG_PROMPT,
     out: Path = typer.Option(Path("out/segment"), "--out", help="Output folder."),

@@ -27,12 +27,8 @@ def segment_dataset(
     engine: Path | None = opts.ENGINE,
     precision: str | None = opts.PRECISION,
     runtime: str | None = opts.RUNTIME,
-    labels: str | None = typer.Option(
-        None, "--labels", help='Classes: "cat,dog,sofa|couch" (| joins synonyms).'
-    ),
-    labels_file: Path | None = typer.Option(
-        None, "--labels-file", help="Class file: one class per line, synonyms comma-separated."
-    ),
+    labels: str | None = opts.LABELS,
+    labels_file: Path | None = opts.LABELS_FILE,
     bg_thresh: float | None = opts.BG_THRESH,
     bg_prompt: bool | None = opts.BG_PROMPT,
     short_side: int | None = opts.SHORT_SIDE,
