@@ -126,6 +126,23 @@ def shared_bundle(tmp_path_factory, name: str, build) -> Path:
     return build_once(root / f"shared-{name}", fresh, in_place=True)
 
 
+#: The classes of the tiny checkpoint's shared bundle (`tiny_bundle`).
+TINY_CLASSES = [["cat"], ["dog", "puppy"], ["traffic light"]]
+
+
+def tiny_bundle(checkpoint: Path, tmp_path_factory) -> tuple[Path, list[str]]:
+    """The tiny checkpoint's default fp32 bundle with `TINY_CLASSES`, exported once per test run and
+    shared by the ONNX, fusion and Triton tests; and the export's log lines."""
+
+    def build(out: Path) -> None:
+        with helpers.torch_threads(1):
+            _, lines = export(checkpoint, out, labels=TINY_CLASSES, threads=1)
+        (out.parent / f"{out.name}.log").write_text("\n".join(lines))
+
+    path = shared_bundle(tmp_path_factory, "tiny", build)
+    return path, (path.parent / f"{path.name}.log").read_text().splitlines()
+
+
 def shared_calib(tmp_path_factory) -> Path:
     """8 ShapeWorld scenes in VOC layout, once per test run."""
     return shared_bundle(tmp_path_factory, "calib", lambda root: write_voc(root, 8))

@@ -27,7 +27,7 @@ from zeroseg.kernels.reference import segment_head_ref
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]  # the shared exports: ~100 s
 
 LABELS = "cat,dog|puppy,traffic light"
-CLASSES = [["cat"], ["dog", "puppy"], ["traffic light"]]
+CLASSES = eh.TINY_CLASSES
 
 
 @pytest.fixture(scope="module")
@@ -39,13 +39,7 @@ def calib(tmp_path_factory):
 def bundle(world, tmp_path_factory):
     """The tiny checkpoint exported with a vocabulary (fp32), once per run; and the export's log."""
 
-    def build(out):
-        with helpers.torch_threads(1):
-            _, lines = eh.export(world.checkpoint, out, labels=CLASSES, threads=1)
-        (out.parent / f"{out.name}.log").write_text("\n".join(lines))
-
-    path = eh.shared_bundle(tmp_path_factory, "tiny", build)
-    return path, (path.parent / f"{path.name}.log").read_text().splitlines()
+    return eh.tiny_bundle(world.checkpoint, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

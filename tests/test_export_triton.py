@@ -14,7 +14,6 @@ import json
 import shutil
 
 import export_helpers as eh
-import helpers
 import numpy as np
 import onnx
 import pytest
@@ -39,7 +38,7 @@ from zeroseg.export.triton_server.repo import TritonSettings, export_triton
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]  # the tiny bundle export: ~50 s
 
-CLASSES = [["cat"], ["dog", "puppy"], ["traffic light"]]
+CLASSES = eh.TINY_CLASSES
 #: ONNX element type -> Triton data type (the schema's enum names), independent of the exporter's table
 ONNX_TO_TRITON = {onnx.TensorProto.FLOAT: "TYPE_FP32", onnx.TensorProto.INT64: "TYPE_INT64",
                   onnx.TensorProto.INT32: "TYPE_INT32"}  # fmt: skip
@@ -49,12 +48,7 @@ ONNX_TO_TRITON = {onnx.TensorProto.FLOAT: "TYPE_FP32", onnx.TensorProto.INT64: "
 def bundle(world, tmp_path_factory):
     """The tiny checkpoint's bundle with a vocabulary: test_export_onnx's, built once per run."""
 
-    def build(out):
-        with helpers.torch_threads(1):
-            _, lines = eh.export(world.checkpoint, out, labels=CLASSES, threads=1)
-        (out.parent / f"{out.name}.log").write_text("\n".join(lines))
-
-    return eh.shared_bundle(tmp_path_factory, "tiny", build)
+    return eh.tiny_bundle(world.checkpoint, tmp_path_factory)[0]
 
 
 @pytest.fixture(scope="module")

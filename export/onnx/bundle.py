@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,7 @@ from zeroseg.export.core.versions import file_hashes, versions
 from zeroseg.export.core.vocab import check_labels, vocabulary_file
 from zeroseg.export.onnx.export import OPSETS, ExportSettings, GraphModules, export_graphs
 from zeroseg.export.onnx.runtime import open_session
+from zeroseg.infer.factory import head_name
 from zeroseg.infer.labels import DEFAULT_BG_THRESH, LabelSpace
 from zeroseg.utils.atomic import staged_folder
 
@@ -83,10 +84,11 @@ def build_bundle(
     Returns:
         The manifest written into `folder`.
     """
-    modules = GraphModules.of(ckpt)
+    modules = GraphModules.of(ckpt, settings.head)
     graphs = export_graphs(
-        ckpt, modules, folder, max_side=settings.max_side, opset=settings.opset, progress=settings.progress
-    )
+        ckpt, modules, folder, max_side=settings.max_side, opset=settings.opset, progress=settings.progress,
+        fuse_attention=settings.fuse_attention,
+    )  # fmt: skip
     vocab = None
     if settings.labels:
         vocab = vocabulary_file(modules.text_encoder, list(ckpt.templates), settings.labels, folder)
@@ -130,16 +132,19 @@ def _parity_gate(
         figures, torch_labels = parity.image_parity(
             modules.encoder, sessions["image_encoder"], sessions["segmenter"], cases, text,
             logit_scale=ckpt.logit_scale, bg_thresh=bg_thresh, label_offset=space.label_offset,
+            head=settings.head,
         )  # fmt: skip
         bar.update()
         figures["text_encoder"] = parity.text_parity(
             modules.text, sessions["text_encoder"], modules.text_encoder.tokenize
         )
         bar.update()
-    figures.update(threshold=tol, threshold_note=tol_note, text_max_error=parity.TEXT_MAX_ERROR)
+    figures.update(threshold=tol, threshold_note=tol_note, text_max_error=parity.TEXT_MAX_ERROR,
+                   head=settings.head)  # fmt: skip
     seg, enc = figures["segmenter"], figures["image_encoder"]
     log(
-        f"parity (fp32, {figures['images']} images, {figures['classes']} classes): label agreement "
+        f"parity (fp32, {settings.head} head, {figures['images']} images, {figures['classes']} classes): "
+        f"label agreement "
         f"{seg['pixel_agreement']:.4%} (gate >= {tol:.2%}, {tol_note}); embeddings max abs error "
         f"{enc['embeddings_max_abs_error']:.2e}, assignment {enc['assignment_max_abs_error']:.2e}, "
         f"text {figures['text_encoder']['max_abs_error']:.2e}"
@@ -197,6 +202,7 @@ def _describe_bundle(
         parity=figures,
         files=file_hashes(folder),
         vocab=vocab,
+        head=settings.head,
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     )  # fmt: skip
 
@@ -225,10 +231,15 @@ def export_onnx(settings: ExportSettings, *, log=print) -> BundleManifest:
     """
     from zeroseg.checkpoint import load_checkpoint
 
+    settings = replace(settings, head=head_name(settings.head))
     out = Path(settings.out)
     check_out_folder(out, settings.force, inputs=export_inputs(settings))
     if settings.int8 is not None and settings.int8 not in ("dynamic", "static"):
         raise ZerosegError(f"--int8 must be dynamic or static, got {settings.int8!r}")
+    if settings.int8_attention is not None:
+        from zeroseg.export.onnx.quantize import check_attention_choice
+
+        check_attention_choice(settings.int8_attention, settings.int8)
     if settings.calib is not None and settings.int8 is None:
         raise ZerosegError("--calib is for int8: add --int8 static (or dynamic, to measure the mIoU change)")
     if settings.opset not in OPSETS:

@@ -30,6 +30,8 @@ from zeroseg.export.graphs import ImageEncoderGraph, SegmenterGraph, TextEncoder
 DEFAULT_OPSET = 20  # torch 2.14's default; torchlib is written at 18 and opsets up to 23 export
 OPSETS = range(18, 24)
 _TWO_GB = 2**31 - 2**26  # a little headroom below protobuf's 2 GiB limit
+#: The graphs whose attention `--fuse-attention` fuses (the text encoder's is causal: left as it is).
+FUSED_GRAPHS: tuple[str, ...] = ("image_encoder", "segmenter")
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,9 @@ class ExportSettings:
     progress: bool = True
     labels_file: Path | None = None  # where --labels came from (an input --out may not destroy)
     strict_vocab: bool = False
+    int8_attention: str | None = None  # --int8-attention qk | qk+pv (static only; onnx/quantize.py)
+    fuse_attention: bool = True  # image graphs' attention as com.microsoft.MultiHeadAttention (onnx/fuse.py)
+    head: str = "paper"  # the end-to-end graph's head: paper | dense
 
 
 def _name_dims(model, spec: GraphSpec) -> None:
@@ -78,9 +83,17 @@ def export_graph(
     spec: GraphSpec,
     folder: Path,
     opset: int,
+    *,
+    fuse: bool = False,
 ) -> dict:
-    """Export one wrapper with the dynamo exporter into `folder` and check it (full_check)."""
+    """Export one wrapper with the dynamo exporter into `folder` and check it (full_check).
+
+    With `fuse`, its attention blocks become `com.microsoft.MultiHeadAttention` (`onnx.fuse`); the
+    entry records the fused ops either way (`fused_ops`, empty when none) and the rewrite (`fusion`).
+    """
     import onnx
+
+    from zeroseg.export.onnx.fuse import fuse_attention
 
     path = folder / spec.file
     weight_bytes = sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
@@ -97,6 +110,10 @@ def export_graph(
             line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ZerosegError(f"torch.onnx.export failed for {spec.file}: {line[:300]}") from None
         model = program.model_proto
+    fusion = {"fused_ops": {}, "fusion": None}
+    if fuse:
+        model, info = fuse_attention(model)
+        fusion = {"fused_ops": info["fused_ops"], "fusion": info["rewrite"]}
     _name_dims(model, spec)
     onnx.save_model(
         model, str(path), save_as_external_data=external, all_tensors_to_one_file=True,
@@ -105,7 +122,7 @@ def export_graph(
     del model
     onnx.checker.check_model(str(path), full_check=True)
     files = [spec.file] + ([spec.file + ".data"] if external else [])
-    return {**spec.to_dict(), "external_data": external, "files": files}
+    return {**spec.to_dict(), "external_data": external, "files": files, **fusion}
 
 
 def trace_pixels(patch: int, grid: int) -> torch.Tensor:
@@ -143,19 +160,33 @@ class GraphModules:
     text_encoder: torch.nn.Module
 
     @classmethod
-    def of(cls, ckpt) -> GraphModules:
+    def of(cls, ckpt, head: str = "paper") -> GraphModules:
+        """The wrappers of `ckpt`, the end-to-end one with `head` ("paper" or "dense")."""
         encoder = ImageEncoderGraph(ckpt.build_student("cpu"), ckpt.preprocess).eval()
         text_encoder = ckpt.build_text_encoder("cpu")
-        segmenter = SegmenterGraph(encoder, ckpt.logit_scale).eval()
+        segmenter = SegmenterGraph(encoder, ckpt.logit_scale, head=head).eval()
         return cls(encoder, TextEncoderGraph(text_encoder).eval(), segmenter, text_encoder)
 
 
 def export_graphs(
-    ckpt, modules: GraphModules, folder: Path, *, max_side: int, opset: int, progress: bool
+    ckpt,
+    modules: GraphModules,
+    folder: Path,
+    *,
+    max_side: int,
+    opset: int,
+    progress: bool,
+    fuse_attention: bool = True,
 ) -> dict:
-    """Export image_encoder, text_encoder and segmenter into `folder`; returns their manifest entries."""
+    """Export image_encoder, text_encoder and segmenter into `folder`; returns their manifest entries.
+
+    `fuse_attention` fuses the attention of the two image graphs; the text encoder's causal-mask
+    attention is never fused (MultiHeadAttention would need the mask as an input, off the flash path).
+    """
     cfg = ckpt.student_config
-    specs = all_specs(cfg.num_segments, cfg.out_dim, modules.text_encoder.context_length)
+    specs = all_specs(
+        cfg.num_segments, cfg.out_dim, modules.text_encoder.context_length, modules.segmenter.head
+    )
     pixels = trace_pixels(cfg.patch_size, cfg.image_size // cfg.patch_size)
     pdims = pixel_dims(cfg.patch_size, max_side)
     tokens = modules.text_encoder.tokenize(
@@ -179,12 +210,14 @@ def export_graphs(
     for module, args, dyn, spec in tqdm(
         jobs, desc="export", unit="graph", disable=not progress, file=sys.stderr
     ):
-        entries[spec.name] = export_graph(module, args, dyn, spec, folder, opset)
+        fuse = fuse_attention and spec.name in FUSED_GRAPHS
+        entries[spec.name] = export_graph(module, args, dyn, spec, folder, opset, fuse=fuse)
     return entries
 
 
 __all__ = [
     "ExportSettings",
+    "FUSED_GRAPHS",
     "GraphModules",
     "export_graph",
     "export_graphs",

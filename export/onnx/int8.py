@@ -3,7 +3,9 @@
 `add_int8` quantises image_encoder.onnx and segmenter.onnx (`zeroseg.export.onnx.quantize`), gates the
 int8 label maps against the fp32 ones on the parity images (default >= 98 % of pixels, looser than
 fp32's gate and said so in the output), and, when the calibration images come with VOC masks, scores
-fp32 and int8 mIoU on them with `zeroseg.evaluation.evaluate` through `OnnxSegmenter`.
+fp32 and int8 mIoU on them with `zeroseg.evaluation.evaluate` through `OnnxSegmenter`. With
+`--int8-attention` (static only) the attention products are quantised too and the int8 graphs are
+unfused (`zeroseg.export.onnx.quantize`); each graph's `int8_fused_ops` records what its int8 file holds.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from zeroseg.export.core.calibration import calibration_set
 from zeroseg.export.core.manifest import BundleManifest, write_manifest
 from zeroseg.export.core.resize import preprocess_images
 from zeroseg.export.core.specs import segmenter_feed
-from zeroseg.export.onnx.quantize import quantize_graph
+from zeroseg.export.onnx.fuse import file_op_counts
+from zeroseg.export.onnx.quantize import ATTENTION_CHOICES, quantize_graph
 from zeroseg.export.onnx.runtime import open_session
 from zeroseg.preprocess import inference_size
 
@@ -80,6 +83,8 @@ def add_int8(
     from zeroseg.export.core.versions import file_hashes
 
     mode = settings.int8
+    choice = getattr(settings, "int8_attention", None)
+    attention = ATTENTION_CHOICES[choice] if choice else ()
     tol, tol_note = _int8_threshold(settings.int8_tolerance)
     text_np = text.numpy()
     pre = manifest.preprocess
@@ -90,7 +95,7 @@ def add_int8(
             calib.images, pre["short_side"], pre["patch_multiple"], text_np, bg_thresh, space.label_offset
         )
         feeds = {"image_encoder": enc_feeds, "segmenter": seg_feeds}
-        _quantize_graphs(folder, graphs, mode, feeds, progress=settings.progress)
+        _quantize_graphs(folder, graphs, mode, feeds, progress=settings.progress, attention=attention)
         agreement, emb_err = _int8_errors(
             folder,
             graphs,
@@ -103,24 +108,26 @@ def add_int8(
         )
         figures = {
             "mode": mode,
-            "recipe": _recipe(mode),
+            "attention": choice,
+            "recipe": _recipe(mode, choice),
             "calibration": calib.source if mode == "static" else None,
             "pixel_agreement_with_fp32": agreement,
             "embeddings_max_abs_error_vs_fp32": emb_err,
             "threshold": tol,
             "threshold_note": tol_note,
         }
+        what = f"{mode}{f' + attention {choice}' if choice else ''}"
         log(
-            f"int8 {mode}: label agreement with fp32 {agreement:.4%} (looser gate >= {tol:.2%}, {tol_note}); "
+            f"int8 {what}: label agreement with fp32 {agreement:.4%} (looser gate >= {tol:.2%}, {tol_note}); "
             f"embeddings max abs error vs fp32 {emb_err:.2e}"
         )
-        parity.check_gate(f"segmenter.int8.onnx ({mode})", "label agreement with fp32", agreement, tol)
+        parity.check_gate(f"segmenter.int8.onnx ({what})", "label agreement with fp32", agreement, tol)
         manifest = dataclasses.replace(manifest, graphs=graphs, files=file_hashes(folder))
         if calib.voc_root is not None:
             figures["miou"] = _miou(folder, manifest, calib.voc_root, calib.split, settings.threads)
             m = figures["miou"]
             log(
-                f"int8 {mode}: mIoU on {m['images']} images ({calib.source}) fp32 {m['mIoU_fp32']:.4f}, "
+                f"int8 {what}: mIoU on {m['images']} images ({calib.source}) fp32 {m['mIoU_fp32']:.4f}, "
                 f"int8 {m['mIoU_int8']:.4f} (change {m['mIoU_change']:+.4f})"
             )
     return dataclasses.replace(manifest, int8=figures, files=file_hashes(folder))
@@ -133,11 +140,19 @@ def _int8_threshold(given: float | None) -> tuple[float, str]:
     return given, f"set by --int8-tolerance (default {parity.INT8_AGREEMENT:.0%})"
 
 
-def _recipe(mode: str) -> str:
-    """The manifest's one-line description of how `mode` ("dynamic" or "static") quantised the graphs."""
+def _recipe(mode: str, attention: str | None = None) -> str:
+    """The manifest's one-line description of how `mode` ("dynamic" or "static") quantised the graphs
+    and, with `attention` ("qk" or "qk+pv"), which attention products."""
+    products = {"qk": "Q.K^T (P.V in float)", "qk+pv": "Q.K^T and P.V"}.get(attention or "", "")
+    what = (
+        f"attention expanded (unfused), then weight MatMul/Gemm/Conv and the attention products {products} "
+        "(u8 x u8 QDQ; head, LayerNorm, Softmax in float); "
+        if attention
+        else "weight MatMul/Gemm/Conv only (attention, fused or not, head, LayerNorm, Softmax in float); "
+    )
     return (
-        "quant_pre_process, then weight MatMul/Gemm/Conv only (attention products, head, "
-        "LayerNorm, Softmax in float); "
+        "quant_pre_process, then "
+        + what
         + ("dynamic: s8 weights per tensor" if mode == "dynamic" else "static QDQ: u8 activations, "
            "s8 weights per tensor, MinMax calibration")
         + "; weights reduced to 7 bits (no u8 x s8 saturation on x86 without VNNI)"
@@ -145,7 +160,13 @@ def _recipe(mode: str) -> str:
 
 
 def _quantize_graphs(
-    folder: Path, graphs: dict, mode: str, feeds: dict[str, list[dict]], *, progress: bool
+    folder: Path,
+    graphs: dict,
+    mode: str,
+    feeds: dict[str, list[dict]],
+    *,
+    progress: bool,
+    attention: tuple[str, ...] = (),
 ) -> None:
     """Write `<graph>.int8.onnx` beside each graph of `feeds` and record it as the graph's `int8_file`.
 
@@ -160,9 +181,12 @@ def _quantize_graphs(
     ):
         src = folder / graphs[name]["file"]
         dst = folder / Path(graphs[name]["file"]).name.replace(".onnx", ".int8.onnx")
-        quantize_graph(src, dst, mode, calibration=graph_feeds if mode == "static" else None)
+        quantize_graph(
+            src, dst, mode, calibration=graph_feeds if mode == "static" else None, attention=attention
+        )
         onnx.checker.check_model(str(dst), full_check=True)
         graphs[name]["int8_file"] = dst.name
+        graphs[name]["int8_fused_ops"] = file_op_counts(dst)
 
 
 def _int8_errors(

@@ -9,10 +9,17 @@ are the library's own; only the stages differ:
     forward        passes the pixels on: the end-to-end graph needs the text and the output size,
                    so the network runs in `head`;
     head           segmenter.onnx (or segmenter.int8.onnx), once per distinct image size in the
-                   batch, straight to each image's own size.
+                   batch, straight to each image's own size; the graph holds the head it was
+                   exported with (`head_mode`, the manifest's `head`): with the dense head a
+                   result's segment labels and probabilities are per patch, as `name_patches`'.
 
-Imports numpy, onnxruntime and pillow only: with a `vocab.npz` holding the requested classes it runs
-with torch and open_clip uninstalled.
+Before a graph is opened its sha256 is checked, and so is its count of fused attention ops against
+the manifest's (`fused_ops`, or `int8_fused_ops` for an int8 file): a graph whose fused ops were
+expanded or stripped after export is refused even if someone re-signed the checksums
+(`check_fused_ops`; bundles from before fusion, without the field, are not checked).
+
+Imports numpy, onnxruntime, onnx (for the op count, never protobuf-free) and pillow only: with a
+`vocab.npz` holding the requested classes it runs with torch and open_clip uninstalled.
 """
 
 from __future__ import annotations
@@ -86,6 +93,27 @@ def open_session(
         raise ZerosegError(f"ONNX Runtime cannot load {path}: {first[:200]}") from None
 
 
+def check_fused_ops(manifest, graph: str, precision: str, path: Path) -> None:
+    """Refuse `path` (graph `graph` at `precision`) if its fused-op counts differ from the manifest's.
+
+    Raises:
+        ZerosegError: one line naming the graph, both counts and the fix.
+    """
+    entry = manifest.graphs.get(graph, {})
+    want = entry.get("fused_ops" if precision == "fp32" else "int8_fused_ops")
+    if want is None:  # a bundle exported before attention fusion was recorded
+        return
+    from zeroseg.export.onnx.fuse import file_op_counts
+
+    got = file_op_counts(path)
+    if got != dict(want):
+        show = lambda c: ", ".join(f"{n} x{k}" for n, k in sorted(c.items())) or "none"  # noqa: E731
+        raise ZerosegError(
+            f"{path.name} holds fused ops {show(got)} but the manifest says {show(want)}: the graph was "
+            "altered after export; re-export the bundle"
+        )
+
+
 class OnnxSegmenter(SegmenterBase):
     """Zero-shot segmentation with an exported bundle; the same call and results as `zeroseg.Segmenter`."""
 
@@ -126,6 +154,7 @@ class OnnxSegmenter(SegmenterBase):
         inference = manifest.model.get("inference", {})
         self.default_bg_thresh = float(inference.get("bg_thresh", DEFAULT_BG_THRESH))
         self.default_bg_prompt = bool(inference.get("bg_prompt", False))
+        self.head_mode = manifest.head  # the head inside segmenter.onnx ("paper" or "dense")
         self.session = self._open("segmenter", precision)
         self.vocabulary = None
         if VOCAB_NAME in manifest.files:
@@ -197,6 +226,7 @@ class OnnxSegmenter(SegmenterBase):
                 if other != name:
                     verified_file(self.bundle, self.manifest, other)
         path = verified_file(self.bundle, self.manifest, name)
+        check_fused_ops(self.manifest, graph, precision, path)
         return open_session(path, providers=self.providers, threads=self.threads)
 
     def _encode_with_text_graph(self, prompts: tuple[tuple[str, ...], ...], missing: list[str]) -> np.ndarray:
