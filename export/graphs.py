@@ -7,9 +7,11 @@
                        features at the largest token id, taken here by an ArgMax over the ids cast
                        to float32 (exact below 2**24; every CLIP vocabulary is) and a GatherElements,
                        because ONNX Runtime's CPU ArgMax has no int64 kernel.
-    SegmenterGraph     the image encoder, then `zeroseg.kernels.reference.segment_head_traceable`
-                       (the reference head with symbolic output size): the label map with exactly
-                       the reference's semantics.
+    SegmenterGraph     the image encoder, then the head it was built with: "paper"
+                       (`zeroseg.kernels.reference.segment_head_traceable`) or "dense" (each patch
+                       takes its segment's token, `patch_tokens_ref`, then `dense_head_traceable`),
+                       both the reference head with symbolic output size: the label map with
+                       exactly the reference's semantics (`zeroseg.Segmenter(head=...)`'s labels).
 
 The wrappers are what `torch.onnx.export` traces; `zeroseg.export.core.specs` names their tensors.
 """
@@ -21,7 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from zeroseg.errors import ZerosegError
-from zeroseg.kernels.reference import segment_head_traceable
+from zeroseg.infer.factory import head_name
+from zeroseg.kernels.reference import dense_head_traceable, patch_tokens_ref, segment_head_traceable
 from zeroseg.preprocess import Preprocess
 
 
@@ -66,12 +69,18 @@ class TextEncoderGraph(nn.Module):
 
 
 class SegmenterGraph(nn.Module):
-    """Pixels + text embeddings + threshold + label offset + output size -> the label map."""
+    """Pixels + text embeddings + threshold + label offset + output size -> the label map.
 
-    def __init__(self, encoder: ImageEncoderGraph, logit_scale: float) -> None:
+    Outputs: labels (B, H_out, W_out); per segment (paper head, (B, K)) or per patch (dense head,
+    (B, h * w) row-major, as `zeroseg.infer.segmenter.name_patches` flattens them) the best class +
+    label_offset before thresholding and its probability (`zeroseg.export.core.specs.segmenter_spec`).
+    """
+
+    def __init__(self, encoder: ImageEncoderGraph, logit_scale: float, head: str = "paper") -> None:
         super().__init__()
         self.encoder = encoder
         self.logit_scale = float(logit_scale)
+        self.head = head_name(head)
 
     def forward(
         self,
@@ -85,8 +94,16 @@ class SegmenterGraph(nn.Module):
         height, width = output_size[0].item(), output_size[1].item()
         torch._check(height >= 1)
         torch._check(width >= 1)
-        head = segment_head_traceable(
-            segments, text_embeddings, self.logit_scale, maps, (height, width), bg_thresh,
-            bg_label=0, label_offset=label_offset,
-        )  # fmt: skip
-        return head.labels, (head.index + label_offset).to(torch.int32), head.prob
+        if self.head == "dense":
+            head = dense_head_traceable(
+                patch_tokens_ref(segments, maps), text_embeddings, self.logit_scale, (height, width),
+                bg_thresh, bg_label=0, label_offset=label_offset,
+            )  # fmt: skip
+            index, prob = head.index.flatten(1), head.prob.flatten(1)
+        else:
+            head = segment_head_traceable(
+                segments, text_embeddings, self.logit_scale, maps, (height, width), bg_thresh,
+                bg_label=0, label_offset=label_offset,
+            )  # fmt: skip
+            index, prob = head.index, head.prob
+        return head.labels, (index + label_offset).to(torch.int32), prob

@@ -3,8 +3,9 @@
 The format comes from the artefact itself (`zeroseg.export.core.formats.detect_format`); the runtime
 is the format's default unless one is asked for (an ONNX bundle runs on ONNX Runtime or OpenVINO).
 Every runtime takes the same keywords — device, precision, threads, short_side — and refuses what it
-cannot do in one line, so the CLI's `--engine`, `zeroseg serve`, `segment-dataset` and the bench
-build their models here and nowhere else.
+cannot do in one line; an exported artefact runs the head it was exported with (its manifest's
+`head`), so asking for the other one is refused before it is opened. So the CLI's `--engine`,
+`zeroseg serve`, `segment-dataset` and the bench build their models here and nowhere else.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from zeroseg.export.core.formats import Format, Runtime, detect_format, pick_runtime
 from zeroseg.infer.base import SegmenterBase
-from zeroseg.infer.factory import check_engine_head
+from zeroseg.infer.factory import check_engine_head, head_name
 
 
 def resolve(path: str | os.PathLike) -> tuple[Path, Format]:
@@ -24,6 +25,20 @@ def resolve(path: str | os.PathLike) -> tuple[Path, Format]:
 
     resolved = resolve_model_path(path).expanduser()
     return resolved, detect_format(resolved)
+
+
+def artefact_head(path: str | os.PathLike, fmt: Format | None = None) -> str:
+    """The head an exported artefact runs ("paper" or "dense"), read from its manifest (engine.json
+    for TensorRT); artefacts from before `--head` existed run the paper's."""
+    path = Path(path)
+    fmt = detect_format(path) if fmt is None else fmt
+    if fmt.name == "trt":
+        from zeroseg.export.tensorrt.manifest import read_engine_json
+
+        return head_name(read_engine_json(path, verify_files=False).get("head", "paper"))
+    from zeroseg.export.core.manifest import read_manifest
+
+    return head_name(read_manifest(path, fmt=fmt.key).head)
 
 
 def _runtime_class(rt: Runtime) -> type:
@@ -52,7 +67,7 @@ def load(
     threads: int | None = None,
     short_side: int | None = None,
     runtime: str | None = None,
-    head: str = "segments",
+    head: str | None = None,
 ) -> SegmenterBase:
     """The segmenter of a checkpoint, `bundled`, or a bundle written by `zeroseg-export`.
 
@@ -65,7 +80,9 @@ def load(
         threads: intra-op threads (default: the runtime's; for PyTorch this sets torch's count).
         short_side: network input short side (default: the one the model was tuned or exported for).
         runtime: for an ONNX bundle "onnxruntime" (default) or "openvino"; other formats have one.
-        head: "segments" (the paper's) or "dense" (PyTorch only).
+        head: "paper" or "dense" ("segments" is the paper's older name). A checkpoint runs either
+            (default paper); an exported artefact runs the head it was exported with (the default),
+            and asking for the other is refused in one line (re-export with --head).
 
     Returns:
         A `SegmenterBase`: `seg(images, classes)` gives `SegmentationResult`s on every runtime.
@@ -74,12 +91,12 @@ def load(
         ZerosegError: in one line, for a missing or foreign path, a tampered bundle, or an option the
             runtime cannot honour.
     """
+    head = None if head is None else head_name(head)
     resolved, fmt = resolve(path)
     rt = pick_runtime(fmt, runtime)
     rt.check(device=device, precision=precision, threads=threads, short_side=short_side)
-    if rt.name != "torch":
-        check_engine_head(head)
     if rt.name == "torch":
-        return _torch(resolved, device=device, threads=threads, short_side=short_side, head=head)
+        return _torch(resolved, device=device, threads=threads, short_side=short_side, head=head or "paper")
+    check_engine_head(head, artefact_head(resolved, fmt), str(resolved))
     cls = _runtime_class(rt)
     return cls(resolved, device=device, precision=precision, threads=threads, short_side=short_side)

@@ -188,6 +188,16 @@ def dense_head_ref(
     )  # fmt: skip
 
 
+def patch_tokens_ref(segments: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+    """(B, h, w, D) float32: every patch takes the token of the segment that owns it.
+
+    segments (B, m, D) and one-hot maps (B, m, h, w): the einsum sums m products of which one is the
+    token and the others are zero, so it is exact (the dense head's input in `zeroseg.Segmenter` and
+    in every exported graph).
+    """
+    return torch.einsum("bmd,bmhw->bhwd", segments.float(), maps.float())
+
+
 def dense_head_with(
     upsample, patch_tokens, text, logit_scale, size, bg_thresh, *, bg_label, label_offset, out_dtype
 ) -> HeadResult:
@@ -241,17 +251,18 @@ def linear_taps_traceable(
 def upsample_labels_traceable(
     maps: torch.Tensor,
     class_table: torch.Tensor,
-    probs: torch.Tensor,
+    probs: torch.Tensor | None,
     size: tuple[int | torch.SymInt, int | torch.SymInt],
     bg_thresh: float | torch.Tensor,
     *,
     bg_label: int = 0,
     out_dtype: torch.dtype = torch.int32,
 ) -> torch.Tensor:
-    """`upsample_labels_ref` in segment mode (probs given), exportable with a symbolic `size`.
+    """`upsample_labels_ref`, exportable with a symbolic `size`.
 
-    All K maps are interpolated at once (no chunking: K is the few segment tokens), and `bg_thresh`
-    may be a 0-d tensor (a graph input).
+    All K maps are interpolated at once (no chunking: K is the few segment tokens, or the classes of
+    the dense head), and `bg_thresh` may be a 0-d tensor (a graph input). With `probs` None (dense
+    mode: the maps are probability maps) the score is the interpolated value of the winning map.
     """
     maps = maps.float()
     y0, y1, wy0, wy1 = linear_taps_traceable(maps.shape[-2], size[0], maps.device)
@@ -261,7 +272,10 @@ def upsample_labels_traceable(
     up = cols.index_select(2, y0) * wy0[:, None] + cols.index_select(2, y1) * wy1[:, None]  # (B, K, H, W)
     best_idx = up.argmax(dim=1)  # ties -> first map
     labels = class_table.long().gather(1, best_idx.flatten(1)).view_as(best_idx)
-    score = probs.float().gather(1, best_idx.flatten(1)).view_as(best_idx)
+    if probs is None:
+        score = up.gather(1, best_idx.unsqueeze(1)).squeeze(1)
+    else:
+        score = probs.float().gather(1, best_idx.flatten(1)).view_as(best_idx)
     bad = ~torch.isfinite(maps).all(dim=1)  # (B, h, w): the taps' non-finite sources
     bad_cols = bad.index_select(2, x0) | bad.index_select(2, x1)  # (B, h, W)
     touched = bad_cols.index_select(1, y0) | bad_cols.index_select(1, y1)
@@ -290,3 +304,30 @@ def segment_head_traceable(
         maps, sim.index + label_offset, sim.max_prob, size, bg_thresh, bg_label=bg_label, out_dtype=out_dtype
     )
     return HeadResult(labels, sim.index, sim.max_prob)
+
+
+def dense_head_traceable(
+    patch_tokens: torch.Tensor,
+    text: torch.Tensor,
+    logit_scale: float,
+    size: tuple[int | torch.SymInt, int | torch.SymInt],
+    bg_thresh: float | torch.Tensor,
+    *,
+    bg_label: int = 0,
+    label_offset: int | torch.Tensor = 1,
+    out_dtype: torch.dtype = torch.int32,
+) -> HeadResult:
+    """`dense_head_ref` for export: the same similarity and probability maps, the traceable upsampling.
+
+    `size`, `bg_thresh` and `label_offset` may be symbolic / 0-d tensors (graph inputs). The class
+    table is the class index plus `label_offset`, as in `dense_head_with`.
+    """
+    b, h, w, d = patch_tokens.shape
+    sim = token_text_similarity_ref(patch_tokens.reshape(b, h * w, d), text, logit_scale, return_probs=True)
+    c = text.shape[0]
+    maps = sim.probs.transpose(1, 2).reshape(b, c, h, w)
+    table = (torch.arange(c, device=maps.device) + label_offset).expand(b, c)
+    labels = upsample_labels_traceable(
+        maps, table, None, size, bg_thresh, bg_label=bg_label, out_dtype=out_dtype
+    )
+    return HeadResult(labels, sim.index.view(b, h, w), sim.max_prob.view(b, h, w))

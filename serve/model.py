@@ -101,11 +101,15 @@ class ModelSpec:
         )  # fmt: skip
 
     def heads(self) -> tuple[str, ...]:
-        """The heads this model can paint with: a checkpoint's two (the paper's "segments" first, then
-        "dense"), an exported engine's one (the paper's)."""
-        from zeroseg.infer.segmenter import HEADS
+        """The heads this model can paint with: a checkpoint's two (the paper's, "paper", first, then
+        "dense"), an exported engine's one (the head it was exported with, from its manifest)."""
+        from zeroseg.infer.factory import HEADS
 
-        return HEADS if self.engine is None else HEADS[:1]
+        if self.engine is None:
+            return HEADS
+        from zeroseg.export.loader import artefact_head
+
+        return (artefact_head(self.engine),)
 
     def build_heads(self, threads: int | None = None) -> dict[str, SegmenterBase]:
         """One segmenter per head of `heads()`, built once: a checkpoint's dense segmenter is a shallow

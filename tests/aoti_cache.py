@@ -2,9 +2,10 @@
 
 One bundle of the bundled ShapeWorld model (dynamic shapes, --portable, short side 128, the six
 colours as --labels) lives under `$XDG_CACHE_HOME/zeroseg/test-aoti/<key>/`, the key hashing the
-checkpoint, the torch version and every Python source that shapes the package (zeroseg/, kernels/,
-export/), so any change to them rebuilds it. pytest-xdist workers wait on a file lock for the one
-that builds (`zeroseg.utils.cache.build_once`). An empty cache works, just slower.
+checkpoint, the torch version, the head and every Python source that shapes the package (zeroseg/,
+kernels/, export/), so any change to them rebuilds it. `cached_bundle("dense")` is the same package
+with the dense head inside (`--head dense`), cached the same way. pytest-xdist workers wait on a
+file lock for the one that builds (`zeroseg.utils.cache.build_once`). An empty cache works, just slower.
 """
 
 from __future__ import annotations
@@ -20,18 +21,21 @@ LABELS = [["red"], ["green"], ["blue"], ["yellow"], ["magenta"], ["cyan"]]
 SHORT_SIDE = 128
 
 
-def _key(checkpoint: Path) -> str:
+def _key(checkpoint: Path, head: str = "paper") -> str:
     """The digest of the torch version, the export settings, the checkpoint and the sources."""
     sources = [
         path for sub in ("zeroseg", "kernels", "export") for path in sorted((ROOT / sub).rglob("*.py"))
     ]
     return source_digest(
-        f"{torch.__version__}|{SHORT_SIDE}|{LABELS}", checkpoint.read_bytes(), *sources, root=ROOT
+        f"{torch.__version__}|{SHORT_SIDE}|{LABELS}" + ("" if head == "paper" else f"|{head}"),
+        checkpoint.read_bytes(),
+        *sources,
+        root=ROOT,
     )
 
 
-def cached_bundle() -> Path:
-    """The shared bundle folder, exported on first use."""
+def cached_bundle(head: str = "paper") -> Path:
+    """The shared bundle folder with `head` inside ("paper" or "dense"), exported on first use."""
     from zeroseg.bundled import bundled_checkpoint
     from zeroseg.export.aoti.export import AotiSettings, export_aoti
 
@@ -39,7 +43,8 @@ def cached_bundle() -> Path:
 
     def build(out: Path) -> None:
         settings = AotiSettings(checkpoint=ckpt, out=out, labels=LABELS, short_side=SHORT_SIDE,
-                                dynamic=True, portable=True, force=True, progress=False)  # fmt: skip
+                                dynamic=True, portable=True, force=True, progress=False,
+                                head=head)  # fmt: skip
         export_aoti(settings, log=lambda *_: None)
 
-    return build_once(cache_dir("test-aoti", _key(ckpt), "bundle"), build)
+    return build_once(cache_dir("test-aoti", _key(ckpt, head), "bundle"), build)

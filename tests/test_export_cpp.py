@@ -81,7 +81,7 @@ def test_labels_match_python(exe, scenes, tmp_path):
         assert labels.shape == (image.height, image.width)
         agree, total = agree + int((labels == result.labels).sum()), total + labels.size
         data = json.loads((out / f"{path.stem}.json").read_text())
-        assert data["class_names"] == list(result.class_names)
+        assert data["class_names"] == list(result.class_names) and data["head"] == "paper"
         assert data["input_hw"] == list(seg.input_size(image.height, image.width))
         for name, share in result.fractions().items():
             assert abs(data["fractions"].get(name, 0.0) - share) < 2e-3
@@ -91,6 +91,27 @@ def test_labels_match_python(exe, scenes, tmp_path):
     ref = resize_tensor(to_unit_tensor(images[1]), size).numpy()
     got = np.fromfile(tmp_path / "input.bin", dtype=np.float32).reshape(ref.shape)
     assert np.abs(got - ref).max() < 1e-5
+
+
+def test_dense_package_labels_match_python(exe, scenes, tmp_path):
+    """A package exported with --head dense runs unchanged: its labels and class fractions are
+    `Segmenter(head="dense")`'s, and the JSON names the head."""
+    import zeroseg
+    from zeroseg.data.images import open_rgb
+
+    out = tmp_path / "out"
+    _run(exe, cached_bundle("dense"), *scenes, "--out", out, "--threads", 1)
+    seg = zeroseg.Segmenter.from_checkpoint(zeroseg.bundled_checkpoint(), short_side=SHORT_SIDE, head="dense")
+    images = [open_rgb(p) for p in scenes]
+    agree = total = 0
+    for path, result in zip(scenes, seg(images, [e[0] for e in LABELS]), strict=True):
+        labels = np.array(Image.open(out / f"{path.stem}_labels.png"))
+        agree, total = agree + int((labels == result.labels).sum()), total + labels.size
+        data = json.loads((out / f"{path.stem}.json").read_text())
+        assert data["head"] == "dense"
+        for name, share in result.fractions().items():
+            assert abs(data["fractions"].get(name, 0.0) - share) < 2e-3
+    assert agree / total >= 0.999
 
 
 def test_timing_loop(exe, scenes, tmp_path):

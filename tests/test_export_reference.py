@@ -188,3 +188,61 @@ def test_gate_error_is_one_line_naming_graph_and_figure():
     assert (
         "\n" not in message and "segmenter.onnx" in message and "98.0000%" in message and "99.90%" in message
     )
+
+
+# ---- the dense head's traceable variant ----------------------------------------------------------
+
+DENSE_SHAPES = [  # b, h, w, C, H, W: odd ratios, equal sizes, one patch, downsampling, many classes
+    (1, 4, 4, 7, 4, 4),
+    (2, 5, 7, 7, 37, 53),
+    (1, 16, 21, 7, 128, 128),
+    (1, 1, 1, 3, 9, 9),
+    (2, 6, 6, 5, 3, 2),
+    (1, 8, 5, 150, 100, 77),
+]
+
+
+@pytest.mark.parametrize("b,h,w,c,H,W", DENSE_SHAPES)
+@pytest.mark.parametrize("thresh", [0.0, 0.35, 0.9])
+def test_dense_head_traceable_equals_dense_head_ref(b, h, w, c, H, W, thresh):
+    """Labels, per-patch index and probability bit for bit, thresholds from none to most pixels."""
+    gen = torch.Generator().manual_seed(h * 100 + c)
+    tokens = torch.randn(b, h, w, 32, generator=gen)
+    text = F.normalize(torch.randn(c, 32, generator=gen), dim=-1)
+    want = reference.dense_head_ref(tokens, text, 30.0, (H, W), thresh, bg_label=0, label_offset=1)
+    got = reference.dense_head_traceable(
+        tokens, text, 30.0, (H, W), torch.tensor(thresh), label_offset=torch.tensor(1)
+    )
+    assert got.labels.dtype == want.labels.dtype == torch.int32
+    assert torch.equal(got.labels, want.labels)
+    assert torch.equal(got.index, want.index) and torch.equal(got.prob, want.prob)
+    if thresh == 0.9 and h * w > 1:
+        assert (want.labels == 0).any()  # the threshold paints background somewhere
+
+
+def test_dense_head_traceable_ties_and_non_finite():
+    """Equal class scores go to the lower class (as the reference), a NaN token paints background
+    around its patch, and the patch tokens of one-hot segments tie across whole segments."""
+    gen = torch.Generator().manual_seed(3)
+    segments = torch.randn(2, 4, 16, generator=gen)
+    maps = _maps(2, 4, 6, 5, True, gen)
+    tokens = reference.patch_tokens_ref(segments, maps)
+    owner = maps.argmax(dim=1)  # (B, h, w)
+    assert torch.equal(tokens, segments[torch.arange(2)[:, None, None], owner])
+    text = F.normalize(torch.randn(4, 16, generator=gen), dim=-1)
+    text = torch.cat([text, text[1:2], text[1:2]])  # classes 1, 4, 5 tie everywhere
+    tokens[1, 2, 3] = float("nan")
+    want = reference.dense_head_ref(tokens, text, 20.0, (23, 17), 0.1, label_offset=3)
+    got = reference.dense_head_traceable(tokens, text, 20.0, (23, 17), 0.1, label_offset=3)
+    assert torch.equal(got.labels, want.labels) and (want.labels[1] == 0).any()
+    assert not ((want.labels == 4 + 3) | (want.labels == 5 + 3)).any()  # ties -> the lower class
+    assert torch.equal(got.index, want.index)
+
+
+def test_segmenter_spec_per_patch_outputs_of_the_dense_head():
+    from zeroseg.export.core.specs import PATCHES, segmenter_spec
+
+    paper, dense = segmenter_spec(8, 32), segmenter_spec(8, 32, "dense")
+    assert paper.input_names == dense.input_names and paper.output_names == dense.output_names
+    assert [t.dims for t in paper.outputs[1:]] == [(BATCH, 8), (BATCH, 8)]
+    assert [t.dims for t in dense.outputs[1:]] == [(BATCH, PATCHES), (BATCH, PATCHES)]

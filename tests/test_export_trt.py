@@ -326,6 +326,9 @@ def test_onnx_only_folder(graph_only):
                                  "max": [8, 3, 96, 96]}]  # fmt: skip
     assert meta["parity"]["pixel_agreement"] == 1.0 and meta["parity"]["images"] >= 5
     assert tp.antialiased_resizes(onnx.load(str(folder / meta["graph"]["file"]))) == []
+    graph_ops = {n.domain for n in onnx.load(str(folder / meta["graph"]["file"])).graph.node}
+    assert "com.microsoft" not in graph_ops  # attention unfused for TensorRT's parser; the bundle's is fused
+    assert json.loads((folder / "onnx" / "manifest.json").read_text())["graphs"]["image_encoder"]["fused_ops"]
     assert any(line.startswith("parity (fp32 graph vs fp32") for line in lines)
     trtexec = next(line for line in lines if line.startswith("trtexec equivalent"))
     assert "--onnx=image_encoder.fp32.onnx" in trtexec and "--maxShapes=pixels:8x3x96x96" in trtexec

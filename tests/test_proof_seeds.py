@@ -279,15 +279,16 @@ def test_dense_head_paints_the_interpolated_class_probabilities_of_each_patchs_s
 
 
 def test_head_option_is_checked_and_not_combined_with_engines_or_maskclip(cli, tmp_path) -> None:
-    with pytest.raises(ZerosegError, match="--head must be one of segments, dense"):
+    with pytest.raises(ZerosegError, match="--head must be paper or dense, got 'soft'"):
         Segmenter(bundled_checkpoint(), head="soft")
+    assert Segmenter(bundled_checkpoint(), head="segments").head_mode == "paper"  # the older name
     image = tmp_path / "x.png"
     Image.new("RGB", (32, 32)).save(image)
     for args, expect in (
         (("segment", "bundled", str(image), "--labels", "red", "--head", "soft",
-          "--out", str(tmp_path / "o")), "--head must be one of"),
-        (("segment", str(image), "--engine", str(tmp_path), "--labels", "red", "--head", "dense",
-          "--out", str(tmp_path / "o")), "--head dense runs in PyTorch only"),
+          "--out", str(tmp_path / "o")), "--head must be paper or dense"),
+        (("segment", str(image), "--engine", str(tmp_path), "--labels", "red", "--head", "foo",
+          "--out", str(tmp_path / "o")), "--head must be paper or dense, got 'foo'"),
         (("eval", "--method", "maskclip", "--teacher", "bundled", "--dataset", str(tmp_path),
           "--head", "dense"), None),
     ):  # fmt: skip

@@ -120,7 +120,9 @@ def test_bad_options_are_one_line_before_loading(artefacts, kind, options, fragm
 
 @pytest.mark.parametrize("kind", ["onnx", "aoti"])
 def test_engines_refuse_the_dense_head_and_other_precisions(artefacts, kind):
-    with pytest.raises(ZerosegError, match="--head dense runs in PyTorch only"):
+    """A paper's-head bundle refuses the dense head (the fix: re-export with --head dense)."""
+    fix = "exported with the paper head, not dense: re-export it with --head dense"
+    with pytest.raises(ZerosegError, match=fix):
         zeroseg.load(artefacts[kind], head="dense")
     if kind == "aoti":
         with pytest.raises(ZerosegError, match="int8 runs on onnxruntime"):

@@ -29,7 +29,7 @@ from zeroseg.serve.web.protocol import (
 )
 from zeroseg.serve.web.static import PAGE_FILES, PAGE_HEADERS, page_file
 
-BOTH = ("segments", "dense")
+BOTH = ("paper", "dense")
 
 
 # ---- routes and files ---------------------------------------------------------------------------
@@ -72,17 +72,17 @@ def test_page_files_ship_in_the_package_and_load_nothing_from_elsewhere():
 
 
 def test_head_field_defaults_to_the_papers_and_must_be_one_the_model_offers():
-    assert parse_head(None) == parse_head("") == "segments"
-    assert parse_head("Dense", BOTH) == "dense" and parse_head(" segments ", BOTH) == "segments"
-    with pytest.raises(RequestError, match="exported engine runs only the paper's head") as info:
+    assert parse_head(None) == parse_head("") == "paper"
+    assert parse_head("Dense", BOTH) == "dense" and parse_head(" segments ", BOTH) == "paper"
+    with pytest.raises(RequestError, match="exported engine runs only the head it was exported with") as info:
         parse_head("dense")
     assert info.value.status == 400
-    with pytest.raises(RequestError, match="segments or dense"):
+    with pytest.raises(RequestError, match="paper or dense"):
         parse_head("mask", BOTH)
     ct, body = client.multipart_body({"image": png(), "labels": "cat", "head": "dense"})
     request = parse_segment_request(ct, body, heads=BOTH)
     assert request.head == "dense"
-    assert parse_segment_request(*client.json_body(png(), "cat"), heads=BOTH).head == "segments"
+    assert parse_segment_request(*client.json_body(png(), "cat"), heads=BOTH).head == "paper"
     with pytest.raises(RequestError) as info:
         parse_segment_request(ct, body)  # a server with one head (an engine)
     assert info.value.status == 400 and "\n" not in info.value.reason
@@ -108,37 +108,44 @@ def test_answer_carries_the_palette_of_zeroseg_segments_label_pngs():
 
 
 def test_a_batch_is_split_by_head_and_each_answer_names_its_head_and_time():
-    heads = {"segments": FakeSegmenter(), "dense": FakeSegmenter()}
+    heads = {"paper": FakeSegmenter(), "dense": FakeSegmenter()}
     requests = [
         parse_segment_request(*client.json_body(png(seed=i), "cat,dog", head=head), heads=BOTH)
-        for i, head in enumerate(["segments", "dense", "segments", "dense", ""])
+        for i, head in enumerate(["paper", "dense", "segments", "dense", ""])
     ]
     answers = segment_batch(heads, requests)
-    assert [len(c) for c in (heads["segments"].calls, heads["dense"].calls)] == [1, 1]
+    assert [len(c) for c in (heads["paper"].calls, heads["dense"].calls)] == [1, 1]
     assert [status for status, _ in answers] == [200] * 5
-    assert [body["head"] for _, body in answers] == ["segments", "dense", "segments", "dense", "segments"]
+    assert [body["head"] for _, body in answers] == ["paper", "dense", "paper", "dense", "paper"]
     assert [body["batch_size"] for _, body in answers] == [3, 2, 3, 2, 3]
     assert all(body["segment_ms"] >= 0 and body["palette"][0] == [0, 0, 0] for _, body in answers)
-    [(status, body)] = segment_batch({"segments": FakeSegmenter()}, requests[1:2])
-    assert status == 400 and "head must be segments" in body["error"]
+    [(status, body)] = segment_batch({"paper": FakeSegmenter()}, requests[1:2])
+    assert status == 400 and "head must be paper" in body["error"]
     [(status, body)] = segment_batch(FakeSegmenter(), requests[:1])  # one segmenter: the paper's head
-    assert status == 200 and body["head"] == "segments"
+    assert status == 200 and body["head"] == "paper"
 
 
 # ---- one segmenter per head ----------------------------------------------------------------------
 
 
-def test_a_checkpoint_offers_both_heads_sharing_one_model_and_an_engine_one(world):
+def test_a_checkpoint_offers_both_heads_sharing_one_model_and_an_engine_one(world, tmp_path):
+    from zeroseg.export.core.manifest import BundleManifest, write_manifest
     from zeroseg.infer.segmenter import Segmenter
 
-    assert ModelSpec(engine="/some/bundle").heads() == ("segments",)
+    for head in ("paper", "dense"):  # an engine offers the head its manifest records
+        bundle = tmp_path / head
+        bundle.mkdir()
+        empty: dict = {}
+        write_manifest(bundle, BundleManifest(empty, empty, empty, empty, empty, empty, empty, empty, empty,
+                                              head=head))  # fmt: skip
+        assert ModelSpec(engine=str(bundle)).heads() == (head,)
     spec = ModelSpec.from_options(world.checkpoint, None)
     assert spec.heads() == BOTH
     built = spec.build_heads()
     assert list(built) == list(BOTH)
-    assert built["dense"].model is built["segments"].model
-    assert built["dense"].vocabulary is built["segments"].vocabulary
-    assert (built["segments"].head_mode, built["dense"].head_mode) == BOTH
+    assert built["dense"].model is built["paper"].model
+    assert built["dense"].vocabulary is built["paper"].vocabulary
+    assert (built["paper"].head_mode, built["dense"].head_mode) == BOTH
     data = png(40, 56, seed=5)
     request = parse_segment_request(
         *client.json_body(data, "cat,dog", bg_thresh=0.3, head="dense"), heads=BOTH

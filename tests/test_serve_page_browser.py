@@ -228,12 +228,12 @@ def test_page_shows_the_labels_zeroseg_segment_writes(page, scene, cli, server, 
     model = tab.inner_text("#model")
     assert "bundled" in model and "torch (cpu)" in model
     assert tab.is_visible("#head")
-    assert tab.eval_on_selector_all("#head option", "o => o.map(x => x.value)") == ["segments", "dense"]
+    assert tab.eval_on_selector_all("#head option", "o => o.map(x => x.value)") == ["paper", "dense"]
     tab.set_input_files("#file", str(scene))  # no classes yet: nothing is sent
     tab.fill("#classes", LABELS)
     state, message = attempt(tab, lambda: tab.click("#go"))
     assert state == "done" and "256×256 px" in message, message
-    check_against_zeroseg_segment(tab, cli, scene, tmp_path / "segments", "segments", server)
+    check_against_zeroseg_segment(tab, cli, scene, tmp_path / "paper", "paper", server)
     save_screenshot(tab, tmp_path, "serve-page.png")
 
     state, message = attempt(tab, lambda: tab.select_option("#head", "dense"))  # a new head re-runs it

@@ -2,7 +2,8 @@
 
 What is compiled: `zeroseg.export.graphs.SegmenterGraph`, the same end-to-end wrapper the ONNX
 bundle exports (pixels in [0, 1] + text embeddings + threshold + label offset + output size ->
-labels, the reference head's semantics), captured by `torch.export` and compiled by
+labels, the reference head's semantics; `--head paper|dense` picks the head inside it, recorded in
+the manifest's `head`), captured by `torch.export` and compiled by
 `torch._inductor.aoti_compile_and_package` with freezing on (weights folded as constants, as
 PyTorch recommends for CPU). Its inputs and outputs are `zeroseg.export.core.specs.segmenter_spec`.
 
@@ -30,7 +31,7 @@ from __future__ import annotations
 
 import datetime
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -84,6 +85,7 @@ class AotiSettings:
     progress: bool = True
     labels_file: Path | None = None  # where --labels came from (an input --out may not destroy)
     strict_vocab: bool = False
+    head: str = "paper"  # the head inside the package: paper | dense
 
 
 def static_size(short_side: int, patch: int) -> tuple[int, int]:
@@ -146,7 +148,7 @@ def run_case(runner, case: parity.GateCase, text: torch.Tensor, bg_thresh: float
 
 
 def package_parity(runner, encoder, cases, text: torch.Tensor, *, logit_scale: float, bg_thresh: float,
-                   label_offset: int) -> dict:  # fmt: skip
+                   label_offset: int, head: str = "paper") -> dict:  # fmt: skip
     """Label-map pixel agreement (and segment-prob error) of the package against PyTorch.
 
     Args:
@@ -155,6 +157,7 @@ def package_parity(runner, encoder, cases, text: torch.Tensor, *, logit_scale: f
         cases: the gate batches.
         text: (C, D) text embeddings.
         logit_scale, bg_thresh, label_offset: the head's settings.
+        head: the package's head ("paper" or "dense"): PyTorch's side runs its reference.
 
     Returns:
         The figures for the manifest's `parity` entry.
@@ -163,7 +166,7 @@ def package_parity(runner, encoder, cases, text: torch.Tensor, *, logit_scale: f
     prob_err = 0.0
     per_case = []
     for case in cases:
-        ref = parity.torch_reference(encoder, case, text, logit_scale, bg_thresh, label_offset)
+        ref = parity.torch_reference(encoder, case, text, logit_scale, bg_thresh, label_offset, head)
         labels, _, probs = run_case(runner, case, text, bg_thresh, label_offset)
         a = int((labels == ref["labels"]).sum())
         agree, total = agree + a, total + labels.size
@@ -177,6 +180,7 @@ def package_parity(runner, encoder, cases, text: torch.Tensor, *, logit_scale: f
         "segmenter": {"pixel_agreement": agree / max(1, total), "pixels": total,
                       "segment_probs_max_abs_error": prob_err},
         "cases": per_case,
+        "head": head,
     }  # fmt: skip
 
 
@@ -197,7 +201,9 @@ def export_aoti(settings: AotiSettings, *, log=print) -> BundleManifest:
     from zeroseg.export.core.folders import check_out_folder, check_sides
     from zeroseg.export.core.vocab import check_labels
     from zeroseg.export.onnx.bundle import export_inputs
+    from zeroseg.infer.factory import head_name
 
+    settings = replace(settings, head=head_name(settings.head))
     out = Path(settings.out)
     check_out_folder(out, settings.force, inputs=export_inputs(settings))
     if settings.tolerance is not None and not 0.0 < settings.tolerance <= 1.0:
@@ -220,7 +226,7 @@ def _build(ckpt, settings: AotiSettings, folder: Path, *, short_side: int, log) 
     from zeroseg.utils.atomic import atomic_torch_save
 
     cfg = ckpt.student_config
-    modules = GraphModules.of(ckpt)
+    modules = GraphModules.of(ckpt, settings.head)
     size = None if settings.dynamic else static_size(short_side, cfg.patch_size)
     program = capture(modules.segmenter, patch=cfg.patch_size, embed_dim=cfg.out_dim, size=size,
                       max_side=settings.max_side)  # fmt: skip
@@ -228,7 +234,7 @@ def _build(ckpt, settings: AotiSettings, folder: Path, *, short_side: int, log) 
     seconds = compile_package(program, folder / PACKAGE_NAME, options, dynamic=size is None,
                               progress=settings.progress)  # fmt: skip
     shape = "dynamic" if size is None else f"static {size[0]}x{size[1]}"
-    log(f"compiled {PACKAGE_NAME} in {seconds:.0f} s ({shape})")
+    log(f"compiled {PACKAGE_NAME} in {seconds:.0f} s ({shape}, {settings.head} head)")
     atomic_torch_save(folder / TEXT_NAME, ckpt.text)
     vocab = _write_vocab(ckpt, modules, settings.labels, folder)
     figures = _package_gate(ckpt, modules, settings, folder, size=size, short_side=short_side, log=log)
@@ -294,12 +300,13 @@ def _package_gate(
     tol = parity.FP32_AGREEMENT if settings.tolerance is None else settings.tolerance
     runner = torch._inductor.aoti_load_package(str(folder / PACKAGE_NAME))
     figures = package_parity(runner, modules.encoder, cases, text, logit_scale=ckpt.logit_scale,
-                             bg_thresh=bg_thresh, label_offset=space.label_offset)  # fmt: skip
+                             bg_thresh=bg_thresh, label_offset=space.label_offset,
+                             head=settings.head)  # fmt: skip
     figures.update(threshold=tol, threshold_note="default" if settings.tolerance is None else "--tolerance")
     seg = figures["segmenter"]
-    log(f"parity (AOTInductor, {figures['images']} images, {figures['classes']} classes): label agreement "
-        f"{seg['pixel_agreement']:.4%} (gate >= {tol:.2%}); segment probs max abs error "
-        f"{seg['segment_probs_max_abs_error']:.2e}")  # fmt: skip
+    log(f"parity (AOTInductor, {settings.head} head, {figures['images']} images, {figures['classes']} "
+        f"classes): label agreement {seg['pixel_agreement']:.4%} (gate >= {tol:.2%}); segment probs max abs "
+        f"error {seg['segment_probs_max_abs_error']:.2e}")  # fmt: skip
     parity.check_gate(PACKAGE_NAME, "label-map pixel agreement", seg["pixel_agreement"], tol)
     return figures
 
@@ -323,7 +330,7 @@ def _describe_package(
     from zeroseg.export.onnx.bundle import model_entry
 
     cfg = ckpt.student_config
-    spec = segmenter_spec(cfg.num_segments, cfg.out_dim).to_dict()
+    spec = segmenter_spec(cfg.num_segments, cfg.out_dim, settings.head).to_dict()
     spec["file"] = PACKAGE_NAME
     if size is not None:  # static input: batch 1 at `size`
         spec["inputs"][0]["dims"] = [1, 3, *size]
@@ -351,6 +358,7 @@ def _describe_package(
         parity=figures,
         files=file_hashes(folder),
         vocab=vocab,
+        head=settings.head,
         format=AOTI_FORMAT,
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     )  # fmt: skip

@@ -8,7 +8,9 @@ resize (`zeroseg.preprocess.resize_tensor`) are the library's own; only two stag
              it runs in `head` (as `OnnxSegmenter` does with segmenter.onnx);
     head     segmenter.pt2 on the batch, once per distinct image size, straight to each image's
              own size. A static package (exported without --dynamic) runs one image at a time and
-             refuses any input size but its own with one line.
+             refuses any input size but its own with one line. The package holds the head it was
+             exported with (`head_mode`, the manifest's `head`; the dense head's segment labels and
+             probabilities are per patch, as `name_patches`').
 
 Loading checks the manifest (format, version, its own checksum) and the sha256 of every file used.
 """
@@ -82,6 +84,7 @@ class AOTISegmenter(TorchSegmenterBase):
         inference = manifest.model.get("inference", {})
         self.default_bg_thresh = float(inference.get("bg_thresh", DEFAULT_BG_THRESH))
         self.default_bg_prompt = bool(inference.get("bg_prompt", False))
+        self.head_mode = manifest.head  # the head inside segmenter.pt2 ("paper" or "dense")
         self.runner = load_package(verified_file(self.bundle, manifest, manifest.graph_file("segmenter")))
         text_path = verified_file(self.bundle, manifest, manifest.text.get("encoder_file", TEXT_NAME))
         state = torch.load(text_path, map_location="cpu", weights_only=True)

@@ -2,6 +2,7 @@
 
 zeroseg-export aoti CKPT --out DIR [--short-side N] [--dynamic] [--portable] [--labels L]
     [--labels-file F] [--max-side N] [--force] [--tolerance T] [--threads N] [--strict-vocab]
+    [--head paper|dense]
 zeroseg-export cpp-build [--out DIR]
 """
 
@@ -34,6 +35,7 @@ def aoti_command(
     ),
     quiet: bool = options.quiet_option(),
     strict_vocab: bool = options.strict_vocab_option(),
+    head: str = options.head_option(),
 ) -> None:
     """Compile the end-to-end segmenter with AOTInductor into segmenter.pt2, gated on parity."""
     from zeroseg.bundled import resolve_model_path
@@ -50,6 +52,7 @@ def aoti_command(
         checkpoint=resolve_model_path(checkpoint), out=out, labels=options.parse_labels(labels, labels_file),
         short_side=short_side, dynamic=dynamic, portable=portable, max_side=max_side, force=force,
         tolerance=tolerance, progress=not quiet, labels_file=labels_file, strict_vocab=strict_vocab,
+        head=head,
     )  # fmt: skip
     export_aoti(settings, log=typer.echo)
 

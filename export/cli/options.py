@@ -76,6 +76,14 @@ def strict_vocab_option() -> Any:
     )
 
 
+def head_option(default: str | None = "paper", default_note: str = "") -> Any:
+    """--head: the head inside the end-to-end engine, paper | dense (recorded in the manifest)."""
+    note = default_note or f"default {default}"
+    return typer.Option(
+        default, "--head", help=f"Head inside the engine: paper (the paper's) | dense (ours; {note})."
+    )
+
+
 def quiet_option() -> Any:
     """--quiet / -q: no progress bars."""
     return typer.Option(False, "--quiet", "-q", help="No progress bars.")

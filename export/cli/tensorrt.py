@@ -3,6 +3,7 @@
 zeroseg-export trt CKPT|BUNDLE --out DIR [--precision fp32|fp16|int8] [--min-shape B,H,W]
     [--opt-shape B,H,W] [--max-shape B,H,W] [--workspace MB] [--timing-cache F]
     [--hardware-compat none|ampere+] [--version-compatible] [--calib DIR] [--onnx-only] [--force]
+    [--head paper|dense]
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ def trt_command(
     force: bool = options.force_option(),
     threads: int | None = options.threads_option("ONNX Runtime threads for the parity check."),
     quiet: bool = options.quiet_option(),
+    head: str | None = options.head_option(None, "default: a bundle's own, else paper; runs in PyTorch"),
 ) -> None:
     """Build a TensorRT 11 engine of the image encoder (+ engine.json), in-process."""
     from zeroseg.bundled import resolve_model_path
@@ -52,7 +54,7 @@ def trt_command(
         workspace_mb=workspace,
         timing_cache=timing_cache, hardware_compat=hardware_compat.strip().lower(),
         version_compatible=version_compatible, calib=calib, onnx_only=onnx_only, force=force, threads=threads,
-        progress=not quiet,
+        progress=not quiet, head=head,
     )  # fmt: skip
     export_trt(settings, log=typer.echo)
 

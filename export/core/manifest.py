@@ -4,7 +4,8 @@ The manifest says what a bundle holds and how to use it: format version; zeroseg
 onnxruntime versions; opset and exporter; every graph's tensors (`zeroseg.export.core.specs`);
 preprocessing; the text side (tokenizer, context length, templates, logit scale); the student
 config and inference defaults (the checkpoint's `CheckpointConfig` minus its training state); the
-sha256 of every file and of the source checkpoint; the parity (and int8) figures measured at export.
+sha256 of every file and of the source checkpoint; the parity (and int8) figures measured at export;
+the head inside the end-to-end graph (`head`: "paper" or "dense"; a bundle without it has the paper's).
 Its own sha256 (over its canonical JSON without that field) is stored in it, so an edited manifest
 is refused like an edited graph.
 
@@ -63,6 +64,7 @@ class BundleManifest:
     files: dict[str, str]
     int8: dict[str, Any] | None = None
     vocab: dict[str, Any] | None = None
+    head: str = "paper"  # the end-to-end graph's head: "paper" or "dense" (--head at export)
     format: str = BUNDLE_FORMAT
     version: int = FORMAT_VERSION
     created: str = ""

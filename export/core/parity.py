@@ -2,9 +2,10 @@
 
 The gate images (`gate_cases`): four ShapeWorld scenes in one batch, three non-square images of
 odd size in a batch of three, and one image of a single patch, at the bundle's input sizes, each
-labelled at its own (original) size. PyTorch side: the traced wrappers in eager mode and
-`zeroseg.kernels.reference.segment_head_ref` per image, which is what `zeroseg.Segmenter` runs on
-the CPU. Figures: max abs error of the segment embeddings and of the assignment maps
+labelled at its own (original) size. PyTorch side: the traced wrappers in eager mode and the
+reference of the bundle's head per image (`reference_head`: `segment_head_ref` for the paper's,
+`dense_head_ref` on `patch_tokens_ref` for the dense one), which is what `zeroseg.Segmenter(head=...)`
+runs on the CPU. Figures: max abs error of the segment embeddings and of the assignment maps
 (image_encoder), label-map pixel agreement and segment-probability error (segmenter), max abs error
 of the text embeddings (text_encoder). Below a threshold the export fails with one line naming the
 graph and the figure.
@@ -95,6 +96,27 @@ def gate_images(cases: list[GateCase]) -> int:
     return sum(c.pixels.shape[0] for c in cases)
 
 
+def reference_head(
+    head: str,
+    segments: torch.Tensor,
+    text: torch.Tensor,
+    logit_scale: float,
+    maps: torch.Tensor,
+    size: tuple[int, int],
+    bg_thresh: float,
+    label_offset: int,
+):
+    """The reference `HeadResult` of `head` ("paper" or "dense") on a batch: `zeroseg.Segmenter`'s
+    labels of that head on the CPU; the dense head's index and prob are per patch (B, h, w)."""
+    from zeroseg.kernels.reference import dense_head_ref, patch_tokens_ref, segment_head_ref
+
+    if head == "dense":
+        return dense_head_ref(patch_tokens_ref(segments, maps), text, logit_scale, size, bg_thresh,
+                              bg_label=0, label_offset=label_offset)  # fmt: skip
+    return segment_head_ref(segments, text, logit_scale, maps, size, bg_thresh, bg_label=0,
+                            label_offset=label_offset)  # fmt: skip
+
+
 def torch_reference(
     encoder: torch.nn.Module,
     case: GateCase,
@@ -102,23 +124,21 @@ def torch_reference(
     logit_scale: float,
     bg_thresh: float,
     label_offset: int,
+    head: str = "paper",
 ) -> dict[str, np.ndarray]:
-    """PyTorch's outputs of one case: embeddings, maps, and the reference head's labels per image."""
+    """PyTorch's outputs of one case: embeddings, maps, and `head`'s reference labels per image
+    (segment labels and probs per segment, or per patch flattened row-major for the dense head)."""
     import torch
-
-    from zeroseg.kernels.reference import segment_head_ref
 
     labels, seg_labels, probs = [], [], []
     with torch.no_grad():
         segments, maps = encoder(torch.from_numpy(case.pixels))
         for j in range(segments.shape[0]):
-            head = segment_head_ref(
-                segments[j : j + 1], text, logit_scale, maps[j : j + 1], case.out_size, bg_thresh,
-                bg_label=0, label_offset=label_offset,
-            )  # fmt: skip
-            labels.append(head.labels[0].numpy())
-            seg_labels.append((head.index[0] + label_offset).numpy())
-            probs.append(head.prob[0].numpy())
+            out = reference_head(head, segments[j : j + 1], text, logit_scale, maps[j : j + 1], case.out_size,
+                                 bg_thresh, label_offset)  # fmt: skip
+            labels.append(out.labels[0].numpy())
+            seg_labels.append((out.index[0].flatten() + label_offset).numpy())
+            probs.append(out.prob[0].flatten().numpy())
     return {
         "segments": segments.numpy(),
         "maps": maps.numpy(),
@@ -143,14 +163,16 @@ def image_parity(
     logit_scale: float,
     bg_thresh: float,
     label_offset: int,
+    head: str = "paper",
 ) -> tuple[dict, list[np.ndarray]]:
-    """Figures of image_encoder.onnx and segmenter.onnx against PyTorch; also the torch label maps."""
+    """Figures of image_encoder.onnx and segmenter.onnx (with `head`) against PyTorch; also the torch
+    label maps."""
     emb_err = map_err = prob_err = 0.0
     map_mismatch = map_total = agree = total = 0
     per_case, torch_labels = [], []
     text_np = text.numpy()
     for case in cases:
-        ref = torch_reference(encoder, case, text, logit_scale, bg_thresh, label_offset)
+        ref = torch_reference(encoder, case, text, logit_scale, bg_thresh, label_offset, head)
         segments, maps = encoder_session.run(None, {"pixels": case.pixels})
         labels, _, probs = run_segmenter(segmenter_session, case, text_np, bg_thresh, label_offset)
         e = float(np.abs(segments - ref["segments"]).max())

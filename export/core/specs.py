@@ -68,6 +68,7 @@ BATCH, HEIGHT, WIDTH = "batch", "height", "width"
 GRID_H, GRID_W = "grid_h", "grid_w"
 CLASSES = "classes"
 OUT_H, OUT_W = "out_height", "out_width"
+PATCHES = "patches"  # grid_h * grid_w: the dense head's per-patch outputs
 
 
 def image_encoder_spec(num_segments: int, embed_dim: int) -> GraphSpec:
@@ -93,12 +94,15 @@ def text_encoder_spec(context_length: int, embed_dim: int) -> GraphSpec:
     )
 
 
-def segmenter_spec(num_segments: int, embed_dim: int) -> GraphSpec:
+def segmenter_spec(num_segments: int, embed_dim: int, head: str = "paper") -> GraphSpec:
     """End to end: pixels + text (C, D) + threshold + label offset + output size -> label map.
 
-    labels (B, H_out, W_out) int32: 0 = background, else class index + label_offset; segment_labels
-    (B, K) int32: each segment's best class + label_offset before thresholding; segment_probs (B, K).
+    labels (B, H_out, W_out) int32: 0 = background, else class index + label_offset. The paper's
+    head: segment_labels (B, K) int32, each segment's best class + label_offset before thresholding,
+    and segment_probs (B, K) its probability. The dense head: the same per patch, (B, patches) with
+    patches = grid_h * grid_w, flattened row-major (`zeroseg.infer.segmenter.name_patches`' order).
     """
+    per = PATCHES if head == "dense" else num_segments
     return GraphSpec(
         "segmenter",
         "segmenter.onnx",
@@ -111,18 +115,20 @@ def segmenter_spec(num_segments: int, embed_dim: int) -> GraphSpec:
         ),
         (
             TensorSpec("labels", "int32", (BATCH, OUT_H, OUT_W)),
-            TensorSpec("segment_labels", "int32", (BATCH, num_segments)),
-            TensorSpec("segment_probs", "float32", (BATCH, num_segments)),
+            TensorSpec("segment_labels", "int32", (BATCH, per)),
+            TensorSpec("segment_probs", "float32", (BATCH, per)),
         ),
     )
 
 
-def all_specs(num_segments: int, embed_dim: int, context_length: int) -> dict[str, GraphSpec]:
-    """The bundle's three graphs by name."""
+def all_specs(
+    num_segments: int, embed_dim: int, context_length: int, head: str = "paper"
+) -> dict[str, GraphSpec]:
+    """The bundle's three graphs by name (the segmenter's with `head`'s outputs)."""
     specs = (
         image_encoder_spec(num_segments, embed_dim),
         text_encoder_spec(context_length, embed_dim),
-        segmenter_spec(num_segments, embed_dim),
+        segmenter_spec(num_segments, embed_dim, head),
     )
     return {s.name: s for s in specs}
 

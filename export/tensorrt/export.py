@@ -12,6 +12,10 @@ renamed into place at the end):
    the bundle's fp32 graph, gated (fp32 >= 99.9 %, fp16 >= 99.5 %, int8 >= 98 % of pixels);
 5. the engine (`build`), then engine.json.
 
+The engine is the image encoder; the head runs in PyTorch (`TRTSegmenter`), so it is the one
+`--head` names (default: the source bundle's own, else the paper's), recorded in engine.json's
+`head` and gated with that head's reference labels.
+
 Layout: `image_encoder.<precision>.onnx`, `image_encoder.engine`, `engine.json`, `onnx/`.
 """
 
@@ -54,6 +58,7 @@ class TrtSettings:
     force: bool = False
     threads: int | None = None
     progress: bool = True
+    head: str | None = None  # paper | dense; None: the source bundle's own, else paper
 
 
 @dataclass
@@ -67,6 +72,7 @@ class Source:
     short_side: int
     max_side: int
     sha256: str
+    head: str = "paper"  # a bundle's own head (its end-to-end graph's)
 
 
 def resolve_source(path: Path) -> Source:
@@ -89,7 +95,7 @@ def resolve_source(path: Path) -> Source:
         student = manifest.model["student"]
         return Source("bundle", path, manifest.patch, int(student["image_size"]) // manifest.patch,
                       manifest.short_side, int(manifest.preprocess["max_side"]),
-                      sha256_file(path / MANIFEST_NAME))  # fmt: skip
+                      sha256_file(path / MANIFEST_NAME), manifest.head)  # fmt: skip
     if path.suffix.lower() == ".onnx":
         raise ZerosegError(
             f"{path} is a bare ONNX file: zeroseg-export trt builds only graphs zeroseg wrote; pass the "
@@ -106,7 +112,10 @@ def resolve_source(path: Path) -> Source:
 def check_settings(settings: TrtSettings) -> tuple[Source, Profile]:
     """Every check that needs neither TensorRT nor any writing (step 1 of the module docstring)."""
     from zeroseg.export.core.folders import check_out_folder
+    from zeroseg.infer.factory import head_name
 
+    if settings.head is not None:
+        head_name(settings.head)
     if settings.precision not in PRECISIONS:
         raise ZerosegError(f"--precision must be one of {', '.join(PRECISIONS)}, got {settings.precision!r}")
     if settings.hardware_compat not in HARDWARE_COMPAT:
@@ -155,18 +164,22 @@ def parity_cases(short_side: int, patch: int, profile: Profile) -> list:
     return cases
 
 
-def _graph(settings: TrtSettings, bundle: Path, work: Path, profile: Profile, log) -> tuple[Path, dict]:
+def _graph(
+    settings: TrtSettings, bundle: Path, work: Path, profile: Profile, log, head: str = "paper"
+) -> tuple[Path, dict]:  # fmt: skip
     """Write the TensorRT-ready graph into `work` and measure its parity (step 4)."""
     import onnx
     import torch
 
     from zeroseg.export.core import parity
     from zeroseg.export.core.manifest import read_manifest
+    from zeroseg.export.onnx.fuse import unfuse_attention
     from zeroseg.export.onnx.runtime import OnnxSegmenter, open_session
     from zeroseg.export.tensorrt import precision as trt_precision
 
     manifest = read_manifest(bundle)
     model = onnx.load(str(bundle / manifest.graph_file("image_encoder")))
+    unfuse_attention(model)  # TensorRT's parser knows no com.microsoft ops: plain MatMul/Softmax again
     rewritten = trt_precision.make_parseable(model)
     dst = work / f"image_encoder.{settings.precision}.onnx"
     fp32 = work / ".image_encoder.fp32.tmp.onnx"
@@ -203,12 +216,12 @@ def _graph(settings: TrtSettings, bundle: Path, work: Path, profile: Profile, lo
         open_session(bundle / manifest.graph_file("image_encoder"), threads=settings.threads),
         open_session(dst, threads=settings.threads), cases, torch.from_numpy(text),
         logit_scale=float(manifest.text["logit_scale"]), bg_thresh=seg.default_bg_thresh,
-        label_offset=space.label_offset,
+        label_offset=space.label_offset, head=head,
     )  # fmt: skip
     gates = {"fp32": parity.FP32_AGREEMENT, "fp16": FP16_AGREEMENT, "int8": parity.INT8_AGREEMENT}
     gate = gates[settings.precision]
     figures.update(reference="the bundle's fp32 image_encoder.onnx (gated against PyTorch)", threshold=gate,
-                   runtime="ONNX Runtime CPU", **details)  # fmt: skip
+                   runtime="ONNX Runtime CPU", head=head, **details)  # fmt: skip
     log(
         f"parity ({settings.precision} graph vs fp32, ONNX Runtime CPU, {figures['images']} images): label "
         f"agreement {figures['pixel_agreement']:.4%} (gate >= {gate:.2%}); embeddings max abs error "
@@ -230,8 +243,10 @@ def export_trt(settings: TrtSettings, *, log=print) -> dict:
         The engine.json content.
     """
     from zeroseg.export.tensorrt import build as trt_build
+    from zeroseg.infer.factory import head_name
 
     source, profile = check_settings(settings)
+    head = head_name(settings.head or source.head)
     if not settings.onnx_only:
         reason = trt_build.tensorrt_unavailable()
         if reason is not None:
@@ -246,8 +261,8 @@ def export_trt(settings: TrtSettings, *, log=print) -> dict:
             from zeroseg.export.onnx.export import ExportSettings
 
             export_onnx(ExportSettings(checkpoint=source.path, out=bundle, threads=settings.threads,
-                                       progress=settings.progress), log=log)  # fmt: skip
-        graph, figures = _graph(settings, bundle, tmp, profile, log)
+                                       progress=settings.progress, head=head), log=log)  # fmt: skip
+        graph, figures = _graph(settings, bundle, tmp, profile, log, head)
         cache = None if settings.timing_cache is None else str(settings.timing_cache)
         line = trt_build.trtexec_command(graph.name, ENGINE_FILE, profile, workspace_mb=settings.workspace_mb,
                                          timing_cache=cache, hardware_compat=settings.hardware_compat,
@@ -271,6 +286,7 @@ def export_trt(settings: TrtSettings, *, log=print) -> dict:
         data = {
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "precision": settings.precision,
+            "head": head,
             "profiles": [profile.to_dict()],
             "tensorrt": trt_meta,
             "device": device,

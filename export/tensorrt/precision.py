@@ -238,18 +238,20 @@ def pos_embed_error(model, height: int, width: int) -> float:
     return float(np.abs(outs[0] - outs[1]).max())
 
 
-def graph_labels(session, case, text, *, logit_scale: float, bg_thresh: float, label_offset: int) -> tuple:
-    """An image-encoder session's outputs on one parity case and the reference head's label maps."""
+def graph_labels(
+    session, case, text, *, logit_scale: float, bg_thresh: float, label_offset: int, head: str = "paper"
+) -> tuple:
+    """An image-encoder session's outputs on one parity case and `head`'s reference label maps."""
     import torch
 
-    from zeroseg.kernels.reference import segment_head_ref
+    from zeroseg.export.core.parity import reference_head
 
     segments, maps = session.run(None, {"pixels": case.pixels})
     seg_t, maps_t = torch.from_numpy(segments), torch.from_numpy(maps)
     labels = [
-        segment_head_ref(
-            seg_t[j : j + 1], text, logit_scale, maps_t[j : j + 1], case.out_size, bg_thresh,
-            bg_label=0, label_offset=label_offset,
+        reference_head(
+            head, seg_t[j : j + 1], text, logit_scale, maps_t[j : j + 1], case.out_size, bg_thresh,
+            label_offset,
         ).labels[0].numpy()
         for j in range(segments.shape[0])
     ]  # fmt: skip
@@ -257,8 +259,9 @@ def graph_labels(session, case, text, *, logit_scale: float, bg_thresh: float, l
 
 
 def precision_parity(
-    reference, session, cases, text, *, logit_scale: float, bg_thresh: float, label_offset: int
-) -> dict:
+    reference, session, cases, text, *, logit_scale: float, bg_thresh: float, label_offset: int,
+    head: str = "paper",
+) -> dict:  # fmt: skip
     """Agreement of an image-encoder graph with a reference one (both ONNX Runtime sessions).
 
     Args:
@@ -269,12 +272,13 @@ def precision_parity(
         logit_scale: the checkpoint's logit scale.
         bg_thresh: background threshold of the head.
         label_offset: label of the first prompt.
+        head: the head the engine's labels are painted with ("paper" or "dense", in PyTorch).
 
     Returns:
         pixel_agreement (label maps), embeddings_max_abs_error, assignment_mismatch_fraction,
         pixels, images and the per-case agreement.
     """
-    kw = {"logit_scale": logit_scale, "bg_thresh": bg_thresh, "label_offset": label_offset}
+    kw = {"logit_scale": logit_scale, "bg_thresh": bg_thresh, "label_offset": label_offset, "head": head}
     agree = total = mismatch = cells = images = 0
     emb = 0.0
     per_case = []

@@ -9,7 +9,8 @@ are the library's own; the stages:
     forward        the engine, with TensorRT's name-based API: `set_input_shape`,
                    `set_tensor_address` per I/O tensor, `execute_async_v3` on torch's stream, in
                    chunks of at most the profile's max batch; inputs outside the profile are refused;
-    head           `zeroseg.kernels.segment_head` (fused Triton kernels on CUDA), as `Segmenter`.
+    head           engine.json's `head` (`--head` at export), in PyTorch as `Segmenter` runs it:
+                   `name_segments` (the paper's, fused Triton kernels on CUDA) or `name_patches`.
 
 Loading checks engine.json (format, its own checksum, the engine's and graph's sha256) before
 TensorRT is imported, then refuses an engine built for another TensorRT version or GPU
@@ -29,6 +30,7 @@ from zeroseg.export.core.formats import RUNTIMES, cuda_index
 from zeroseg.export.tensorrt.manifest import check_compatible, read_engine_json
 from zeroseg.export.tensorrt.profiles import Profile, check_input
 from zeroseg.infer.base import SegmenterBase
+from zeroseg.infer.factory import head_name
 from zeroseg.infer.labels import LabelSpace
 
 
@@ -75,6 +77,7 @@ class TRTSegmenter(SegmenterBase):
         self.default_bg_thresh = float(inference.get("bg_thresh", 0.5))
         self.default_bg_prompt = bool(inference.get("bg_prompt", False))
         self.logit_scale = float(bundle.text["logit_scale"])
+        self.head_mode = head_name(meta.get("head", "paper"))
         self.backend = backend
         if meta.get("engine") is None:
             check_compatible(meta, tensorrt="", gpu="", compute_capability=(0, 0))  # the --onnx-only refusal
@@ -157,10 +160,11 @@ class TRTSegmenter(SegmenterBase):
         return SegmentationOutput(torch.cat(segments), torch.cat(maps))
 
     def head(self, out, text, sizes: Sequence[tuple[int, int]], *, bg_thresh: float, space: LabelSpace):
-        """Name each image's segments and paint its labels at its own (H, W) (`segment_head`)."""
-        from zeroseg.infer.segmenter import name_segments
+        """Name each image's segments (or patches) and paint its labels at its own (H, W)."""
+        from zeroseg.infer.segmenter import name_patches, name_segments
 
-        return name_segments(
+        name = name_patches if self.head_mode == "dense" else name_segments
+        return name(
             out,
             text,
             sizes,

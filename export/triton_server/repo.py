@@ -163,7 +163,9 @@ def bundle_specs(manifest: BundleManifest) -> dict[str, GraphSpec]:
     """The three graphs' specs (`specs.all_specs`), checked against the tensors the manifest records."""
     model, text = manifest.model, manifest.text
     try:
-        specs = all_specs(int(model["num_segments"]), int(model["embed_dim"]), int(text["context_length"]))
+        specs = all_specs(
+            int(model["num_segments"]), int(model["embed_dim"]), int(text["context_length"]), manifest.head
+        )
     except (KeyError, TypeError, ValueError):
         raise ZerosegError("the bundle's manifest lacks the model's sizes; re-export the bundle") from None
     for name, spec in specs.items():

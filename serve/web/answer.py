@@ -18,7 +18,7 @@ from zeroseg.infer.labels import SegmentationResult
 from zeroseg.infer.visualize import encode_label_png, label_ids_from_png, label_png_bits, voc_palette
 
 #: The head a request gets when it names none: the paper's, the one every model offers.
-DEFAULT_HEAD = "segments"
+DEFAULT_HEAD = "paper"
 
 
 def encode_rle(labels: np.ndarray) -> dict[str, Any]:

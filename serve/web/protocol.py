@@ -3,15 +3,16 @@
 Request, `POST /segment`, either body:
     multipart/form-data   fields: `image` (the file), `labels`, optional `bg_thresh`, `format`, `head`
     application/json      {"image": "<base64>", "labels": "cat,dog|puppy" or ["cat", "dog|puppy"],
-                           "bg_thresh": 0.3, "format": "png" | "rle", "head": "segments" | "dense"}
+                           "bg_thresh": 0.3, "format": "png" | "rle", "head": "paper" | "dense"}
 `labels` has `--labels`' syntax (commas between classes, `|` between synonyms); a JSON list holds one
-class per item. `head` is one of the heads `GET /metadata` lists (a checkpoint offers "segments", the
-paper's, and "dense"; an exported engine only "segments"). Response (200):
+class per item. `head` is one of the heads `GET /metadata` lists (a checkpoint offers "paper", the
+paper's, and "dense"; an exported engine only the one it was exported with; "segments" is accepted
+for "paper"). Response (200):
     {"size": [W, H], "class_names": [...], "fractions": {name: share},
      "labels": {"format": "png", "bits": 8, "data": "<base64 label PNG>"}      (zeroseg segment's file)
             or {"format": "rle", "shape": [H, W], "values": [...], "lengths": [...]}  (row-major runs),
      "palette": [[R, G, B], ...]              (class id -> colour of zeroseg segment's PNGs: `voc_palette`)
-     "head": "segments", "batch_size": n,                 (requests segmented together with this one)
+     "head": "paper", "batch_size": n,                 (requests segmented together with this one)
      "segment_ms": t,                      (the segmenter's call for those requests, in milliseconds)
      "server_ms": t}               (the server, from the request's arrival to its answer; set by the app)
 Errors are JSON `{"error": "<one line>", "status": code}`: 400 a bad field, 404 / 405 an unknown
@@ -43,6 +44,7 @@ from zeroseg.classes import parse_class_names, parse_labels_option
 from zeroseg.data.images import decode_rgb
 from zeroseg.errors import ZerosegError
 from zeroseg.infer.base import SegmenterBase
+from zeroseg.infer.factory import HEAD_ALIASES
 from zeroseg.infer.labels import LabelSpace
 from zeroseg.serve.web.answer import DEFAULT_HEAD, decode_labels, encode_result, encode_rle  # noqa: F401
 from zeroseg.serve.web.static import PAGE_FILES
@@ -324,8 +326,9 @@ def parse_head(value: Any, heads: Sequence[str] = (DEFAULT_HEAD,)) -> str:
     if value is None or value == "":
         return heads[0]
     text = str(value).strip().lower()
+    text = HEAD_ALIASES.get(text, text)
     if text not in heads:
-        why = " (an exported engine runs only the paper's head)" if len(heads) == 1 else ""
+        why = " (an exported engine runs only the head it was exported with)" if len(heads) == 1 else ""
         raise RequestError(400, f"head must be {' or '.join(heads)} for this model{why}, got {value!r}")
     return text
 

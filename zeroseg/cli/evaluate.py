@@ -28,7 +28,7 @@ def evaluate_command(
     teacher: str | None = opts.TEACHER,
     templates: str | None = opts.TEMPLATES,
     short_side: int | None = opts.SHORT_SIDE,
-    head: str = opts.HEAD,
+    head: str | None = opts.HEAD,
     limit: int | None = typer.Option(None, "--limit", help="Only the first N images."),
     batch_size: int = typer.Option(8, "--batch-size", help="Images per forward pass."),
     device: str | None = opts.DEVICE,

@@ -29,8 +29,11 @@ SHORT_SIDE: int | None = typer.Option(
 DEVICE: str | None = typer.Option(
     None, "--device", help="auto | cpu | cuda[:N] (default: the CPU, or an engine's own device)."
 )
-HEAD: str = typer.Option(
-    "segments", "--head", help="ZeroSeg head: segments (the paper's) | dense (ours: per-patch naming)."
+HEAD: str | None = typer.Option(
+    None,
+    "--head",
+    help="ZeroSeg head: paper (the paper's) | dense (ours: per-patch naming); default paper, or an "
+    "--engine's own (the head it was exported with).",
 )
 METHOD: str = typer.Option("zeroseg", "--method", help="zeroseg (the model) | maskclip (baseline).")
 TEACHER: str | None = typer.Option(

@@ -32,7 +32,7 @@ def segment(
     bg_prompt: bool | None = opts.BG_PROMPT,
     out: Path = typer.Option(Path("out/segment"), "--out", help="Output folder."),
     short_side: int | None = opts.SHORT_SIDE,
-    head: str = opts.HEAD,
+    head: str | None = opts.HEAD,
     method: str = opts.METHOD,
     teacher: str | None = opts.TEACHER,
     templates: str | None = opts.TEMPLATES,

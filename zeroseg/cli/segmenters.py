@@ -10,19 +10,19 @@ from pathlib import Path
 
 from zeroseg.errors import ZerosegError
 from zeroseg.infer.base import SegmenterBase
+from zeroseg.infer.factory import head_name
 
 
 def _model_segmenter(
     source: str | Path, *, engine: bool, device: str | None, precision: str | None, runtime: str | None,
-    threads: int | None, short_side: int | None, head: str,
+    threads: int | None, short_side: int | None, head: str | None,
 ) -> SegmenterBase:  # fmt: skip
-    """`zeroseg.load` on a checkpoint or a bundle; an engine's device defaults to its runtime's."""
+    """`zeroseg.load` on a checkpoint or a bundle (which refuses a head an engine was not exported
+    with); an engine's device defaults to its runtime's."""
     from zeroseg.export.loader import load
-    from zeroseg.infer.factory import check_engine_head
     from zeroseg.utils.device import resolve_device
 
     if engine:
-        check_engine_head(head)  # before the bundle is opened: the CLI's own wording
         dev = None if device in (None, "auto") else device
     else:
         dev = resolve_device(device or "cpu")
@@ -33,7 +33,7 @@ def _model_segmenter(
 
 
 def _maskclip(teacher: str | None, templates: str | None, *, device: str | None, short_side: int | None,
-              head: str) -> SegmenterBase:  # fmt: skip
+              head: str | None) -> SegmenterBase:  # fmt: skip
     """MaskCLIP on `--teacher` (`bundled` resolved, with the bundled checkpoint's templates)."""
     from zeroseg.bundled import maskclip_teacher_and_templates
     from zeroseg.infer.maskclip import MaskCLIPSegmenter
@@ -42,7 +42,7 @@ def _maskclip(teacher: str | None, templates: str | None, *, device: str | None,
     teacher, prompts = maskclip_teacher_and_templates(teacher, templates)
     if teacher is None:
         raise ZerosegError("--method maskclip needs --teacher (the CLIP whose dense features it uses)")
-    if head != "segments":
+    if head is not None and head_name(head) != "paper":
         raise ZerosegError("--head is a ZeroSeg option; MaskCLIP's head is always dense")
     dev = resolve_device(device or "cpu")
     return MaskCLIPSegmenter.from_spec(teacher, device=dev, short_side=short_side, templates=prompts)
@@ -56,7 +56,7 @@ def cli_segmenter(
     templates: str | None = None,
     device: str | None = None,
     short_side: int | None = None,
-    head: str = "segments",
+    head: str | None = None,
     engine: str | Path | None = None,
     precision: str | None = None,
     runtime: str | None = None,
@@ -69,7 +69,7 @@ def cli_segmenter(
         checkpoint: the ZeroSeg checkpoint or `bundled` (None with --engine or for maskclip).
         teacher, templates: MaskCLIP's `--teacher` and `--templates`.
         device: `--device` (None: the CPU, or an engine's own device); short_side: `--short-side`;
-            head: `--head`.
+            head: `--head` (paper | dense; None: paper, or an engine's own).
         engine: `--engine`, a folder any `zeroseg-export` command wrote.
         precision, runtime, threads: `--precision`, `--runtime`, `--threads` (ZeroSeg models).
 
@@ -80,6 +80,7 @@ def cli_segmenter(
 
     if method not in METHODS:
         raise ZerosegError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    head = None if head is None else head_name(head)
     if method == "maskclip":
         if engine is not None:
             raise ZerosegError(

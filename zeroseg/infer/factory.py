@@ -1,4 +1,7 @@
-"""The methods `zeroseg segment` and `zeroseg eval` offer, and the refusal the engines share."""
+"""The methods and heads `zeroseg segment` and `zeroseg eval` offer, and the refusals the engines share.
+
+Plain Python (no torch): the loader and the torch-free runtimes normalise head names with it.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +9,39 @@ from zeroseg.errors import ZerosegError
 
 METHODS: tuple[str, ...] = ("zeroseg", "maskclip")
 
+#: How the head paints pixels, by public name: "paper" (the paper's: upsample the segments'
+#: assignment) or "dense" (ours: name every patch, upsample the class probabilities).
+HEADS: tuple[str, ...] = ("paper", "dense")
+#: Older names still accepted, normalised by `head_name`.
+HEAD_ALIASES: dict[str, str] = {"segments": "paper"}
 
-def check_engine_head(head: str, templates: str | None = None) -> None:
-    """Refuse a head other than the paper's on an exported engine (the engines run only that one),
-    and MaskCLIP's `--templates` (an engine's vocabulary and templates come from its bundle)."""
-    if head != "segments":
-        raise ZerosegError("--head dense runs in PyTorch only (engines run the paper's head): drop --head")
-    if templates is not None:
-        raise ZerosegError("--templates is a --method maskclip option: an engine carries its own templates")
+
+def head_name(head: str) -> str:
+    """The public name of a head ("paper" or "dense"; "segments" is the paper's older name).
+
+    Every entry point (the CLI, `zeroseg.load`, `Segmenter`, the exporters, serve) normalises with
+    this one function, so a head has one spelling everywhere after it.
+
+    Raises:
+        ZerosegError: in one line for anything else.
+    """
+    text = head.strip().lower() if isinstance(head, str) else None
+    text = HEAD_ALIASES.get(text, text) if text is not None else None
+    if text not in HEADS:
+        raise ZerosegError(f"--head must be {' or '.join(HEADS)}, got {head!r}")
+    return text
+
+
+def check_engine_head(head: str | None, exported: str, artefact: str) -> str:
+    """The head an exported artefact runs: its own (`exported`, from its manifest) when `head` is None;
+    a head it was not exported with is refused in one line naming the fix."""
+    own = head_name(exported)
+    if head is None:
+        return own
+    asked = head_name(head)
+    if asked != own:
+        raise ZerosegError(
+            f"{artefact} was exported with the {own} head, not {asked}: re-export it with --head {asked} "
+            f"(or drop --head)"
+        )
+    return asked

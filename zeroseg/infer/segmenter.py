@@ -10,11 +10,12 @@ The paper's inference, stage for stage (`zeroseg.infer.base` composes them):
         classes, background below the threshold, bilinear upsampling of the assignment straight to
         the image's own size (align_corners=False), argmax segment per pixel.
 
-`head="dense"` (ours, not the paper's; PyTorch only, the exported engines run the paper's head):
+`head="dense"` (ours, not the paper's; `head="paper"` is the paper's, "segments" its older name):
 every patch takes the token of the segment that owns it and `zeroseg.kernels.dense_head` (MaskCLIP's
 head) names the patches and upsamples their class probabilities instead of the assignment, so a
 pixel where two segments meet is painted only if the interpolated probability of its class clears
 the threshold. On ShapeWorld this trims the border a segment's patches overhang (README, findings).
+The exporters put either head inside their engines (`zeroseg-export ... --head paper|dense`).
 """
 
 from __future__ import annotations
@@ -27,16 +28,17 @@ import torch.nn.functional as F
 
 from zeroseg.checkpoint import Checkpoint, load_checkpoint
 from zeroseg.errors import ZerosegError
+from zeroseg.infer.factory import HEADS, head_name
 from zeroseg.infer.labels import DEFAULT_BG_THRESH, LabelSpace, SegmentationResult, head_result
 from zeroseg.infer.torch_base import TorchSegmenterBase
 from zeroseg.kernels import dense_head, segment_head
+from zeroseg.kernels.reference import patch_tokens_ref
 from zeroseg.model.student import SegmentationOutput
 from zeroseg.preprocess import normalize
 from zeroseg.text import Vocabulary
 from zeroseg.utils.device import resolve_device
 
-#: How the head paints pixels: "segments" (the paper's: upsample the assignment) or "dense" (ours).
-HEADS: tuple[str, ...] = ("segments", "dense")
+__all__ = ["HEADS", "Segmenter", "head_name", "name_patches", "name_segments"]
 
 
 class Segmenter(TorchSegmenterBase):
@@ -49,7 +51,7 @@ class Segmenter(TorchSegmenterBase):
         device: str | torch.device = "cpu",
         short_side: int | None = None,
         backend: str | None = None,
-        head: str = "segments",
+        head: str = "paper",
     ) -> None:
         """Build the student and the text tower of a checkpoint.
 
@@ -58,11 +60,10 @@ class Segmenter(TorchSegmenterBase):
             device: where the networks and the head run.
             short_side: network input short side (default: the checkpoint's tuned value).
             backend: the head's kernels, "vectorized", "torch" or "triton" (default: the kernels' choice).
-            head: "segments" (the paper's head) or "dense" (ours; see the module docstring).
+            head: "paper" (the paper's head; "segments" is accepted) or "dense" (ours; see the module
+                docstring).
         """
-        if head not in HEADS:
-            raise ZerosegError(f"--head must be one of {', '.join(HEADS)}, got {head!r}")
-        self.head_mode = head
+        self.head_mode = head_name(head)
         ckpt = (
             checkpoint
             if isinstance(checkpoint, Checkpoint)
@@ -91,7 +92,7 @@ class Segmenter(TorchSegmenterBase):
         device: str | torch.device = "cpu",
         short_side: int | None = None,
         backend: str | None = None,
-        head: str = "segments",
+        head: str = "paper",
     ) -> Segmenter:
         """Load the checkpoint at `path` (inference parts only) and build its segmenter."""
         ckpt = load_checkpoint(path, with_train_state=False)
@@ -177,7 +178,7 @@ def name_patches(
         One `SegmentationResult` per image; its `segment_labels` / `segment_probs` are per patch
         (row-major), as MaskCLIP's are.
     """
-    tokens = torch.einsum("bmd,bmhw->bhwd", out.segments.float(), out.maps.float())
+    tokens = patch_tokens_ref(out.segments, out.maps)
     results = []
     for j, size in enumerate(sizes):
         head = dense_head(

@@ -12,7 +12,7 @@ def _setting(row: dict) -> str:
     return f"{row['short_side']} | {row['bg_thresh']:g} | {prompt}"
 
 
-HEAD_NAMES = {"segments": "paper's head", "dense": "dense head (ours)"}
+HEAD_NAMES = {"paper": "paper's head", "segments": "paper's head", "dense": "dense head (ours)"}
 
 
 def markdown(result: dict) -> str:
@@ -90,7 +90,7 @@ def plot(result: dict, path: Path) -> None:
 
     splits = list(result["maskclip"]["val"])
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
-    colours = {"segments": "tab:blue", "dense": "tab:green"}
+    colours = {"paper": "tab:blue", "segments": "tab:blue", "dense": "tab:green"}
     for i, split in enumerate(splits):
         for h, (head_mode, seeds) in enumerate(result["students"].items()):
             scores = [r["val"][split]["mIoU"] for r in seeds.values()]

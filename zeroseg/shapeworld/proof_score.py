@@ -1,7 +1,8 @@
 """Scoring of the ShapeWorld proof: every method tuned on the same grid, per-seed statistics, targets.
 
-`prove` scores the trained students (one per seed, with each head of `zeroseg.infer.segmenter.HEADS`:
-the paper's "segments" head, which every exported engine runs, and our "dense" one), the untrained
+`prove` scores the trained students (one per seed, with each head of `PROOF_HEADS`: the paper's,
+recorded under its older name "segments" so that stored proofs stay readable, and our "dense" one;
+`zeroseg.infer.factory.head_name` maps them to `Segmenter`'s "paper" / "dense"), the untrained
 student, the MaskCLIP-style baseline on the same teacher and an oracle on every val split, and
 summarises the students over seeds (mean, sample standard deviation, minimum) against the baseline.
 The targets are issue 14's: every seed above the tuned baseline and the seed mean at least 5 points
@@ -27,6 +28,8 @@ from zeroseg.shapeworld.tuning import SHORT_SIDES, THRESHOLDS, tune_and_score, t
 from zeroseg.utils.atomic import atomic_write_json
 
 VAL_SPLITS = ("val", "val2")
+#: The heads a proof scores, as its records name them ("segments" = the paper's head, "paper").
+PROOF_HEADS: tuple[str, ...] = ("segments", "dense")
 #: the margin of the seed mean over the tuned baseline that the proof aims at (issue 14)
 TARGET_MEAN_MARGIN = 0.05
 
@@ -134,10 +137,11 @@ def relative_runs(work: Path, result: Any) -> Any:
 
 def _score_student(run: Path, tune: VOCDataset, vals: dict, heads: tuple[str, ...]) -> dict[str, dict]:
     from zeroseg.checkpoint import load_checkpoint
+    from zeroseg.infer.factory import head_name
     from zeroseg.infer.segmenter import Segmenter
 
     def set_head(segmenter: Segmenter, head: str) -> None:
-        segmenter.head_mode = head
+        segmenter.head_mode = head_name(head)
 
     ckpt = load_checkpoint(run / "model.pt", with_train_state=False)
     rows = tune_and_score_variants(
@@ -156,16 +160,14 @@ def score_students(work: Path, runs: dict[int, Path]) -> dict[str, dict[str, dic
     Returns:
         head -> seed (as text) -> the row: the run, the settings picked on tune, the val scores.
     """
-    from zeroseg.infer.segmenter import HEADS
 
     tune = VOCDataset(work / "tune", "val")
     vals = {name: VOCDataset(work / name, "val") for name in VAL_SPLITS}
-    students: dict[str, dict[str, dict]] = {head: {} for head in HEADS}
+    students: dict[str, dict[str, dict]] = {head: {} for head in PROOF_HEADS}
     for seed, run in runs.items():
-        rows = stored(
-            work, f"{run.parent.name}-{run.name}", lambda run=run: _score_student(run, tune, vals, HEADS)
-        )
-        for head in HEADS:  # the run relative to `work` (the stored rows may name it absolutely)
+        name = f"{run.parent.name}-{run.name}"
+        rows = stored(work, name, lambda run=run: _score_student(run, tune, vals, PROOF_HEADS))
+        for head in PROOF_HEADS:  # the run relative to `work` (the stored rows may name it absolutely)
             students[head][str(seed)] = {"seed": seed, **rows[head], "run": run_name(work, run)}
     return students
 

@@ -21,7 +21,7 @@
     finished: 0, // attempts that ended (an answer drawn, or an error shown): `data-finished`
     shown: null, // {width, height, ids, names} of the picture on screen
   };
-  const HEAD_NAMES = { segments: "segments (the paper's head)", dense: "dense (per-patch naming)" };
+  const HEAD_NAMES = { paper: "paper (the paper's head)", dense: "dense (per-patch naming)" };
   const BODY_SLACK = 4096; // multipart framing and the text fields, on top of the file
   const MAX_UPSCALE = 8; // a small image is shown at most 8x its size
   const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;

@@ -3,7 +3,8 @@
 //   zeroseg_aoti BUNDLE IMAGE... [--out DIR] [--bg-thresh T] [--threads N] [--repeat N]
 //                [--dump-input FILE]
 //
-// Writes DIR/<stem>_labels.png (palette PNG, 0 = background) and DIR/<stem>.json (class fractions)
+// Writes DIR/<stem>_labels.png (palette PNG, 0 = background) and DIR/<stem>.json (the package's head
+// and the fraction of the image's pixels each class got: the label map's, so right for either head)
 // per image. --repeat N times preprocessing + package N times after one warm-up run and prints the
 // mean and median; --dump-input writes the first image's network input as raw float32 (3, H, W).
 // Errors are one line on stderr ("error: ...") with exit status 2.
@@ -175,7 +176,7 @@ int run(const Options& opt) {
     const auto [h, w] = seg.input_size(image.height, image.width);
     write_json(opt.out / (stem + ".json"),
                {{"image", opt.images[i].string()}, {"size", {image.width, image.height}},
-                {"input_hw", {h, w}}, {"class_names", seg.class_names()}, {"fractions", fractions},
+                {"input_hw", {h, w}}, {"head", seg.head()}, {"class_names", seg.class_names()}, {"fractions", fractions},
                 {"bg_thresh", thresh}, {"labels_png", labels_path.filename().string()}, {"ms", ms}});
     std::printf("%s -> %s (%.1f ms)\n", opt.images[i].string().c_str(), labels_path.string().c_str(), ms);
     if (i == 0 && opt.repeat > 0) time_runs(seg, image, thresh, opt.repeat);

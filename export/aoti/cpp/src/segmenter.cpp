@@ -52,6 +52,7 @@ Segmenter::Segmenter(const std::filesystem::path& dir) {
     }
     const json& model = field(m, "model", "manifest.json");
     bg_thresh_ = model.contains("inference") ? model["inference"].value("bg_thresh", 0.5) : 0.5;
+    head_ = m.value("head", std::string("paper"));  // the head inside the package (before --head: the paper's)
     const json& vocab = m.contains("vocab") ? m["vocab"] : json();
     if (vocab.is_null() || !vocab.contains("label_space"))
       throw Error("the bundle has no vocab.bin (the C++ runner's class embeddings): re-export it with "

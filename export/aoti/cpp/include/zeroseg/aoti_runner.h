@@ -43,6 +43,8 @@ class Segmenter {
 
   const std::vector<std::string>& class_names() const { return names_; }
   double default_bg_thresh() const { return bg_thresh_; }
+  // The head inside the package ("paper" or "dense", the manifest's `head`); the label map is that head's.
+  const std::string& head() const { return head_; }
   bool is_static() const { return static_h_ > 0; }
 
  private:
@@ -52,6 +54,7 @@ class Segmenter {
   std::vector<std::string> names_;
   int short_side_ = 0, patch_ = 0, max_side_ = 0, static_h_ = 0, static_w_ = 0;
   double bg_thresh_ = 0.5;
+  std::string head_ = "paper";
 };
 
 }  // namespace zeroseg
