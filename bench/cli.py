@@ -7,6 +7,7 @@
     zeroseg-bench train --preset base --batch-size 64
     zeroseg-bench cache --teacher ViT-B-16:/path/to/open_clip.bin --images 256
     zeroseg-bench head --device cpu --quick       # zeroseg.bench.head_bench's own options
+    zeroseg-bench gpu --out gpu-check            # one-call GPU check (--dry-run: on the CPU)
     zeroseg-bench env
 
 Every command prints a table and writes a JSON result (atomically) with an environment block;
@@ -80,7 +81,7 @@ def compare(
         None, "--dataset", help="VOC-layout folder for mIoU (default: a generated ShapeWorld val split)."
     ),
     dataset_images: int = typer.Option(50, "--dataset-images", help="Images of the dataset to score."),
-    int8: str = typer.Option("dynamic", "--int8", help="ONNX bundle's int8 mode: dynamic | static."),
+    int8: str = typer.Option("static", "--int8", help="ONNX bundle's int8 mode: static (default) | dynamic."),
     teacher: str | None = typer.Option(None, "--teacher", help="CLIP for the maskclip row (MODEL:/path)."),
     onnx_bundle: Path | None = typer.Option(None, "--onnx-bundle", help="Use this ONNX bundle (no export)."),
     aoti_bundle: Path | None = typer.Option(None, "--aoti-bundle", help="Use this AOTInductor bundle."),
@@ -91,12 +92,12 @@ def compare(
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the generated timing scenes."),
     out: Path | None = typer.Option(None, "--json", help=JSON_HELP.format("compare")),
     plot_path: Path | None = typer.Option(
-        None, "--plot", help="PNG plot (default bench-results/compare.png)."
+        None, "--plot", help="PNG plot (default bench-results/compare.png; -scatter.png beside it)."
     ),
 ) -> None:
     """Every backend side by side: stage latency, images/s, speed-up over torch, memory, agreement, mIoU."""
     from zeroseg.bench.compare.backends import parse_backends
-    from zeroseg.bench.compare.report import plot, table_lines
+    from zeroseg.bench.compare.report import plot, plot_scatter, scatter_path, table_lines
     from zeroseg.bench.compare.run import DEFAULT_CLASSES, CompareSettings, run_compare
 
     given = {k: v for k, v in (("onnx", onnx_bundle), ("aoti", aoti_bundle), ("trt", trt_bundle)) if v}
@@ -110,7 +111,9 @@ def compare(
     ).validate()  # fmt: skip
     result = run_compare(settings, log=typer.echo)
     picture = plot(result, plot_path if plot_path is not None else json_path(None, "compare.png"))
-    _emit(result, json_path(out, "compare.json"), [*table_lines(result), f"wrote {picture}"])
+    scatter = plot_scatter(result, scatter_path(picture))
+    lines = [*table_lines(result), f"wrote {picture}", f"wrote {scatter}"]
+    _emit(result, json_path(out, "compare.json"), lines)
 
 
 @app.command("latency")
@@ -235,6 +238,35 @@ def head(ctx: typer.Context) -> None:
         if isinstance(exc.code, str):  # head_bench's own refusal (e.g. no CUDA device)
             raise ZerosegError(exc.code) from None
         raise
+
+
+@app.command("gpu")
+def gpu(
+    out: Path = typer.Option(..., "--out", help="Folder for gpu.json and gpu.md (nothing else is written)."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Every step's set-up on the CPU at tiny sizes (no GPU figure)."
+    ),
+    budget_s: float = typer.Option(
+        420.0, "--budget-s", min=1, help="Global time budget, seconds; what does not fit is skipped."
+    ),
+    steps: str = typer.Option("kernels,head,models", "--steps", help="Comma list of kernels, head, models."),
+    precision: str = typer.Option("bf16", "--precision", help="Models and head: bf16 | fp16 | tf32 | fp32."),
+    warmup: int = typer.Option(5, "--warmup", min=0, help="Discarded calls before each timed series."),
+    iters: int = typer.Option(30, "--iters", help="Timed calls per model series (the head: at least 50)."),
+) -> None:
+    """One-call GPU check: Triton kernel tests compiled, fused head vs reference, eager/compile/AOTI."""
+    from zeroseg.bench.gpu import GpuSettings, run_gpu_check
+    from zeroseg.bench.gpu.report import markdown
+
+    names = tuple(s.strip().lower() for s in steps.split(",") if s.strip())
+    settings = GpuSettings(out=out, dry_run=dry_run, budget_s=budget_s, steps=names,
+                           precision=precision.strip().lower(), warmup=warmup, iters=iters)  # fmt: skip
+    result = run_gpu_check(settings, log=typer.echo)
+    typer.echo(markdown(result))
+    typer.echo(f"wrote {out / 'gpu.json'} and {out / 'gpu.md'}")
+    failed = [f"{k} ({v['reason']})" for k, v in result["steps"].items() if v["status"] == "failed"]
+    if failed:
+        raise ZerosegError(f"step failed: {'; '.join(failed)}; see {out / 'gpu.json'}")
 
 
 @app.command("env")

@@ -7,6 +7,13 @@ so the bench times one pipeline through all of them:
     compile           the same, its student's `segment` under `torch.compile` (inductor)
     onnxruntime       `OnnxSegmenter` on the bundle's fp32 end-to-end graph
     onnxruntime-int8  `OnnxSegmenter` on its int8 graph (weight-only MatMul/Gemm/Conv, `--int8` mode)
+    onnxruntime-noflash  A/B: the fused fp32 graph, its sessions created with ORT_DISABLE_FLASH_ATTENTION=1
+                      (ONNX Runtime's MultiHeadAttention CPU kernel reads it in its constructor, so the
+                      same graph runs the unfused-kernel attention path)
+    onnxruntime-unfused  A/B: a bundle exported with `fuse_attention=False` (plain MatMul/Softmax attention)
+    onnxruntime-int8-attn  static int8 of the weight MatMuls and attention's Q.K^T and P.V products
+                      (`int8_attention="qk+pv"`), exported into its own bundle
+    onnxruntime-int8-qk  the same with Q.K^T only in int8 (`int8_attention="qk"`; P.V stays fp32)
     openvino          `OpenVINOSegmenter`: OpenVINO's CPU plugin on the same fp32 ONNX graph
     aoti              `AOTISegmenter`: the AOTInductor package of the end-to-end graph
     tensorrt          `TRTSegmenter`: a TensorRT fp16 engine of the image encoder (GPU)
@@ -19,10 +26,12 @@ needs into the cache first (`zeroseg.bench.compare.engines`).
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import importlib.util
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +47,8 @@ class Backend:
 
     fused: the engine runs the encoder and the head in one call (`forward` passes the pixels on),
     so the bench reports their sum, not each. gate: the pixel agreement with torch fp32 below which
-    the row is flagged (None: a different method, not an engine of the same model).
+    the row is flagged (None: a different method, not an engine of the same model). int8_ops:
+    the FLOP groups (`zeroseg.bench.compare.flops`) an int8 row runs in int8, for its peak.
     """
 
     name: str
@@ -46,12 +56,16 @@ class Backend:
     fused: bool
     gate: float | None
     what: str
+    int8_ops: tuple[str, ...] = ()
 
 
 #: Agreement gates (fraction of pixels equal to torch fp32), the export gates' own values.
 FP32_GATE = 0.999
 FP16_GATE = 0.995
 INT8_GATE = 0.98
+#: The FLOP groups a graph quantised with int8 attention runs in int8 (both products; Q.K^T only).
+INT8_ALL = ("weights", "attention")
+INT8_QK = ("weights", "attention_qk")
 
 BACKENDS: dict[str, Backend] = {
     b.name: b
@@ -59,7 +73,11 @@ BACKENDS: dict[str, Backend] = {
         Backend("torch", "fp32", False, None, "zeroseg.Segmenter, PyTorch eager"),
         Backend("compile", "fp32", False, FP32_GATE, "zeroseg.Segmenter, student under torch.compile"),
         Backend("onnxruntime", "fp32", True, FP32_GATE, "OnnxSegmenter, ONNX Runtime CPU"),
-        Backend("onnxruntime-int8", "int8", True, INT8_GATE, "OnnxSegmenter(precision='int8')"),
+        Backend("onnxruntime-int8", "int8", True, INT8_GATE, "OnnxSegmenter(precision='int8')", ("weights",)),
+        Backend("onnxruntime-int8-attn", "int8", True, INT8_GATE, "OnnxSegmenter, int8 attention", INT8_ALL),
+        Backend("onnxruntime-int8-qk", "int8", True, INT8_GATE, "OnnxSegmenter, int8 Q.K^T", INT8_QK),
+        Backend("onnxruntime-noflash", "fp32", True, FP32_GATE, "OnnxSegmenter, no flash kernel (A/B)"),
+        Backend("onnxruntime-unfused", "fp32", True, FP32_GATE, "OnnxSegmenter, unfused graph (A/B)"),
         Backend("openvino", "fp32", True, FP32_GATE, "OpenVINOSegmenter, OpenVINO CPU plugin"),
         Backend("aoti", "fp32", True, FP32_GATE, "AOTISegmenter, AOTInductor package"),
         Backend("tensorrt", "fp16", False, FP16_GATE, "TRTSegmenter, TensorRT engine (GPU)"),
@@ -73,6 +91,10 @@ ARTEFACT: dict[str, str | None] = {
     "compile": None,
     "onnxruntime": "onnx",
     "onnxruntime-int8": "onnx",
+    "onnxruntime-int8-attn": "onnx-int8-attn",
+    "onnxruntime-int8-qk": "onnx-int8-qk",
+    "onnxruntime-noflash": "onnx",
+    "onnxruntime-unfused": "onnx-unfused",
     "openvino": "onnx",
     "aoti": "aoti",
     "tensorrt": "trt",
@@ -101,7 +123,7 @@ class Source:
     threads: int
     short_side: int | None
     labels: list[list[str]]
-    int8: str = "dynamic"
+    int8: str = "static"
     teacher: str | None = None
     bundled: bool = False
 
@@ -126,6 +148,10 @@ def unavailable(name: str, src: Source) -> str | None:
             return "onnxruntime is not installed (pip install onnxruntime)"
         if not cpu:
             return "runs on the CPU here (the CUDA provider needs onnxruntime-gpu); use --device cpu"
+    needs = {"onnxruntime-unfused": "fuse_attention", "onnxruntime-int8-attn": "int8_attention",
+             "onnxruntime-int8-qk": "int8_attention"}  # fmt: skip
+    if name in needs and not exporter_has(option := needs[name]):
+        return f"needs the ONNX exporter's ExportSettings.{option} option, not in this build"
     if name == "openvino":
         from zeroseg.export.openvino.runtime import openvino_unavailable
 
@@ -143,10 +169,57 @@ def unavailable(name: str, src: Source) -> str | None:
 RUNTIME_OF: dict[str, tuple[str, str | None]] = {
     "onnxruntime": ("onnxruntime", "fp32"),
     "onnxruntime-int8": ("onnxruntime", "int8"),
+    "onnxruntime-int8-attn": ("onnxruntime", "int8"),
+    "onnxruntime-int8-qk": ("onnxruntime", "int8"),
+    "onnxruntime-noflash": ("onnxruntime", "fp32"),
+    "onnxruntime-unfused": ("onnxruntime", "fp32"),
     "openvino": ("openvino", "fp32"),
     "aoti": ("aoti", "fp32"),
     "tensorrt": ("tensorrt", None),
 }
+
+
+def exporter_has(option: str) -> bool:
+    """Whether the ONNX exporter takes `option` (`ExportSettings.fuse_attention`, `.int8_attention`)."""
+    from zeroseg.export.onnx.export import ExportSettings
+
+    return option in {f.name for f in dataclasses.fields(ExportSettings)}
+
+
+#: Environment variables set while a backend's sessions are created (the A/B rows' switch).
+SESSION_ENV: dict[str, dict[str, str]] = {"onnxruntime-noflash": {"ORT_DISABLE_FLASH_ATTENTION": "1"}}
+
+
+@contextlib.contextmanager
+def session_env(name: str) -> Iterator[None]:
+    """Backend `name`'s `SESSION_ENV` set inside the block (the previous values restored after)."""
+    wanted = SESSION_ENV.get(name, {})
+    before = {k: os.environ.get(k) for k in wanted}
+    os.environ.update(wanted)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def graph_fused_ops(seg) -> dict[str, int] | None:
+    """{"com.microsoft.<op>": count} of the fused attention ops in an ONNX row's end-to-end graph."""
+    bundle, manifest = getattr(seg, "bundle", None), getattr(seg, "manifest", None)
+    if bundle is None or manifest is None or "segmenter" not in getattr(manifest, "graphs", {}):
+        return None
+    import onnx
+
+    path = Path(bundle) / manifest.graph_file("segmenter", getattr(seg, "precision", "fp32"))
+    nodes = onnx.load(str(path), load_external_data=False).graph.node
+    counts: dict[str, int] = {}
+    for n in nodes:
+        if n.domain == "com.microsoft" and n.op_type in ("MultiHeadAttention", "Attention"):
+            counts[f"{n.domain}.{n.op_type}"] = counts.get(f"{n.domain}.{n.op_type}", 0) + 1
+    return counts
 
 
 def build(name: str, src: Source, artefact: Callable[[str], Path]) -> SegmenterBase:
@@ -164,8 +237,12 @@ def build(name: str, src: Source, artefact: Callable[[str], Path]) -> SegmenterB
     if name in RUNTIME_OF:
         runtime, precision = RUNTIME_OF[name]
         device = src.device if name == "tensorrt" else None
-        return load(artefact(ARTEFACT[name]), runtime=runtime, precision=precision, device=device,
-                    threads=threads, short_side=short)  # fmt: skip
+        with session_env(name):
+            seg = load(artefact(ARTEFACT[name]), runtime=runtime, precision=precision, device=device,
+                       threads=threads, short_side=short)  # fmt: skip
+        if name == "onnxruntime-noflash" and not graph_fused_ops(seg):
+            raise ZerosegError("its graph has no fused attention (MultiHeadAttention): nothing to switch off")
+        return seg
     if name == "maskclip":
         return _maskclip(src)
     raise ZerosegError(f"unknown backend {name!r}")

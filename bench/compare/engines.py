@@ -10,14 +10,20 @@ exports afresh; `zeroseg.utils.cache.build_once` lets two bench runs share one e
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from zeroseg.errors import ZerosegError
+from zeroseg.utils.atomic import atomic_write_bytes
 from zeroseg.utils.cache import build_once, cache_dir, source_digest
 
+#: What an exporter's refusal says when its graph missed the parity gate (then cached as `REFUSED`).
+GATE_FAILED = "parity gate failed"
+#: The file beside a cached bundle that holds its export's refusal.
+REFUSED = "refused.txt"
 #: The package's source folders whose code shapes an exported graph (zeroseg/, kernels/, export/).
 _PACKAGES = ("zeroseg", "zeroseg.kernels", "zeroseg.export")
 
@@ -50,13 +56,24 @@ def cached_export(
     """The bundle folder of `kind` for `checkpoint`, calling `export(path)` when it is not cached.
 
     `export` writes the complete bundle at the path it is given (a temporary one beside the cache
-    folder, installed onto it once `export` returned: `zeroseg.utils.cache.build_once`).
+    folder, installed onto it once `export` returned: `zeroseg.utils.cache.build_once`). An export
+    its parity gate refused is cached too, as the refusal (`REFUSED`): the same key gives the same
+    graph and the same verdict, so later runs skip it at once rather than export again (minutes, and
+    the export's memory left in the bench's process would blur every backend's load figure).
     """
     bundle = cache_root() / f"{kind}-{cache_key(checkpoint, kind, options)}" / "bundle"
+    refused = bundle.parent / REFUSED
+    if refused.is_file():
+        raise ZerosegError(f"{refused.read_text().strip()} (cached refusal: {refused})")
 
     def build(out: Path) -> None:
         log(f"exporting the {kind} bundle into {bundle} (once; cached for later runs)")
-        export(out)
+        try:
+            export(out)
+        except ZerosegError as exc:
+            if GATE_FAILED in str(exc):
+                atomic_write_bytes(refused, str(exc).encode())
+            raise
 
     return build_once(bundle, build)
 
@@ -70,9 +87,11 @@ def artefacts(
     int8: str,
     threads: int | None,
     int8_tolerance: float | None = None,
+    calib: Path | None = None,
     log=print,
 ) -> Callable[[str], Path]:
-    """A function `kind -> bundle folder` ("onnx", "aoti", "trt") for `backends.build`.
+    """A function `kind -> bundle folder` ("onnx", its A/B variants "onnx-unfused", "onnx-int8-attn",
+    "onnx-int8-qk", "aoti", "trt") for `backends.build`.
 
     Args:
         checkpoint: what to export from (None: only `given` bundles can be used).
@@ -84,6 +103,8 @@ def artefacts(
         int8_tolerance: the int8 graphs' label-agreement gate (None: the exporter's default); a
             random-weight student's labels are near ties, so its int8 export is gated loosely and
             judged by the embedding cosine instead.
+        calib: static int8's calibration images (the bench's `--dataset`; None: the exporter's
+            default, 64 generated ShapeWorld scenes, the bundled model's own domain).
         log: progress lines.
 
     Returns:
@@ -91,13 +112,16 @@ def artefacts(
     """
     made: dict[str, Path] = dict(given)
 
-    def onnx(out: Path) -> None:
+    def onnx(out: Path, **variant) -> None:
         from zeroseg.export.onnx.bundle import export_onnx
         from zeroseg.export.onnx.export import ExportSettings
 
+        options = {"int8": int8, **variant}  # a variant's int8 (None, "static") replaces --int8
+        if options["int8"] is not None:
+            options["calib"] = calib
         settings = ExportSettings(checkpoint=checkpoint, out=out, labels=labels, short_side=short_side,
-                                  int8=int8, int8_tolerance=int8_tolerance, threads=threads, force=True,
-                                  progress=True)  # fmt: skip
+                                  int8_tolerance=int8_tolerance, threads=threads, force=True, progress=True,
+                                  **options)  # fmt: skip
         export_onnx(settings, log=log)
 
     def aoti(out: Path) -> None:
@@ -114,9 +138,17 @@ def artefacts(
 
         export_trt(TrtSettings(source=get("onnx"), out=out, precision="fp16", force=True), log=log)
 
+    # the A/B bundles: fp32 with attention left as MatMul / Softmax / MatMul; static int8 incl. attention
+    variants = {"onnx-unfused": {"int8": None, "fuse_attention": False},
+                "onnx-int8-attn": {"int8": "static", "int8_attention": "qk+pv"},
+                "onnx-int8-qk": {"int8": "static", "int8_attention": "qk"}}  # fmt: skip
     builders = {"onnx": onnx, "aoti": aoti, "trt": trt}
+    builders.update({kind: functools.partial(onnx, **v) for kind, v in variants.items()})
     options = {"labels": labels, "short_side": short_side}
-    extra = {"onnx": {"int8": int8, "int8_tolerance": int8_tolerance}, "aoti": {"portable": True}, "trt": {}}
+    calibrated = {"calib": str(Path(calib).resolve())} if calib is not None else {}  # in the key when given
+    int8_key = {"int8_tolerance": int8_tolerance, **calibrated}
+    extra = {"onnx": {"int8": int8, **int8_key}, "aoti": {"portable": True}, "trt": {},
+             **{kind: {**v, **int8_key} for kind, v in variants.items()}}  # fmt: skip
 
     def get(what: str) -> Path:
         if what not in made:

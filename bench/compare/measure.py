@@ -9,15 +9,14 @@
   (`zeroseg.bench.memory`), so the peak is the series' own; on CUDA, the allocator's peak.
 * `Recorder` wraps a segmenter for `zeroseg.evaluation.evaluate`, keeping every label map so that
   pixel agreement with torch is counted on the very images the mIoU was scored on.
-* `network_gflops` counts the student forward's FLOPs (`torch.utils.flop_counter`) and
-  `cpu_peak_gflops` estimates the CPU's fp32 peak, for the fraction of peak each backend reaches.
+FLOPs (attention included) are counted in `zeroseg.bench.compare.flops`, the CPU's peaks in
+`zeroseg.bench.compare.peak`.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import torch
@@ -155,37 +154,3 @@ def embedding_cosine(torch_seg, seg, images: Sequence, size: tuple[int, int]) ->
     num = (ref * got).sum(-1)
     cos = num / np.maximum(np.linalg.norm(ref, axis=-1) * np.linalg.norm(got, axis=-1), 1e-12)
     return {"mean": float(cos.mean()), "min": float(cos.min())}
-
-
-def network_gflops(torch_seg, images: Sequence, size: tuple[int, int]) -> float | None:
-    """GFLOP of the student forward per image at the network input `size` (FlopCounterMode)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    try:
-        with torch.no_grad():
-            pixels = torch_seg.preprocess(list(images[:1]), size)
-            with FlopCounterMode(display=False) as counter:
-                torch_seg.forward(pixels)
-        return counter.get_total_flops() / 1e9
-    except Exception:  # an op the counter cannot follow: report no figure rather than a wrong one
-        return None
-
-
-def cpu_peak_gflops(cpu_flags: Sequence[str], cpus: int) -> dict[str, Any] | None:
-    """Theoretical fp32 peak: CPUs x clock x FLOP/cycle (2 FMA units of 16 lanes with AVX-512, 8 with
-    AVX2), from /proc/cpuinfo's clock; None where the clock is unknown."""
-    try:
-        mhz = max(
-            float(line.split(":", 1)[1])
-            for line in open("/proc/cpuinfo").read().splitlines()
-            if line.lower().startswith("cpu mhz")
-        )
-    except (OSError, ValueError):
-        return None
-    flags = set(cpu_flags)
-    per_cycle = 64 if "avx512f" in flags else 32 if {"avx2", "fma"} <= flags else 8
-    return {
-        "gflops": cpus * mhz / 1e3 * per_cycle,
-        "rule": f"{cpus} CPUs x {mhz:.0f} MHz x {per_cycle} fp32 FLOP/cycle (2 FMA ports; an estimate: "
-        "turbo, SMT siblings and AVX clock offsets move it)",
-    }

@@ -13,6 +13,8 @@ Row fields (README, "Benchmarks", documents each):
     pixel_agreement, agreement_gate, below_gate, miou, embedding_cosine
     peak_mem_mb, load_mb, run_mem_mb              load (building it) + the series' own peak
     first_call_ms, prepare_s, gflops, peak_fraction
+    peak_used, peak_gflops, int8_flop_share     which peak the fraction is of (`peak.row_peak`)
+    status, status_symbol                          passed (✅) or failed_gate (❎); see `status_block`
 """
 
 from __future__ import annotations
@@ -20,7 +22,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from zeroseg.bench.compare.engines import GATE_FAILED
+from zeroseg.bench.compare.peak import row_peak
 from zeroseg.bench.timing import describe, mean, rate
+
+#: Ultralytics-style status of a backend: ran within its gate, ran below it, could not run.
+SYMBOLS = {"passed": "✅", "failed_gate": "❎", "not_run": "❌"}
+#: What the exporters' refusal says when the exported graph ran on the parity images and missed its gate.
+EXPORT_GATE_FAILED = GATE_FAILED
 
 
 def speedups(baseline: Sequence[Sequence[float]], other: Sequence[Sequence[float]]) -> list[float]:
@@ -58,6 +67,8 @@ def build_row(
     speedup = pooled_mean(baseline["full"]) / full["mean_ms"] if baseline is not None else None
     load = facts.get("load_mb")
     gflops = gflop_per_image * throughput["mean"] if gflop_per_image is not None else None
+    peak_gflops, peak_used = row_peak(peak, facts["precision"], facts.get("int8_share"))
+    status = "failed_gate" if facts.get("below_gate") else "passed"
     return {
         "backend": name,
         "precision": facts["precision"],
@@ -81,7 +92,12 @@ def build_row(
         "first_call_ms": facts.get("first_call_ms"),
         "prepare_s": facts.get("prepare_s"),
         "gflops": gflops,
-        "peak_fraction": gflops / peak["gflops"] if gflops is not None and peak else None,
+        "peak_fraction": gflops / peak_gflops if gflops is not None and peak_gflops else None,
+        "peak_used": peak_used,
+        "peak_gflops": peak_gflops,
+        "int8_flop_share": facts.get("int8_share"),
+        "status": status,
+        "status_symbol": SYMBOLS[status],
     }
 
 
@@ -91,16 +107,42 @@ def pooled_mean(repeats: Sequence[Sequence[float]]) -> float:
 
 
 def build_rows(segs, info, samples, memory, batch_sizes, peak) -> list[dict[str, Any]]:
-    """Every (backend, batch size) row, torch first; ratios against torch when it ran."""
-    gflop = info.get("torch", {}).get("gflop_per_image")
+    """Every (backend, batch size) row, torch first; ratios against torch when it ran. The GFLOP per
+    image is each backend's `gflop_per_image` fact (None for a different network: maskclip)."""
     rows = []
     for name in segs:
         for b in batch_sizes:
             baseline = samples["torch"][b] if "torch" in samples else None
-            per_image = gflop if name != "maskclip" else None  # a different network
             rows.append(build_row(name, b, info[name], samples[name][b], baseline, memory[name][b],
-                                  per_image, peak))  # fmt: skip
+                                  info[name].get("gflop_per_image"), peak))  # fmt: skip
     return rows
+
+
+def status_block(names, info: dict, skipped: dict[str, str], precision_of: dict[str, str]) -> list[dict]:
+    """One entry per requested backend, in order: status, its symbol and why.
+
+    passed (✅): it ran and its pixel agreement with torch is within its gate (or it has no gate: torch
+    itself, a different method, a random-weight int8 row); failed_gate (❎): it ran below its gate in
+    the bench, or its export ran the graph on the parity images and refused it for missing the gate
+    (so there is no bundle to time: no row); not_run (❌): it could not run here, with the reason.
+    """
+    out = []
+    for name in names:
+        if name in skipped:
+            why = skipped[name]
+            status = "failed_gate" if EXPORT_GATE_FAILED in why else "not_run"
+        else:
+            facts = info[name]
+            gate, agree = facts.get("gate"), facts.get("pixel_agreement")
+            status = "failed_gate" if facts.get("below_gate") else "passed"
+            if gate is None or agree is None:
+                why = "ran (no agreement gate)"
+            else:
+                sign = "<" if status == "failed_gate" else ">="
+                why = f"pixel agreement {agree:.4%} {sign} gate {gate:.2%}"
+        out.append({"backend": name, "precision": precision_of.get(name), "status": status,
+                    "symbol": SYMBOLS[status], "reason": why})  # fmt: skip
+    return out
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:

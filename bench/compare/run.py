@@ -10,6 +10,10 @@ flips across 1.0 between repeats), peak memory, and accuracy: pixel agreement wi
 mIoU on a dataset (a generated ShapeWorld val split by default), both on the same images. The cold
 first call (compilation included) and the time to prepare each backend are kept apart.
 
+Where the time goes: the student forward's FLOPs with attention counted (`flops`), the fraction of
+the CPU's fp32 or int8 peak each row reaches (`peak`), ONNX Runtime's per-op profile of the fastest
+ONNX Runtime row (`profile`), and a status per requested backend, ✅ / ❎ / ❌ (`rows.status_block`).
+
 The timed inputs are generated ShapeWorld scenes held in memory as PIL images (no disk I/O inside a
 timed loop), segmented into `classes` with the vocabulary already cached.
 """
@@ -35,16 +39,10 @@ from zeroseg.bench.common import (
     scene_images,
 )
 from zeroseg.bench.compare import backends as bk
-from zeroseg.bench.compare.measure import (
-    Memory,
-    Recorder,
-    StageClock,
-    cpu_peak_gflops,
-    embedding_cosine,
-    network_gflops,
-    pixel_agreement,
-)
-from zeroseg.bench.compare.rows import build_rows, summarize
+from zeroseg.bench.compare.flops import int8_share, network_flops
+from zeroseg.bench.compare.measure import Memory, Recorder, StageClock, embedding_cosine, pixel_agreement
+from zeroseg.bench.compare.peak import cpu_peaks
+from zeroseg.bench.compare.rows import build_rows, status_block, summarize
 from zeroseg.bench.env import collect_env, mark_end
 from zeroseg.errors import ZerosegError
 from zeroseg.utils.device import resolve_device
@@ -74,7 +72,7 @@ class CompareSettings:
     device: str = "cpu"
     dataset: Path | None = None
     dataset_images: int = 50
-    int8: str = "dynamic"
+    int8: str = "static"
     teacher: str | None = None
     bundles: dict[str, Path] = field(default_factory=dict)
     preset: str | None = None
@@ -184,7 +182,7 @@ def run_compare(settings: CompareSettings, *, log: Callable[[str], None] = print
     # a random-weight student: int8 labels flip on near ties, so int8 is judged by embedding cosine
     loose = RANDOM_INT8_TOLERANCE if s.preset is not None else None
     get = artefacts(checkpoint, given, labels=src.labels, short_side=short_side, int8=s.int8,
-                    threads=s.threads or None, int8_tolerance=loose, log=log)  # fmt: skip
+                    threads=s.threads or None, int8_tolerance=loose, calib=s.dataset, log=log)  # fmt: skip
     wanted = s.backends or bk.NAMES
     segs, info, skipped = _prepare(wanted, src, get, device, log=log)
     if s.preset is not None:
@@ -203,13 +201,14 @@ def run_compare(settings: CompareSettings, *, log: Callable[[str], None] = print
     torch_seg = segs.get("torch")
     if torch_seg is not None:
         size = torch_seg.input_size(*s.image_size)
-        info["torch"]["gflop_per_image"] = network_gflops(torch_seg, images, size)
         for name, seg in segs.items():
             cos = embedding_cosine(torch_seg, seg, images[:1], size) if name != "torch" else None
             if cos is not None:
                 info[name]["embedding_cosine"] = cos
-    peak = cpu_peak_gflops(env["cpu"]["flags"], env["cpu"]["usable_cpus"]) if device.type == "cpu" else None
+    flops = _flops(segs, info, src, get, images, s.image_size)
+    peak = cpu_peaks(env["cpu"]["flags"], env["cpu"]["usable_cpus"]) if device.type == "cpu" else None
     rows = build_rows(segs, info, samples, memory, s.batch_sizes, peak)
+    profile = _profile(segs, rows, images, classes, log)
     return {
         "schema": f"zeroseg-bench/compare/v{SCHEMA_VERSION}",
         "command": "compare",
@@ -218,12 +217,49 @@ def run_compare(settings: CompareSettings, *, log: Callable[[str], None] = print
             **_settings_block(s, checkpoint, given, dataset, segs),
             "short_side": short_side,
         },  # fmt: skip
+        "flops": flops,
         "cpu_peak": peak,
         "backends": {name: info[name] for name in segs},
         "skipped": [{"backend": k, "reason": v} for k, v in skipped.items()],
+        "status": status_block(wanted, info, skipped, {n: bk.BACKENDS[n].precision for n in wanted}),
         "rows": rows,
+        "ort_profile": profile,
         "summary": summarize(rows),
     }
+
+
+def _flops(segs: dict, info: dict, src: bk.Source, get, images, image_hw) -> dict | None:
+    """The student forward's FLOPs per image, attention included (`flops.network_flops`), counted on
+    the torch row's segmenter (or one built for it); each row's per-image GFLOP and int8 share set."""
+    counter = segs.get("torch")
+    if counter is None and src.checkpoint is not None:
+        try:
+            counter = bk.build("torch", src, get)
+        except ZerosegError:  # no count rather than no run
+            counter = None
+    flops = network_flops(counter, images, counter.input_size(*image_hw)) if counter is not None else None
+    for name, facts in info.items():
+        facts["gflop_per_image"] = flops["gflop_per_image"] if flops and name != "maskclip" else None
+        if facts["precision"] == "int8":
+            facts["int8_share"] = int8_share(flops, bk.BACKENDS[name].int8_ops)
+    return flops
+
+
+def _profile(segs: dict, rows: list[dict], images, classes, log) -> dict | None:
+    """ONNX Runtime's per-op profile of the fastest ONNX Runtime row at the smallest batch size."""
+    from zeroseg.bench.compare.profile import ort_profile
+
+    batch = min((r["batch_size"] for r in rows), default=1)
+    ort_rows = [r for r in rows if r["backend"].startswith("onnxruntime") and r["batch_size"] == batch]
+    if not ort_rows:
+        return None
+    best = min(ort_rows, key=lambda r: r["latency_ms"]["p50"])["backend"]
+    try:
+        got = ort_profile(segs[best], images[:1], classes, session_env=lambda: bk.session_env(best))
+    except Exception as exc:  # a profile is extra information: its failure must not lose the run
+        log(f"  ONNX Runtime profile of {best} failed: {exc}")
+        return {"backend": best, "error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+    return {"backend": best, **got}
 
 
 def _prepare(wanted, src: bk.Source, get, device, *, log) -> tuple[dict, dict, dict]:
@@ -261,11 +297,28 @@ def _prepare(wanted, src: bk.Source, get, device, *, log) -> tuple[dict, dict, d
                 info[name] = {"precision": spec.precision, "fused": spec.fused, "gate": spec.gate,
                               "what": spec.what, "export_s": export_s.get(bk.ARTEFACT[name] or "", 0.0),
                               "prepare_s": time.perf_counter() - t0,
-                              "load_mb": max(0, memory.current() - before) / 2**20}  # fmt: skip
+                              "load_mb": max(0, memory.current() - before) / 2**20,
+                              **_engine_facts(name, segs[name])}  # fmt: skip
         if reason is not None:
             skipped[name] = reason
             log(f"  {name}: not run ({reason})")
     return segs, info, skipped
+
+
+def _engine_facts(name: str, seg) -> dict[str, Any]:
+    """What an engine did to the graph: its fused attention ops (ONNX Runtime rows), the OpenVINO
+    CPU plugin's runtime layers (their `Subgraph` nodes are its fused attention), when known."""
+    facts: dict[str, Any] = {}
+    if name.startswith("onnxruntime"):
+        facts["graph_fused_ops"] = bk.graph_fused_ops(seg)
+    for key in ("runtime_layers", "attention_subgraphs"):  # OpenVINOSegmenter's
+        method = getattr(seg, key, None)
+        if callable(method):
+            try:
+                facts[key] = method()
+            except Exception as exc:  # extra information only
+                facts[key] = f"failed: {type(exc).__name__}: {str(exc)[:200]}"
+    return facts
 
 
 def _interleaved(segs: dict, images, classes, s: CompareSettings, device) -> tuple[dict, dict]:
