@@ -162,3 +162,21 @@ def test_flags_reach_the_settings(world, tmp_path, export_cli, monkeypatch):
     res = export_cli("onnx", world.checkpoint, "--out", out, "--int8", "static", "--int8-attention", "all")
     assert_one_line_error(res, "--int8-attention", "qk+pv")
     assert len(seen) == 2 and not out.exists()
+
+
+def test_openvino_leaves_the_threads_signal_stack_as_it_was(bundle):
+    """OpenVINO's CPU plugin repoints the thread's sigaltstack at memory it later frees; a signal
+    handled on that thread afterwards (a child's SIGCHLD) killed test workers with SIGSEGV."""
+    pytest.importorskip("openvino")
+    import faulthandler
+
+    from zeroseg.export.openvino.runtime import OpenVINOSegmenter
+    from zeroseg.export.openvino.sigstack import current_signal_stack
+
+    faulthandler.enable()  # gives the thread an alternate stack of its own, as pytest's plugin does
+    before = current_signal_stack()
+    assert before is not None and before[0]
+    seg = OpenVINOSegmenter(bundle, threads=1)
+    seg.encode(_pixels(4))
+    seg.attention_subgraphs()
+    assert current_signal_stack() == before

@@ -31,6 +31,7 @@ from zeroseg.errors import ZerosegError
 from zeroseg.export.core.formats import RUNTIMES
 from zeroseg.export.core.manifest import verified_file
 from zeroseg.export.onnx.runtime import OnnxSegmenter, check_fused_ops, usable_cpus
+from zeroseg.export.openvino.sigstack import kept_signal_stack
 
 ATTENTION_MODES = ("auto", "expand")
 
@@ -38,7 +39,9 @@ ATTENTION_MODES = ("auto", "expand")
 def runtime_layer_counts(compiled) -> dict[str, int]:
     """{layer type: count} of an OpenVINO compiled model's runtime graph (rt_info "layerType")."""
     counts: dict[str, int] = {}
-    for op in compiled.get_runtime_model().get_ops():
+    with kept_signal_stack():
+        ops = compiled.get_runtime_model().get_ops()
+    for op in ops:
         kind = str(op.get_rt_info()["layerType"].astype(str))
         counts[kind] = counts.get(kind, 0) + 1
     return dict(sorted(counts.items()))
@@ -47,7 +50,9 @@ def runtime_layer_counts(compiled) -> dict[str, int]:
 def attention_subgraph_count(compiled) -> int:
     """Snippets `Subgraph` nodes of a compiled model whose original layers include a Softmax (attention)."""
     found = 0
-    for op in compiled.get_runtime_model().get_ops():
+    with kept_signal_stack():
+        ops = compiled.get_runtime_model().get_ops()
+    for op in ops:
         info = op.get_rt_info()
         if str(info["layerType"].astype(str)) != "Subgraph":
             continue
@@ -70,14 +75,16 @@ class _CompiledSession:
 
     def __init__(self, compiled) -> None:
         self.compiled = compiled
-        self.request = compiled.create_infer_request()
+        with kept_signal_stack():
+            self.request = compiled.create_infer_request()
         self.outputs = list(compiled.outputs)
 
     def run(self, output_names: Sequence[str] | None, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         """Every output, in the graph's order (`output_names` must be None, as this package passes)."""
         if output_names is not None:
             raise ValueError("OpenVINO sessions return every output; pass None")
-        result = self.request.infer(feed)
+        with kept_signal_stack():
+            result = self.request.infer(feed)
         return [np.asarray(result[out]) for out in self.outputs]
 
 
@@ -127,6 +134,11 @@ class OpenVINOSegmenter(OnnxSegmenter):
             "PERFORMANCE_HINT": "LATENCY",
             "INFERENCE_NUM_THREADS": int(self.threads) if self.threads else usable_cpus(),
         }
+        with kept_signal_stack():  # OpenVINO leaves the thread's sigaltstack dangling (sigstack.py)
+            return self._compile(ov, graph, path, config)
+
+    def _compile(self, ov, graph: str, path, config: dict) -> _CompiledSession:
+        """Read `path` (expanding fused attention if need be) and compile it for the CPU plugin."""
         core = ov.Core()
         fused = bool(self.manifest.graphs[graph].get("fused_ops"))
         try:
