@@ -130,8 +130,9 @@ class OpenVINOSegmenter(OnnxSegmenter):
             raise ZerosegError("the OpenVINO runtime runs the bundle's fp32 graphs only")
         path = verified_file(self.bundle, self.manifest, self.manifest.graph_file(graph, precision))
         check_fused_ops(self.manifest, graph, precision, path)
-        config = {
+        config = {  # f32 asked for: on AMX / AVX512_BF16 CPUs the plugin's default is bf16
             "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_PRECISION_HINT": "f32",
             "INFERENCE_NUM_THREADS": int(self.threads) if self.threads else usable_cpus(),
         }
         with kept_signal_stack():  # OpenVINO leaves the thread's sigaltstack dangling (sigstack.py)
