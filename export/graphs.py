@@ -7,6 +7,10 @@
                        features at the largest token id, taken here by an ArgMax over the ids cast
                        to float32 (exact below 2**24; every CLIP vocabulary is) and a GatherElements,
                        because ONNX Runtime's CPU ArgMax has no int64 kernel.
+    SizedSegmenterGraph  a SegmenterGraph whose output size is the length of two carrier inputs
+                       (`rows` (H,), `cols` (W,)) instead of a tensor read with `.item()`: runtimes
+                       that plan memory from bounded shapes (ExecuTorch) cannot size a buffer from
+                       a value.
     SegmenterGraph     the image encoder, then the head it was built with: "paper"
                        (`zeroseg.kernels.reference.segment_head_traceable`) or "dense" (each patch
                        takes its segment's token, `patch_tokens_ref`, then `dense_head_traceable`),
@@ -90,10 +94,14 @@ class SegmenterGraph(nn.Module):
         label_offset: torch.Tensor,
         output_size: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        segments, maps = self.encoder(pixels)
         height, width = output_size[0].item(), output_size[1].item()
         torch._check(height >= 1)
         torch._check(width >= 1)
+        return self.label(pixels, text_embeddings, bg_thresh, label_offset, height, width)
+
+    def label(self, pixels, text_embeddings, bg_thresh, label_offset, height, width):
+        """`forward` with the output size given as two (symbolic) ints."""
+        segments, maps = self.encoder(pixels)
         if self.head == "dense":
             head = dense_head_traceable(
                 patch_tokens_ref(segments, maps), text_embeddings, self.logit_scale, (height, width),
@@ -107,3 +115,28 @@ class SegmenterGraph(nn.Module):
             )  # fmt: skip
             index, prob = head.index, head.prob
         return head.labels, (index + label_offset).to(torch.int32), prob
+
+
+class SizedSegmenterGraph(nn.Module):
+    """A `SegmenterGraph` labelling at (len(rows), len(cols)): the output size as input shapes.
+
+    `rows` and `cols` are uint8 vectors whose contents are never read; their lengths bound-check
+    as dynamic dimensions, so ExecuTorch's memory planner sizes every buffer for the largest output.
+    """
+
+    def __init__(self, segmenter: SegmenterGraph) -> None:
+        super().__init__()
+        self.segmenter = segmenter
+
+    def forward(
+        self,
+        pixels: torch.Tensor,
+        text_embeddings: torch.Tensor,
+        bg_thresh: torch.Tensor,
+        label_offset: torch.Tensor,
+        rows: torch.Tensor,
+        cols: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.segmenter.label(
+            pixels, text_embeddings, bg_thresh, label_offset, rows.shape[0], cols.shape[0]
+        )

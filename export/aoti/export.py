@@ -311,6 +311,29 @@ def _package_gate(
     return figures
 
 
+def package_entries(ckpt, modules, checkpoint, short_side: int, max_side: int, input_note: str) -> dict:
+    """The manifest entries every end-to-end package bundle (AOTInductor, ExecuTorch) fills alike:
+    preprocess (the size rule and the resize a runtime must reproduce), text, model and source."""
+    from zeroseg.export.onnx.bundle import model_entry
+
+    cfg = ckpt.student_config
+    text_cfg = modules.text_encoder.config
+    return {
+        "preprocess": {
+            "mean": list(ckpt.preprocess.mean), "std": list(ckpt.preprocess.std), "short_side": short_side,
+            "max_side": max_side, "patch_multiple": cfg.patch_size, "size_rule": SIZE_RULE, "resize": RESIZE,
+            "input": f"RGB float32 in [0, 1], {input_note}",
+        },
+        "text": {
+            "tokenizer": text_cfg["tokenizer"], "context_length": modules.text_encoder.context_length,
+            "token_subset": text_cfg.get("token_subset"), "templates": list(ckpt.templates),
+            "logit_scale": ckpt.logit_scale, "embed_dim": cfg.out_dim, "encoder_file": TEXT_NAME,
+        },
+        "model": model_entry(ckpt),
+        "source": {"checkpoint": str(Path(checkpoint).absolute()), "sha256": sha256_file(checkpoint)},
+    }  # fmt: skip
+
+
 def _describe_package(
     ckpt,
     modules: GraphModules,
@@ -327,7 +350,6 @@ def _describe_package(
     Built after the gate so that `files` hashes exactly what the bundle ships.
     """
     from zeroseg.export.core.versions import file_hashes, versions
-    from zeroseg.export.onnx.bundle import model_entry
 
     cfg = ckpt.student_config
     spec = segmenter_spec(cfg.num_segments, cfg.out_dim, settings.head).to_dict()
@@ -336,25 +358,12 @@ def _describe_package(
         spec["inputs"][0]["dims"] = [1, 3, *size]
         for t in spec["outputs"]:
             t["dims"][0] = 1
-    text_cfg = modules.text_encoder.config
+    note = "(B, 3, H, W), contiguous; the normalisation is folded into the package"
     return BundleManifest(
         versions={**versions(), "compiler": compiler_version()},
         exporter=exporter,
         graphs={"segmenter": spec},
-        preprocess={
-            "mean": list(ckpt.preprocess.mean), "std": list(ckpt.preprocess.std), "short_side": short_side,
-            "max_side": settings.max_side, "patch_multiple": cfg.patch_size, "size_rule": SIZE_RULE,
-            "resize": RESIZE, "input": "RGB float32 in [0, 1], (B, 3, H, W), contiguous; the normalisation "
-            "is folded into the package",
-        },
-        text={
-            "tokenizer": text_cfg["tokenizer"], "context_length": modules.text_encoder.context_length,
-            "token_subset": text_cfg.get("token_subset"), "templates": list(ckpt.templates),
-            "logit_scale": ckpt.logit_scale, "embed_dim": cfg.out_dim, "encoder_file": TEXT_NAME,
-        },
-        model=model_entry(ckpt),
-        source={"checkpoint": str(Path(settings.checkpoint).absolute()),
-                "sha256": sha256_file(settings.checkpoint)},
+        **package_entries(ckpt, modules, settings.checkpoint, short_side, settings.max_side, note),
         parity=figures,
         files=file_hashes(folder),
         vocab=vocab,

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from zeroseg.errors import ZerosegError
-from zeroseg.export.aoti.export import AOTI_FORMAT, PACKAGE_NAME, TEXT_NAME
+from zeroseg.export.aoti.export import AOTI_FORMAT, TEXT_NAME
 from zeroseg.export.core.formats import RUNTIMES
 from zeroseg.export.core.manifest import read_manifest, verified_file
 from zeroseg.infer.labels import DEFAULT_BG_THRESH, LabelSpace, SegmentationResult
@@ -44,7 +44,15 @@ def load_package(path: str | os.PathLike):
 
 
 class AOTISegmenter(TorchSegmenterBase):
-    """Zero-shot segmentation with an AOTInductor bundle; the same call and results as `zeroseg.Segmenter`."""
+    """Zero-shot segmentation with an AOTInductor bundle; the same call and results as `zeroseg.Segmenter`.
+
+    Subclasses for other end-to-end programs (`ExecuTorchSegmenter`) set FORMAT, RUNTIME and
+    STATIC_HINT and override `_open_program`.
+    """
+
+    FORMAT = AOTI_FORMAT
+    RUNTIME = "aoti"
+    STATIC_HINT = "re-export with --dynamic (or pass images of {w}:{h} aspect)"
 
     def __init__(
         self,
@@ -68,9 +76,11 @@ class AOTISegmenter(TorchSegmenterBase):
         """
         from zeroseg.text import TextEncoder, Vocabulary
 
-        RUNTIMES["aoti"].check(device=device, precision=precision, threads=threads, short_side=short_side)
+        RUNTIMES[self.RUNTIME].check(
+            device=device, precision=precision, threads=threads, short_side=short_side
+        )
         self.bundle = Path(bundle_dir)
-        self.manifest = manifest = read_manifest(self.bundle, fmt=AOTI_FORMAT)
+        self.manifest = manifest = read_manifest(self.bundle, fmt=self.FORMAT)
         if threads is not None:
             torch.set_num_threads(int(threads))
         self.device = torch.device("cpu")
@@ -85,19 +95,22 @@ class AOTISegmenter(TorchSegmenterBase):
         self.default_bg_thresh = float(inference.get("bg_thresh", DEFAULT_BG_THRESH))
         self.default_bg_prompt = bool(inference.get("bg_prompt", False))
         self.head_mode = manifest.head  # the head inside segmenter.pt2 ("paper" or "dense")
-        self.runner = load_package(verified_file(self.bundle, manifest, manifest.graph_file("segmenter")))
+        self.runner = self._open_program(manifest)
         text_path = verified_file(self.bundle, manifest, manifest.text.get("encoder_file", TEXT_NAME))
         state = torch.load(text_path, map_location="cpu", weights_only=True)
         self.vocabulary = Vocabulary(TextEncoder.from_state(state).eval(), manifest.text["templates"])
+
+    def _open_program(self, manifest):
+        """The callable end-to-end program: segmenter.pt2 through the AOTInductor loader."""
+        return load_package(verified_file(self.bundle, manifest, manifest.graph_file("segmenter")))
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """The pixels themselves, after the size check: segmenter.pt2 runs in `head`."""
         if self.static_size is not None and tuple(pixels.shape[-2:]) != self.static_size:
             h, w = self.static_size
             raise ZerosegError(
-                f"{PACKAGE_NAME} is static at {h}x{w} (batch 1) but this image needs a "
-                f"{pixels.shape[-2]}x{pixels.shape[-1]} input; re-export with --dynamic (or pass images "
-                f"of {w}:{h} aspect)"
+                f"{self.manifest.graph_file('segmenter')} is static at {h}x{w} (batch 1) but this image "
+                f"needs a {pixels.shape[-2]}x{pixels.shape[-1]} input; {self.STATIC_HINT.format(h=h, w=w)}"
             )
         return pixels
 

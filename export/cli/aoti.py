@@ -3,7 +3,7 @@
 zeroseg-export aoti CKPT --out DIR [--short-side N] [--dynamic] [--portable] [--labels L]
     [--labels-file F] [--max-side N] [--force] [--tolerance T] [--threads N] [--strict-vocab]
     [--head paper|dense]
-zeroseg-export cpp-build [--out DIR]
+zeroseg-export cpp-build [--out DIR] [--runtime aoti|executorch]
 """
 
 from __future__ import annotations
@@ -59,13 +59,18 @@ def aoti_command(
 
 def cpp_build_command(
     out: Path | None = typer.Option(
-        None, "--out", help="Build folder (default: a cache folder keyed by the sources and torch)."
+        None, "--out", help="Build folder (default: a cache folder keyed by the sources and the runtime)."
+    ),
+    runtime: str = typer.Option(
+        "aoti", "--runtime", help="aoti (zeroseg_aoti, libtorch) or executorch (zeroseg_et, no libtorch)."
     ),
 ) -> None:
-    """Build the C++ runner (export/aoti/cpp) against this torch; prints the executable's path."""
+    """Build a C++ runner (AOTInductor or ExecuTorch bundles); prints the executable's path."""
     from zeroseg.export.aoti.cpp_build import build_runner
 
-    typer.echo(build_runner(out, log=lambda line: typer.echo(line, err=True)))
+    typer.echo(
+        build_runner(out, runtime=runtime.strip().lower(), log=lambda line: typer.echo(line, err=True))
+    )
 
 
 def register(app: typer.Typer) -> None:

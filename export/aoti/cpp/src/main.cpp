@@ -22,6 +22,7 @@
 #include <nlohmann/json.hpp>
 
 #include "zeroseg/aoti_runner.h"
+#include "zeroseg/cli.h"
 
 namespace {
 
@@ -36,15 +37,7 @@ constexpr const char* kUsage =
     "usage: zeroseg_aoti BUNDLE IMAGE... [--out DIR] [--bg-thresh T] [--threads N] [--repeat N] "
     "[--dump-input FILE]";
 
-double number(const std::string& flag, const std::string& value) {
-  try {
-    size_t used = 0;
-    const double v = std::stod(value, &used);
-    if (used == value.size()) return v;
-  } catch (const std::exception&) {
-  }
-  throw zeroseg::Error(flag + " needs a number, got '" + value + "'");
-}
+using zeroseg::number;
 
 Options parse(int argc, char** argv) {
   Options opt;
@@ -75,20 +68,7 @@ Options parse(int argc, char** argv) {
   return opt;
 }
 
-void write_json(const std::filesystem::path& path, const nlohmann::json& data) {
-  std::filesystem::path tmp = path;
-  tmp += ".tmp";
-  {
-    std::ofstream out(tmp);
-    out << data.dump(2) << "\n";
-    if (!out) throw zeroseg::Error("cannot write " + path.string());
-  }
-  std::filesystem::rename(tmp, path);
-}
-
-double ms_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-}
+using zeroseg::ms_since;
 
 void time_runs(zeroseg::Segmenter& seg, const zeroseg::Image& image, double thresh, int repeat) {
   const auto [h, w] = seg.input_size(image.height, image.width);
@@ -101,53 +81,15 @@ void time_runs(zeroseg::Segmenter& seg, const zeroseg::Image& image, double thre
     seg.run(pixels, image.height, image.width, thresh);
     total.push_back(ms_since(t0));
   }
-  auto mean = [](const std::vector<double>& v) { return std::accumulate(v.begin(), v.end(), 0.0) / v.size(); };
-  auto p50 = [](std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
-  };
+  using zeroseg::mean;
+  const auto p50 = zeroseg::median;
   std::printf("latency %dx%d -> input %dx%d, %d runs, %d threads: mean %.2f ms, p50 %.2f ms "
               "(preprocess mean %.2f ms)\n",
               image.width, image.height, w, h, repeat, at::get_num_threads(), mean(total), p50(total), mean(pre));
 }
 
-// --out is a folder or can become one: neither it nor the nearest existing folder above is a file.
-void check_out(const std::filesystem::path& out) {
-  std::error_code ec;
-  std::filesystem::path at = std::filesystem::absolute(out, ec);
-  while (!std::filesystem::exists(at, ec) && at.has_parent_path() && at.parent_path() != at) at = at.parent_path();
-  if (std::filesystem::exists(at, ec) && !std::filesystem::is_directory(at, ec)) {
-    if (at == std::filesystem::absolute(out, ec))
-      throw zeroseg::Error("--out " + out.string() + " is a file; pass a folder for the outputs");
-    throw zeroseg::Error("--out " + out.string() + " lies under the file " + at.string() + "; pass a folder");
-  }
-}
-
-// Every refusal that needs no model, before the bundle loads or anything is written: --out, output
-// names (two images with one stem, an output that is an input), each image's file and header.
-void check_inputs(const Options& opt) {
-  check_out(opt.out);
-  const auto key = [](const std::filesystem::path& path) {
-    std::error_code ec;
-    const std::filesystem::path real = std::filesystem::weakly_canonical(path, ec);
-    return (ec ? std::filesystem::absolute(path, ec) : real).lexically_normal().string();
-  };
-  std::set<std::string> stems, inputs;
-  for (const auto& image : opt.images) inputs.insert(key(image));
-  for (const auto& image : opt.images) {
-    const std::string stem = image.stem().string();
-    if (!stems.insert(stem).second)
-      throw zeroseg::Error("two input images share the file name '" + stem + "'; their outputs would collide");
-    for (const std::string suffix : {"_labels.png", ".json"})
-      if (inputs.count(key(opt.out / (stem + suffix))))
-        throw zeroseg::Error("an output would overwrite the input " + (opt.out / (stem + suffix)).string() +
-                             "; write to another --out folder");
-  }
-  for (const auto& image : opt.images) zeroseg::check_image(image);
-}
-
 int run(const Options& opt) {
-  check_inputs(opt);
+  zeroseg::check_inputs(opt.out, opt.images);
   if (opt.threads > 0) at::set_num_threads(opt.threads);
   zeroseg::Segmenter seg(opt.bundle);
   const double thresh = opt.bg_thresh >= 0 ? opt.bg_thresh : seg.default_bg_thresh();
@@ -174,7 +116,7 @@ int run(const Options& opt) {
     for (size_t c = 0; c < result.fractions.size(); ++c)
       if (result.fractions[c] > 0) fractions[seg.class_names()[c]] = result.fractions[c];
     const auto [h, w] = seg.input_size(image.height, image.width);
-    write_json(opt.out / (stem + ".json"),
+    zeroseg::write_json(opt.out / (stem + ".json"),
                {{"image", opt.images[i].string()}, {"size", {image.width, image.height}},
                 {"input_hw", {h, w}}, {"head", seg.head()}, {"class_names", seg.class_names()}, {"fractions", fractions},
                 {"bg_thresh", thresh}, {"labels_png", labels_path.filename().string()}, {"ms", ms}});

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <vector>
 
@@ -218,6 +219,44 @@ json read_manifest(const std::filesystem::path& dir, const std::string& format, 
     throw Error(path.string() + " was edited after export (checksum mismatch); re-export the bundle");
   verify_files(dir, m);
   return m;
+}
+
+const nlohmann::json& field(const nlohmann::json& obj, const char* key, const std::string& where) {
+  if (!obj.is_object() || !obj.contains(key))
+    throw Error(where + " has no '" + key + "' entry: re-export the bundle with this zeroseg");
+  return obj.at(key);
+}
+
+std::filesystem::path listed(const std::filesystem::path& dir, const nlohmann::json& manifest, const std::string& name) {
+  if (!field(manifest, "files", "manifest.json").contains(name))
+    throw Error(name + " is not listed in the bundle's manifest; re-export the bundle");
+  return dir / name;
+}
+
+Vocab read_vocab(const std::filesystem::path& dir, const nlohmann::json& manifest, const std::string& export_command) {
+  static constexpr char kMagic[8] = {'Z', 'S', 'V', 'O', 'C', 'A', 'B', '1'};
+  const nlohmann::json& vocab = manifest.contains("vocab") ? manifest["vocab"] : nlohmann::json();
+  if (vocab.is_null() || !vocab.contains("label_space"))
+    throw Error("the bundle has no vocab.bin (the C++ runner's class embeddings): re-export it with " +
+                export_command + " --labels \"a,b,c\"");
+  const nlohmann::json& space = vocab["label_space"];
+  Vocab out;
+  out.names = space.at("names").get<std::vector<std::string>>();
+  out.label_offset = space.at("label_offset").get<std::int64_t>();
+  const std::filesystem::path path = listed(dir, manifest, space.at("file").get<std::string>());
+  std::ifstream in(path, std::ios::binary);
+  char magic[8];
+  std::int32_t header[4];
+  in.read(magic, 8);
+  in.read(reinterpret_cast<char*>(header), sizeof(header));
+  if (!in || std::memcmp(magic, kMagic, 8) != 0 || header[0] <= 0 || header[1] <= 0 || header[2] != out.label_offset)
+    throw Error(path.string() + " is not a zeroseg vocab.bin matching the manifest; re-export the bundle");
+  out.rows = header[0];
+  out.dim = header[1];
+  out.text.resize(static_cast<size_t>(out.rows) * out.dim);
+  in.read(reinterpret_cast<char*>(out.text.data()), static_cast<std::streamsize>(out.text.size() * sizeof(float)));
+  if (!in) throw Error(path.string() + " is truncated; re-export the bundle");
+  return out;
 }
 
 }  // namespace zeroseg

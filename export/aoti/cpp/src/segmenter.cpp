@@ -18,22 +18,8 @@ namespace {
 
 constexpr const char* kFormat = "zeroseg-aoti-bundle";
 constexpr int kFormatVersion = 1;
-constexpr char kVocabMagic[8] = {'Z', 'S', 'V', 'O', 'C', 'A', 'B', '1'};
 
 using nlohmann::json;
-
-const json& field(const json& obj, const char* key, const std::string& where) {
-  if (!obj.is_object() || !obj.contains(key))
-    throw Error(where + " has no '" + key + "' entry: re-export the bundle with this zeroseg");
-  return obj.at(key);
-}
-
-// A bundle file the manifest lists (read_manifest has checked every listed file's sha256).
-std::filesystem::path listed(const std::filesystem::path& dir, const json& manifest, const std::string& name) {
-  if (!field(manifest, "files", "manifest.json").contains(name))
-    throw Error(name + " is not listed in the bundle's manifest; re-export the bundle");
-  return dir / name;
-}
 
 }  // namespace
 
@@ -53,25 +39,11 @@ Segmenter::Segmenter(const std::filesystem::path& dir) {
     const json& model = field(m, "model", "manifest.json");
     bg_thresh_ = model.contains("inference") ? model["inference"].value("bg_thresh", 0.5) : 0.5;
     head_ = m.value("head", std::string("paper"));  // the head inside the package (before --head: the paper's)
-    const json& vocab = m.contains("vocab") ? m["vocab"] : json();
-    if (vocab.is_null() || !vocab.contains("label_space"))
-      throw Error("the bundle has no vocab.bin (the C++ runner's class embeddings): re-export it with "
-                  "zeroseg-export aoti --labels \"a,b,c\"");
-    const json& space = vocab["label_space"];
-    names_ = space.at("names").get<std::vector<std::string>>();
-    label_offset_ = space.at("label_offset").get<std::int64_t>();
-    const std::filesystem::path vpath = listed(dir, m, space.at("file").get<std::string>());
-    std::ifstream vin(vpath, std::ios::binary);
-    char magic[8];
-    std::int32_t header[4];
-    vin.read(magic, 8);
-    vin.read(reinterpret_cast<char*>(header), sizeof(header));
-    if (!vin || std::memcmp(magic, kVocabMagic, 8) != 0 || header[0] <= 0 || header[1] <= 0 ||
-        header[2] != label_offset_)
-      throw Error(vpath.string() + " is not a zeroseg vocab.bin matching the manifest; re-export the bundle");
-    text_ = at::empty({header[0], header[1]}, at::kFloat);
-    vin.read(reinterpret_cast<char*>(text_.data_ptr<float>()), static_cast<std::streamsize>(text_.nbytes()));
-    if (!vin) throw Error(vpath.string() + " is truncated; re-export the bundle");
+    Vocab vocab = read_vocab(dir, m, "zeroseg-export aoti");
+    names_ = std::move(vocab.names);
+    label_offset_ = vocab.label_offset;
+    text_ = at::empty({vocab.rows, vocab.dim}, at::kFloat);
+    std::copy(vocab.text.begin(), vocab.text.end(), text_.data_ptr<float>());
     const std::string package = field(field(field(m, "graphs", "manifest.json"), "segmenter", "graphs"),
                                       "file", "graphs.segmenter").get<std::string>();
     const std::filesystem::path ppath = listed(dir, m, package);

@@ -1,8 +1,10 @@
 // zeroseg C++ runner: the bundle manifest, checked as Python's zeroseg.export.core.manifest does.
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
 #include <string>
+#include <vector>
 #include <string_view>
 
 #include <nlohmann/json.hpp>
@@ -24,5 +26,23 @@ std::string sha256_file(const std::filesystem::path& path);
 // without that key) and the sha256 of every file its `files` lists (plain names inside `dir`).
 // Every failure is a one-line zeroseg::Error naming the fix.
 nlohmann::json read_manifest(const std::filesystem::path& dir, const std::string& format, int max_version);
+
+// obj[key], or a one-line Error naming `where` and the fix (re-export with this zeroseg).
+const nlohmann::json& field(const nlohmann::json& obj, const char* key, const std::string& where);
+
+// dir/name for a file the manifest lists (read_manifest has checked every listed file's sha256).
+std::filesystem::path listed(const std::filesystem::path& dir, const nlohmann::json& manifest, const std::string& name);
+
+// The label space a bundle's vocab.bin holds (its manifest's vocab.label_space): class names, the
+// label offset and the (rows, dim) float32 text embeddings of its prompts.
+struct Vocab {
+  std::vector<std::string> names;
+  std::int64_t label_offset = 1;
+  int rows = 0, dim = 0;
+  std::vector<float> text;
+};
+
+// Reads and checks vocab.bin; a bundle without one is an Error naming `export_command` --labels.
+Vocab read_vocab(const std::filesystem::path& dir, const nlohmann::json& manifest, const std::string& export_command);
 
 }  // namespace zeroseg

@@ -1,0 +1,83 @@
+// The command-line half shared by the C++ runners (see cli.h).
+#include "zeroseg/cli.h"
+
+#include <algorithm>
+#include <fstream>
+#include <numeric>
+#include <set>
+
+#include "zeroseg/image.h"
+
+namespace zeroseg {
+
+double number(const std::string& flag, const std::string& value) {
+  try {
+    size_t used = 0;
+    const double v = std::stod(value, &used);
+    if (used == value.size()) return v;
+  } catch (const std::exception&) {
+  }
+  throw Error(flag + " needs a number, got '" + value + "'");
+}
+
+void write_json(const std::filesystem::path& path, const nlohmann::json& data) {
+  std::filesystem::path tmp = path;
+  tmp += ".tmp";
+  {
+    std::ofstream out(tmp);
+    out << data.dump(2) << "\n";
+    if (!out) throw Error("cannot write " + path.string());
+  }
+  std::filesystem::rename(tmp, path);
+}
+
+double ms_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+}
+
+double mean(const std::vector<double>& v) { return std::accumulate(v.begin(), v.end(), 0.0) / std::max<size_t>(1, v.size()); }
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0.0;
+  std::sort(v.begin(), v.end());
+  return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+}
+
+namespace {
+
+// --out is a folder or can become one: neither it nor the nearest existing folder above is a file.
+void check_out(const std::filesystem::path& out) {
+  std::error_code ec;
+  std::filesystem::path at = std::filesystem::absolute(out, ec);
+  while (!std::filesystem::exists(at, ec) && at.has_parent_path() && at.parent_path() != at) at = at.parent_path();
+  if (std::filesystem::exists(at, ec) && !std::filesystem::is_directory(at, ec)) {
+    if (at == std::filesystem::absolute(out, ec))
+      throw Error("--out " + out.string() + " is a file; pass a folder for the outputs");
+    throw Error("--out " + out.string() + " lies under the file " + at.string() + "; pass a folder");
+  }
+}
+
+}  // namespace
+
+void check_inputs(const std::filesystem::path& out, const std::vector<std::filesystem::path>& images) {
+  check_out(out);
+  const auto key = [](const std::filesystem::path& path) {
+    std::error_code ec;
+    const std::filesystem::path real = std::filesystem::weakly_canonical(path, ec);
+    return (ec ? std::filesystem::absolute(path, ec) : real).lexically_normal().string();
+  };
+  std::set<std::string> stems, inputs;
+  for (const auto& image : images) inputs.insert(key(image));
+  for (const auto& image : images) {
+    const std::string stem = image.stem().string();
+    if (!stems.insert(stem).second)
+      throw Error("two input images share the file name '" + stem + "'; their outputs would collide");
+    for (const std::string suffix : {"_labels.png", ".json"})
+      if (inputs.count(key(out / (stem + suffix))))
+        throw Error("an output would overwrite the input " + (out / (stem + suffix)).string() +
+                    "; write to another --out folder");
+  }
+  for (const auto& image : images) check_image(image);
+}
+
+}  // namespace zeroseg
