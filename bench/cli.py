@@ -8,6 +8,7 @@
     zeroseg-bench cache --teacher ViT-B-16:/path/to/open_clip.bin --images 256
     zeroseg-bench head --device cpu --quick       # zeroseg.bench.head_bench's own options
     zeroseg-bench gpu --out gpu-check            # one-call GPU check (--dry-run: on the CPU)
+    zeroseg-bench edge                           # ExecuTorch C++ runner vs Python, deployed size
     zeroseg-bench env
 
 Every command prints a table and writes a JSON result (atomically) with an environment block;
@@ -64,7 +65,8 @@ def compare(
         None,
         "--backends",
         help="Comma list of torch, compile, onnxruntime, onnxruntime-int8, openvino, "
-        "aoti, tensorrt, maskclip (default: every one that can run here; the others listed with the reason).",
+        "aoti, executorch, executorch-int8, tensorrt, maskclip (default: every one that can run here; "
+        "the others listed with the reason).",
     ),
     batch_sizes: str = typer.Option("1,4", "--batch-sizes", help="Batch sizes, e.g. 1,4,16."),
     short_side: int | None = typer.Option(None, "--short-side", help="Network short side (default: ckpt's)."),
@@ -86,6 +88,11 @@ def compare(
     onnx_bundle: Path | None = typer.Option(None, "--onnx-bundle", help="Use this ONNX bundle (no export)."),
     aoti_bundle: Path | None = typer.Option(None, "--aoti-bundle", help="Use this AOTInductor bundle."),
     trt_bundle: Path | None = typer.Option(None, "--trt-bundle", help="Use this TensorRT engine folder."),
+    executorch_bundle: Path | None = typer.Option(
+        None,
+        "--executorch-bundle",
+        help="Use this ExecuTorch bundle (exported with --int8 for its int8 row).",
+    ),
     preset: str | None = typer.Option(
         None, "--preset", help="Instead of a checkpoint: a random-weight student of this preset (e.g. base)."
     ),
@@ -100,7 +107,13 @@ def compare(
     from zeroseg.bench.compare.report import plot, plot_scatter, scatter_path, table_lines
     from zeroseg.bench.compare.run import DEFAULT_CLASSES, CompareSettings, run_compare
 
-    given = {k: v for k, v in (("onnx", onnx_bundle), ("aoti", aoti_bundle), ("trt", trt_bundle)) if v}
+    pairs = (
+        ("onnx", onnx_bundle),
+        ("aoti", aoti_bundle),
+        ("trt", trt_bundle),
+        ("executorch", executorch_bundle),
+    )
+    given = {k: v for k, v in pairs if v}
     settings = CompareSettings(
         source=source, backends=parse_backends(backends),
         batch_sizes=parse_int_list(batch_sizes, "--batch-sizes"), short_side=short_side,
@@ -267,6 +280,24 @@ def gpu(
     failed = [f"{k} ({v['reason']})" for k, v in result["steps"].items() if v["status"] == "failed"]
     if failed:
         raise ZerosegError(f"step failed: {'; '.join(failed)}; see {out / 'gpu.json'}")
+
+
+@app.command("edge")
+def edge(
+    source: Path | None = typer.Argument(None, help="Checkpoint or ExecuTorch bundle (default: bundled)."),
+    image_size: str = typer.Option("640x480", "--image-size", help="The scene, WIDTHxHEIGHT."),
+    iters: int = typer.Option(20, "--iters", help="Timed runs per repeat (after one warm-up)."),
+    repeat: int = typer.Option(3, "--repeat", help="Interleaved repeats (C++, Python) per precision."),
+    threads: int = typer.Option(2, "--threads", help="ExecuTorch threadpool size, both sides."),
+    out: Path | None = typer.Option(None, "--json", help=JSON_HELP.format("edge")),
+) -> None:
+    """The ExecuTorch C++ runner beside its Python runtime on one image, and its deployed size."""
+    from zeroseg.bench.edge import EdgeSettings, report_lines, run_edge
+
+    settings = EdgeSettings(source=source, image_size=parse_size(image_size, "--image-size"), iters=iters,
+                            repeat=repeat, threads=threads)  # fmt: skip
+    result = run_edge(settings, log=typer.echo)
+    _emit(result, json_path(out, "edge"), report_lines(result))
 
 
 @app.command("env")

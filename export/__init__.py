@@ -6,6 +6,7 @@
     onnx/           ONNX export, bundles, int8, the ONNX Runtime segmenter
     openvino/       the OpenVINO segmenter of an ONNX bundle
     aoti/           AOTInductor packages, their segmenter and the C++ runner (cpp/)
+    executorch/     ExecuTorch programs (XNNPACK, fp32 + int8), their segmenter and the edge C++ runner (cpp/)
     tensorrt/       TensorRT engines of the image encoder and their segmenter
     triton_server/  Triton Inference Server model repositories of a bundle
     cli/            `zeroseg-export`
@@ -27,6 +28,8 @@ _LAZY = {
     "TRTSegmenter": "zeroseg.export.tensorrt.runtime",
     "AOTISegmenter": "zeroseg.export.aoti.runtime",
     "export_aoti": "zeroseg.export.aoti.export",
+    "ExecuTorchSegmenter": "zeroseg.export.executorch.runtime",
+    "export_executorch": "zeroseg.export.executorch.export",
 }
 __all__ = list(_LAZY)
 

@@ -73,10 +73,11 @@ def load(
 
     Args:
         path: a ZeroSeg checkpoint file, `bundled` (the ShapeWorld model inside the package), or an
-            exported folder (ONNX, AOTInductor, TensorRT); its format is read from the file itself.
+            exported folder (ONNX, AOTInductor, ExecuTorch, TensorRT); its format is read from the
+            file itself.
         device: "cpu", "cuda" or "cuda:N" (default: the runtime's first, the CPU except TensorRT).
-        precision: "fp32", "int8" (ONNX Runtime, a bundle exported with --int8), a TensorRT engine's
-            own precision; default the artefact's.
+        precision: "fp32", "int8" (ONNX Runtime or ExecuTorch, a bundle exported with --int8), a
+            TensorRT engine's own precision; default the artefact's.
         threads: intra-op threads (default: the runtime's; for PyTorch this sets torch's count).
         short_side: network input short side (default: the one the model was tuned or exported for).
         runtime: for an ONNX bundle "onnxruntime" (default) or "openvino"; other formats have one.

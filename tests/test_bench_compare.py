@@ -18,7 +18,7 @@ import export_helpers as eh
 import helpers
 import numpy as np
 import pytest
-from aoti_cache import cached_bundle
+from aoti_cache import cached_bundle, cached_executorch_bundle
 from helpers import assert_one_line_error
 from PIL import Image
 
@@ -111,7 +111,8 @@ def _bench_process(*args) -> helpers.CliResult:
 def test_every_backend_side_by_side_on_the_bundled_model(tmp_path_factory, tmp_path) -> None:
     onnx_bundle, _ = eh.shapeworld_bundle(tmp_path_factory)
     out, picture = tmp_path / "compare.json", tmp_path / "compare.png"
-    bundles = ["--onnx-bundle", onnx_bundle, "--aoti-bundle", cached_bundle()]
+    bundles = ["--onnx-bundle", onnx_bundle, "--aoti-bundle", cached_bundle(),
+               "--executorch-bundle", cached_executorch_bundle()]  # fmt: skip
     run = _bench_process(*bundles, "--short-side", "128", "--batch-sizes", "1,2", *QUICK, "--threads", "2",
                          "--json", out, "--plot", picture)  # fmt: skip
     assert run.code == 0, (run.out, run.err)
@@ -120,6 +121,7 @@ def test_every_backend_side_by_side_on_the_bundled_model(tmp_path_factory, tmp_p
     skipped = {s["backend"]: s["reason"] for s in data["skipped"]}
     assert ran | set(skipped) == set(BACKENDS) and not ran & set(skipped)
     assert {"torch", "compile", "onnxruntime", "onnxruntime-int8", "openvino", "aoti", "maskclip"} <= ran
+    assert {"executorch", "executorch-int8"} <= ran
     assert {"onnxruntime-noflash", "onnxruntime-unfused"} <= ran  # the fused-attention A/B rows
     assert [s["backend"] for s in data["status"]] == list(BACKENDS)
     for s in data["status"]:

@@ -151,12 +151,13 @@ def test_skipped_blocks_say_why_and_stay_few() -> None:
 def docs_workspace(tmp_path_factory) -> Path:
     """A working folder with what the blocks name, made as the quick start makes it: ShapeWorld
     scenes (`zeroseg synth`) in data/scenes and (all val) data/voc, scene.jpg / scene.png / photo.jpg, an
-    ONNX bundle of the bundled model with a vocabulary and int8 graphs as `bundle`, and an
-    AOTInductor bundle as `DIR` (both shared with the export tests and cached)."""
+    ONNX bundle of the bundled model with a vocabulary and int8 graphs as `bundle`, an AOTInductor
+    bundle as `DIR` and an ExecuTorch bundle (fp32 + int8) as `et_bundle` (all shared with the export
+    tests and cached)."""
     import shutil
 
     import export_helpers as eh
-    from aoti_cache import cached_bundle
+    from aoti_cache import cached_bundle, cached_executorch_bundle
     from PIL import Image
 
     work = tmp_path_factory.mktemp("docs")
@@ -169,6 +170,7 @@ def docs_workspace(tmp_path_factory) -> Path:
     Image.open(first).save(work / "scene.png")
     (work / "bundle").symlink_to(eh.shapeworld_bundle(tmp_path_factory)[0], target_is_directory=True)
     (work / "DIR").symlink_to(cached_bundle(), target_is_directory=True)
+    (work / "et_bundle").symlink_to(cached_executorch_bundle(), target_is_directory=True)
     return work
 
 

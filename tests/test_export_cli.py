@@ -13,7 +13,7 @@ import torch
 from helpers import assert_one_line_error, write_image
 
 
-@pytest.mark.parametrize("command", ["onnx", "aoti", "trt"])
+@pytest.mark.parametrize("command", ["onnx", "aoti", "trt", "executorch"])
 def test_every_exporter_takes_bundled_as_a_checkpoint(export_cli, tmp_path, command):
     """`bundled` names the bundled checkpoint for every exporter (the bad short side is refused
     after the name resolved, before any export work)."""
@@ -30,7 +30,7 @@ def test_every_exporter_takes_bundled_as_a_checkpoint(export_cli, tmp_path, comm
 
 # ---- --out against the export's inputs, and --force over a folder that cannot be replaced ------------
 
-EXPORTERS = ["onnx", "aoti", "trt", "triton", "cpp-build"]
+EXPORTERS = ["onnx", "aoti", "trt", "triton", "cpp-build", "executorch"]
 RELATIONS = ["is", "contains", "lies inside"]
 
 
@@ -39,6 +39,7 @@ def no_export_work(monkeypatch):
     """Every exporter's first real step fails loudly: a refusal must come before any of them."""
     from zeroseg.export.aoti import cpp_build
     from zeroseg.export.aoti import export as aoti_export
+    from zeroseg.export.executorch import export as et_export
     from zeroseg.export.onnx import bundle as onnx_bundle
     from zeroseg.export.tensorrt import export as trt_export
     from zeroseg.export.triton_server import repo as triton_repo
@@ -48,6 +49,7 @@ def no_export_work(monkeypatch):
 
     monkeypatch.setattr(onnx_bundle, "build_bundle", forbidden)
     monkeypatch.setattr(aoti_export, "_build", forbidden)
+    monkeypatch.setattr(et_export, "_build", forbidden)
     monkeypatch.setattr(trt_export, "_graph", forbidden)
     monkeypatch.setattr(triton_repo, "plan_models", forbidden)
     monkeypatch.setattr(cpp_build, "build_once", forbidden)  # not even its lock file
@@ -65,9 +67,15 @@ def _input_path(command: str, tmp_path: Path, world) -> tuple[Path, list]:
         return SOURCE_DIR, []
     folder = tmp_path / "inputs" / "given"
     folder.mkdir(parents=True)
-    if command == "onnx":  # the calibration folder
+    if command in ("onnx", "executorch"):  # the calibration folder
         write_image(folder / "a.png")
-        return folder, [world.checkpoint, "--int8", "static", "--calib", folder]
+        return folder, [
+            world.checkpoint,
+            "--int8",
+            *(["static"] if command == "onnx" else []),
+            "--calib",
+            folder,
+        ]
     if command == "aoti":  # the checkpoint file
         shutil.copy(world.checkpoint, folder / "model.pt")
         return folder / "model.pt", [folder / "model.pt"]
@@ -151,7 +159,7 @@ def test_force_over_a_folder_that_cannot_be_replaced_is_refused_first(
 
 
 @pytest.mark.parametrize("signed", ["edited after saving", "signed over tensors only"])
-@pytest.mark.parametrize("command", ["onnx", "aoti", "trt"])
+@pytest.mark.parametrize("command", ["onnx", "aoti", "trt", "executorch"])
 def test_exporters_refuse_a_nan_logit_scale_before_any_work(
     export_cli, world, tmp_path, no_export_work, command, signed
 ):

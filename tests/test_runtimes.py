@@ -167,9 +167,10 @@ def test_the_format_is_read_from_the_artefact(artefacts, tmp_path):
     from zeroseg.checkpoint import CHECKPOINT_FORMAT
     from zeroseg.export.aoti.export import AOTI_FORMAT
     from zeroseg.export.core.manifest import BUNDLE_FORMAT
+    from zeroseg.export.executorch.export import EXECUTORCH_FORMAT
     from zeroseg.export.tensorrt.manifest import ENGINE_FORMAT
 
-    assert set(FORMATS) == {CHECKPOINT_FORMAT, BUNDLE_FORMAT, AOTI_FORMAT, ENGINE_FORMAT}
+    assert set(FORMATS) == {CHECKPOINT_FORMAT, BUNDLE_FORMAT, AOTI_FORMAT, EXECUTORCH_FORMAT, ENGINE_FORMAT}
     assert all(set(f.runtimes) <= set(RUNTIMES) for f in FORMATS.values())
 
 

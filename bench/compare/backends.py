@@ -16,6 +16,8 @@ so the bench times one pipeline through all of them:
     onnxruntime-int8-qk  the same with Q.K^T only in int8 (`int8_attention="qk"`; P.V stays fp32)
     openvino          `OpenVINOSegmenter`: OpenVINO's CPU plugin on the same fp32 ONNX graph
     aoti              `AOTISegmenter`: the AOTInductor package of the end-to-end graph
+    executorch        `ExecuTorchSegmenter`: the end-to-end graph lowered to ExecuTorch's XNNPACK delegate
+    executorch-int8   the same bundle's PT2E static int8 program (XNNPACK quantizer, nn.Linear layers)
     tensorrt          `TRTSegmenter`: a TensorRT fp16 engine of the image encoder (GPU)
     maskclip          `MaskCLIPSegmenter`: the training-free baseline on the checkpoint's teacher
 
@@ -80,6 +82,10 @@ BACKENDS: dict[str, Backend] = {
         Backend("onnxruntime-unfused", "fp32", True, FP32_GATE, "OnnxSegmenter, unfused graph (A/B)"),
         Backend("openvino", "fp32", True, FP32_GATE, "OpenVINOSegmenter, OpenVINO CPU plugin"),
         Backend("aoti", "fp32", True, FP32_GATE, "AOTISegmenter, AOTInductor package"),
+        Backend("executorch", "fp32", True, FP32_GATE, "ExecuTorchSegmenter, XNNPACK delegate"),
+        Backend(
+            "executorch-int8", "int8", True, INT8_GATE, "ExecuTorchSegmenter(precision='int8')", ("weights",)
+        ),
         Backend("tensorrt", "fp16", False, FP16_GATE, "TRTSegmenter, TensorRT engine (GPU)"),
         Backend("maskclip", "fp32", False, None, "MaskCLIPSegmenter on the checkpoint's teacher"),
     )
@@ -97,6 +103,8 @@ ARTEFACT: dict[str, str | None] = {
     "onnxruntime-unfused": "onnx-unfused",
     "openvino": "onnx",
     "aoti": "aoti",
+    "executorch": "executorch",
+    "executorch-int8": "executorch",
     "tensorrt": "trt",
     "maskclip": None,
 }
@@ -158,6 +166,11 @@ def unavailable(name: str, src: Source) -> str | None:
         return openvino_unavailable()
     if name == "aoti" and not cpu:
         return "the AOTInductor bundle is compiled for the CPU; use --device cpu"
+    if name.startswith("executorch"):
+        if importlib.util.find_spec("executorch") is None:
+            return "ExecuTorch is not installed (pip install 'zeroseg[edge]')"
+        if not cpu:
+            return "runs on the CPU (XNNPACK); use --device cpu"
     if name == "tensorrt":
         from zeroseg.export.tensorrt.build import tensorrt_unavailable
 
@@ -175,6 +188,8 @@ RUNTIME_OF: dict[str, tuple[str, str | None]] = {
     "onnxruntime-unfused": ("onnxruntime", "fp32"),
     "openvino": ("openvino", "fp32"),
     "aoti": ("aoti", "fp32"),
+    "executorch": ("executorch", "fp32"),
+    "executorch-int8": ("executorch", "int8"),
     "tensorrt": ("tensorrt", None),
 }
 

@@ -91,7 +91,7 @@ def artefacts(
     log=print,
 ) -> Callable[[str], Path]:
     """A function `kind -> bundle folder` ("onnx", its A/B variants "onnx-unfused", "onnx-int8-attn",
-    "onnx-int8-qk", "aoti", "trt") for `backends.build`.
+    "onnx-int8-qk", "aoti", "executorch", "trt") for `backends.build`.
 
     Args:
         checkpoint: what to export from (None: only `given` bundles can be used).
@@ -133,6 +133,15 @@ def artefacts(
                                 dynamic=True, portable=True, force=True, progress=True)  # fmt: skip
         export_aoti(settings, log=log)
 
+    def executorch(out: Path) -> None:
+        from zeroseg.export.executorch.export import ExecuTorchSettings, export_executorch
+
+        # one bundle for both rows: fp32 segmenter.pte and the int8 program, calibrated like ONNX's
+        settings = ExecuTorchSettings(checkpoint=checkpoint, out=out, labels=labels, short_side=short_side,
+                                      int8=True, calib=calib, int8_tolerance=int8_tolerance, force=True,
+                                      progress=True)  # fmt: skip
+        export_executorch(settings, log=log)
+
     def trt(out: Path) -> None:  # NOT VERIFIED: needs TensorRT and a GPU (README "TensorRT")
         from zeroseg.export.tensorrt.export import TrtSettings, export_trt
 
@@ -142,12 +151,13 @@ def artefacts(
     variants = {"onnx-unfused": {"int8": None, "fuse_attention": False},
                 "onnx-int8-attn": {"int8": "static", "int8_attention": "qk+pv"},
                 "onnx-int8-qk": {"int8": "static", "int8_attention": "qk"}}  # fmt: skip
-    builders = {"onnx": onnx, "aoti": aoti, "trt": trt}
+    builders = {"onnx": onnx, "aoti": aoti, "executorch": executorch, "trt": trt}
     builders.update({kind: functools.partial(onnx, **v) for kind, v in variants.items()})
     options = {"labels": labels, "short_side": short_side}
     calibrated = {"calib": str(Path(calib).resolve())} if calib is not None else {}  # in the key when given
     int8_key = {"int8_tolerance": int8_tolerance, **calibrated}
     extra = {"onnx": {"int8": int8, **int8_key}, "aoti": {"portable": True}, "trt": {},
+             "executorch": {"int8": True, **int8_key},
              **{kind: {**v, **int8_key} for kind, v in variants.items()}}  # fmt: skip
 
     def get(what: str) -> Path:

@@ -44,7 +44,9 @@ class Runtime:
             raise ZerosegError(f"the {self.name} runtime runs on {' or '.join(self.devices)}, not {device!r}")
         if precision is not None and precision not in self.precisions:
             hint = (
-                "; int8 runs on onnxruntime from a bundle exported with --int8" if precision == "int8" else ""
+                "; int8 runs on onnxruntime or executorch from a bundle exported with --int8"
+                if precision == "int8"
+                else ""
             )
             raise ZerosegError(
                 f"the {self.name} runtime runs {' | '.join(self.precisions)}, "
@@ -99,6 +101,8 @@ RUNTIMES: dict[str, Runtime] = {
                 "OpenVINO CPU plugin on the ONNX graph"),
         Runtime("aoti", "zeroseg.export.aoti.runtime:AOTISegmenter", ("cpu",), ("fp32",),
                 "AOTInductor package (also the C++ runner's)"),
+        Runtime("executorch", "zeroseg.export.executorch.runtime:ExecuTorchSegmenter", ("cpu",),
+                ("fp32", "int8"), "ExecuTorch with the XNNPACK delegate (also the edge C++ runner's)"),
         Runtime("tensorrt", "zeroseg.export.tensorrt.runtime:TRTSegmenter", ("cuda",),
                 ("fp32", "fp16", "int8"), "TensorRT engine"),
     )
@@ -110,13 +114,20 @@ FORMATS: dict[str, Format] = {
         Format("zeroseg-checkpoint", "checkpoint", "PyTorch", "zeroseg train", ("torch",)),
         Format("zeroseg-onnx-bundle", "onnx", "ONNX", "zeroseg-export onnx", ("onnxruntime", "openvino")),
         Format("zeroseg-aoti-bundle", "aoti", "AOTInductor", "zeroseg-export aoti", ("aoti",)),
+        Format(
+            "zeroseg-executorch-bundle",
+            "executorch",
+            "ExecuTorch",
+            "zeroseg-export executorch",
+            ("executorch",),
+        ),
         Format("zeroseg-trt-engine", "trt", "TensorRT", "zeroseg-export trt", ("tensorrt",)),
     )
 }
 BY_NAME: dict[str, Format] = {f.name: f for f in FORMATS.values()}
 #: Exported bundle formats: `format` key -> (label, short name), what manifest checks name.
 BUNDLE_KINDS: dict[str, tuple[str, str]] = {
-    f.key: (f.label, f.name) for f in FORMATS.values() if f.name in ("onnx", "aoti")
+    f.key: (f.label, f.name) for f in FORMATS.values() if f.name in ("onnx", "aoti", "executorch")
 }
 
 

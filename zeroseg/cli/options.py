@@ -13,11 +13,13 @@ import typer
 ENGINE: Path | None = typer.Option(
     None,
     "--engine",
-    help="A folder any zeroseg-export command wrote (ONNX, AOTInductor, TensorRT); its format is read "
-    "from its manifest. Replaces the checkpoint.",
+    help="A folder any zeroseg-export command wrote (ONNX, AOTInductor, ExecuTorch, TensorRT); its "
+    "format is read from its manifest. Replaces the checkpoint.",
 )
 PRECISION: str | None = typer.Option(
-    None, "--precision", help="fp32 | int8 (an ONNX bundle exported with --int8) | a TensorRT engine's own."
+    None,
+    "--precision",
+    help="fp32 | int8 (an ONNX or ExecuTorch bundle exported with --int8) | a TensorRT engine's own.",
 )
 RUNTIME: str | None = typer.Option(
     None, "--runtime", help="For an ONNX bundle: onnxruntime (default) | openvino."

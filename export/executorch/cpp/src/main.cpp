@@ -1,0 +1,122 @@
+// zeroseg_et: segment images with a bundle from `zeroseg-export executorch`, from C++, no libtorch.
+//
+//   zeroseg_et BUNDLE IMAGE... [--out DIR] [--bg-thresh T] [--threads N] [--repeat N] [--precision fp32|int8]
+//
+// Writes DIR/<stem>_labels.png (palette PNG, 0 = background) and DIR/<stem>.json (the head, the
+// program and the fraction of the pixels each class got) per image. --repeat N times preprocessing +
+// program N times after one warm-up run and prints the mean and median. Errors are one line on
+// stderr ("error: ...") with exit status 2.
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "zeroseg/cli.h"
+#include "zeroseg/et_runner.h"
+
+namespace {
+
+struct Options {
+  std::filesystem::path bundle, out = ".";
+  std::vector<std::filesystem::path> images;
+  std::string precision = "fp32";
+  double bg_thresh = -1.0;
+  int threads = 0, repeat = 0;
+};
+
+constexpr const char* kUsage =
+    "usage: zeroseg_et BUNDLE IMAGE... [--out DIR] [--bg-thresh T] [--threads N] [--repeat N] "
+    "[--precision fp32|int8]";
+
+Options parse(int argc, char** argv) {
+  Options opt;
+  std::vector<std::string> positional;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) throw zeroseg::Error(arg + " needs a value; " + kUsage);
+      return argv[++i];
+    };
+    if (arg == "--out") opt.out = value();
+    else if (arg == "--bg-thresh") opt.bg_thresh = zeroseg::number(arg, value());
+    else if (arg == "--threads") opt.threads = static_cast<int>(zeroseg::number(arg, value()));
+    else if (arg == "--repeat") opt.repeat = static_cast<int>(zeroseg::number(arg, value()));
+    else if (arg == "--precision") opt.precision = value();
+    else if (arg == "-h" || arg == "--help") {
+      std::cout << kUsage << "\n";
+      std::exit(0);
+    } else if (arg.rfind("--", 0) == 0) throw zeroseg::Error("unknown option " + arg + "; " + kUsage);
+    else positional.push_back(arg);
+  }
+  if (positional.size() < 2) throw zeroseg::Error(std::string("give a bundle folder and at least one image; ") + kUsage);
+  opt.bundle = positional[0];
+  opt.images.assign(positional.begin() + 1, positional.end());
+  if (opt.bg_thresh != -1.0 && !(opt.bg_thresh >= 0.0 && opt.bg_thresh <= 1.0))
+    throw zeroseg::Error("--bg-thresh must lie in [0, 1]");
+  if (opt.threads < 0 || opt.repeat < 0) throw zeroseg::Error("--threads and --repeat must be >= 0");
+  if (opt.precision != "fp32" && opt.precision != "int8")
+    throw zeroseg::Error("--precision is fp32 or int8, not '" + opt.precision + "'");
+  return opt;
+}
+
+void time_runs(zeroseg::EtSegmenter& seg, const zeroseg::Image& image, double thresh, int repeat) {
+  seg.segment(image, thresh);  // warm-up
+  std::vector<double> total;
+  for (int r = 0; r < repeat; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    seg.segment(image, thresh);
+    total.push_back(zeroseg::ms_since(t0));
+  }
+  const auto [h, w] = seg.input_size(image.height, image.width);
+  std::printf("latency %dx%d -> input %dx%d, %d runs, %d threads: mean %.2f ms, p50 %.2f ms\n", image.width,
+              image.height, w, h, repeat, zeroseg::thread_count(), zeroseg::mean(total), zeroseg::median(total));
+}
+
+int run(const Options& opt) {
+  zeroseg::check_inputs(opt.out, opt.images);
+  zeroseg::set_threads(opt.threads);
+  zeroseg::EtSegmenter seg(opt.bundle, opt.precision);
+  const double thresh = opt.bg_thresh >= 0 ? opt.bg_thresh : seg.default_bg_thresh();
+  for (size_t i = 0; i < opt.images.size(); ++i) {
+    const zeroseg::Image image = zeroseg::read_image(opt.images[i]);
+    const auto t0 = std::chrono::steady_clock::now();
+    const zeroseg::EtResult result = seg.segment(image, thresh);
+    const double ms = zeroseg::ms_since(t0);
+    const std::string stem = opt.images[i].stem().string();
+    std::error_code ec;  // --out is created once there is something to write
+    std::filesystem::create_directories(opt.out, ec);
+    if (ec) throw zeroseg::Error("cannot create --out " + opt.out.string() + ": " + ec.message());
+    const auto labels_path = opt.out / (stem + "_labels.png");
+    zeroseg::write_label_png(labels_path, result.labels.data(), image.height, image.width,
+                             static_cast<int>(seg.class_names().size()));
+    nlohmann::json fractions = nlohmann::json::object();
+    for (size_t c = 0; c < result.fractions.size(); ++c)
+      if (result.fractions[c] > 0) fractions[seg.class_names()[c]] = result.fractions[c];
+    const auto [h, w] = seg.input_size(image.height, image.width);
+    zeroseg::write_json(opt.out / (stem + ".json"),
+                        {{"image", opt.images[i].string()}, {"size", {image.width, image.height}},
+                         {"input_hw", {h, w}}, {"head", seg.head()}, {"program", seg.program()},
+                         {"class_names", seg.class_names()}, {"fractions", fractions}, {"bg_thresh", thresh},
+                         {"labels_png", labels_path.filename().string()}, {"ms", ms}});
+    std::printf("%s -> %s (%.1f ms)\n", opt.images[i].string().c_str(), labels_path.string().c_str(), ms);
+    if (i == 0 && opt.repeat > 0) time_runs(seg, image, thresh, opt.repeat);
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(parse(argc, argv));
+  } catch (const zeroseg::Error& err) {
+    std::fprintf(stderr, "error: %s\n", err.what());
+  } catch (const std::exception& err) {
+    std::string what = err.what();
+    std::fprintf(stderr, "error: %s\n", what.substr(0, what.find('\n')).c_str());
+  }
+  return 2;
+}
