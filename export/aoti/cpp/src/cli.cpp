@@ -2,7 +2,9 @@
 #include "zeroseg/cli.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <fstream>
+#include <iostream>
 #include <numeric>
 #include <set>
 
@@ -18,6 +20,35 @@ double number(const std::string& flag, const std::string& value) {
   } catch (const std::exception&) {
   }
   throw Error(flag + " needs a number, got '" + value + "'");
+}
+
+Options parse_options(int argc, char** argv, const std::string& usage, const std::vector<std::string>& extra_flags) {
+  Options opt;
+  std::vector<std::string> positional;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) throw Error(arg + " needs a value; " + usage);
+      return argv[++i];
+    };
+    if (arg == "--out") opt.out = value();
+    else if (arg == "--bg-thresh") opt.bg_thresh = number(arg, value());
+    else if (arg == "--threads") opt.threads = static_cast<int>(number(arg, value()));
+    else if (arg == "--repeat") opt.repeat = static_cast<int>(number(arg, value()));
+    else if (std::find(extra_flags.begin(), extra_flags.end(), arg) != extra_flags.end()) opt.extra[arg] = value();
+    else if (arg == "-h" || arg == "--help") {
+      std::cout << usage << "\n";
+      std::exit(0);
+    } else if (arg.rfind("--", 0) == 0) throw Error("unknown option " + arg + "; " + usage);
+    else positional.push_back(arg);
+  }
+  if (positional.size() < 2) throw Error("give a bundle folder and at least one image; " + usage);
+  opt.bundle = positional[0];
+  opt.images.assign(positional.begin() + 1, positional.end());
+  if (opt.bg_thresh != -1.0 && !(opt.bg_thresh >= 0.0 && opt.bg_thresh <= 1.0))
+    throw Error("--bg-thresh must lie in [0, 1]");
+  if (opt.threads < 0 || opt.repeat < 0) throw Error("--threads and --repeat must be >= 0");
+  return opt;
 }
 
 void write_json(const std::filesystem::path& path, const nlohmann::json& data) {

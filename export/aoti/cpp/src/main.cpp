@@ -26,47 +26,9 @@
 
 namespace {
 
-struct Options {
-  std::filesystem::path bundle, out = ".", dump_input;
-  std::vector<std::filesystem::path> images;
-  double bg_thresh = -1.0;
-  int threads = 0, repeat = 0;
-};
-
 constexpr const char* kUsage =
     "usage: zeroseg_aoti BUNDLE IMAGE... [--out DIR] [--bg-thresh T] [--threads N] [--repeat N] "
     "[--dump-input FILE]";
-
-using zeroseg::number;
-
-Options parse(int argc, char** argv) {
-  Options opt;
-  std::vector<std::string> positional;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) throw zeroseg::Error(arg + " needs a value; " + kUsage);
-      return argv[++i];
-    };
-    if (arg == "--out") opt.out = value();
-    else if (arg == "--bg-thresh") opt.bg_thresh = number(arg, value());
-    else if (arg == "--threads") opt.threads = static_cast<int>(number(arg, value()));
-    else if (arg == "--repeat") opt.repeat = static_cast<int>(number(arg, value()));
-    else if (arg == "--dump-input") opt.dump_input = value();
-    else if (arg == "-h" || arg == "--help") {
-      std::cout << kUsage << "\n";
-      std::exit(0);
-    } else if (arg.rfind("--", 0) == 0) throw zeroseg::Error("unknown option " + arg + "; " + kUsage);
-    else positional.push_back(arg);
-  }
-  if (positional.size() < 2) throw zeroseg::Error(std::string("give a bundle folder and at least one image; ") + kUsage);
-  opt.bundle = positional[0];
-  opt.images.assign(positional.begin() + 1, positional.end());
-  if (opt.bg_thresh != -1.0 && !(opt.bg_thresh >= 0.0 && opt.bg_thresh <= 1.0))
-    throw zeroseg::Error("--bg-thresh must lie in [0, 1]");
-  if (opt.threads < 0 || opt.repeat < 0) throw zeroseg::Error("--threads and --repeat must be >= 0");
-  return opt;
-}
 
 using zeroseg::ms_since;
 
@@ -88,19 +50,20 @@ void time_runs(zeroseg::Segmenter& seg, const zeroseg::Image& image, double thre
               image.width, image.height, w, h, repeat, at::get_num_threads(), mean(total), p50(total), mean(pre));
 }
 
-int run(const Options& opt) {
+int run(const zeroseg::Options& opt) {
+  const std::filesystem::path dump_input = opt.extra.count("--dump-input") ? opt.extra.at("--dump-input") : "";
   zeroseg::check_inputs(opt.out, opt.images);
   if (opt.threads > 0) at::set_num_threads(opt.threads);
   zeroseg::Segmenter seg(opt.bundle);
   const double thresh = opt.bg_thresh >= 0 ? opt.bg_thresh : seg.default_bg_thresh();
   for (size_t i = 0; i < opt.images.size(); ++i) {
     const zeroseg::Image image = zeroseg::read_image(opt.images[i]);
-    if (i == 0 && !opt.dump_input.empty()) {
+    if (i == 0 && !dump_input.empty()) {
       const auto [h, w] = seg.input_size(image.height, image.width);
       at::Tensor pixels = zeroseg::preprocess(image, h, w);
-      std::ofstream dump(opt.dump_input, std::ios::binary);
+      std::ofstream dump(dump_input, std::ios::binary);
       dump.write(reinterpret_cast<const char*>(pixels.data_ptr<float>()), static_cast<std::streamsize>(pixels.nbytes()));
-      if (!dump) throw zeroseg::Error("cannot write --dump-input " + opt.dump_input.string());
+      if (!dump) throw zeroseg::Error("cannot write --dump-input " + dump_input.string());
     }
     const auto t0 = std::chrono::steady_clock::now();
     const zeroseg::Result result = seg.segment(image, thresh);
@@ -130,7 +93,7 @@ int run(const Options& opt) {
 
 int main(int argc, char** argv) {
   try {
-    return run(parse(argc, argv));
+    return run(zeroseg::parse_options(argc, argv, kUsage, {"--dump-input"}));
   } catch (const zeroseg::Error& err) {
     std::fprintf(stderr, "error: %s\n", err.what());
   } catch (const std::exception& err) {  // torch / filesystem: first line only

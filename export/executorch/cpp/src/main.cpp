@@ -19,48 +19,9 @@
 
 namespace {
 
-struct Options {
-  std::filesystem::path bundle, out = ".";
-  std::vector<std::filesystem::path> images;
-  std::string precision = "fp32";
-  double bg_thresh = -1.0;
-  int threads = 0, repeat = 0;
-};
-
 constexpr const char* kUsage =
     "usage: zeroseg_et BUNDLE IMAGE... [--out DIR] [--bg-thresh T] [--threads N] [--repeat N] "
     "[--precision fp32|int8]";
-
-Options parse(int argc, char** argv) {
-  Options opt;
-  std::vector<std::string> positional;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) throw zeroseg::Error(arg + " needs a value; " + kUsage);
-      return argv[++i];
-    };
-    if (arg == "--out") opt.out = value();
-    else if (arg == "--bg-thresh") opt.bg_thresh = zeroseg::number(arg, value());
-    else if (arg == "--threads") opt.threads = static_cast<int>(zeroseg::number(arg, value()));
-    else if (arg == "--repeat") opt.repeat = static_cast<int>(zeroseg::number(arg, value()));
-    else if (arg == "--precision") opt.precision = value();
-    else if (arg == "-h" || arg == "--help") {
-      std::cout << kUsage << "\n";
-      std::exit(0);
-    } else if (arg.rfind("--", 0) == 0) throw zeroseg::Error("unknown option " + arg + "; " + kUsage);
-    else positional.push_back(arg);
-  }
-  if (positional.size() < 2) throw zeroseg::Error(std::string("give a bundle folder and at least one image; ") + kUsage);
-  opt.bundle = positional[0];
-  opt.images.assign(positional.begin() + 1, positional.end());
-  if (opt.bg_thresh != -1.0 && !(opt.bg_thresh >= 0.0 && opt.bg_thresh <= 1.0))
-    throw zeroseg::Error("--bg-thresh must lie in [0, 1]");
-  if (opt.threads < 0 || opt.repeat < 0) throw zeroseg::Error("--threads and --repeat must be >= 0");
-  if (opt.precision != "fp32" && opt.precision != "int8")
-    throw zeroseg::Error("--precision is fp32 or int8, not '" + opt.precision + "'");
-  return opt;
-}
 
 void time_runs(zeroseg::EtSegmenter& seg, const zeroseg::Image& image, double thresh, int repeat) {
   seg.segment(image, thresh);  // warm-up
@@ -75,10 +36,13 @@ void time_runs(zeroseg::EtSegmenter& seg, const zeroseg::Image& image, double th
               image.height, w, h, repeat, zeroseg::thread_count(), zeroseg::mean(total), zeroseg::median(total));
 }
 
-int run(const Options& opt) {
+int run(const zeroseg::Options& opt) {
+  const std::string precision = opt.extra.count("--precision") ? opt.extra.at("--precision") : "fp32";
+  if (precision != "fp32" && precision != "int8")
+    throw zeroseg::Error("--precision is fp32 or int8, not '" + precision + "'");
   zeroseg::check_inputs(opt.out, opt.images);
   zeroseg::set_threads(opt.threads);
-  zeroseg::EtSegmenter seg(opt.bundle, opt.precision);
+  zeroseg::EtSegmenter seg(opt.bundle, precision);
   const double thresh = opt.bg_thresh >= 0 ? opt.bg_thresh : seg.default_bg_thresh();
   for (size_t i = 0; i < opt.images.size(); ++i) {
     const zeroseg::Image image = zeroseg::read_image(opt.images[i]);
@@ -111,7 +75,7 @@ int run(const Options& opt) {
 
 int main(int argc, char** argv) {
   try {
-    return run(parse(argc, argv));
+    return run(zeroseg::parse_options(argc, argv, kUsage, {"--precision"}));
   } catch (const zeroseg::Error& err) {
     std::fprintf(stderr, "error: %s\n", err.what());
   } catch (const std::exception& err) {

@@ -3,12 +3,27 @@
 
 #include <chrono>
 #include <filesystem>
+#include <map>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 namespace zeroseg {
+
+// What both runners take: BUNDLE IMAGE... [--out DIR] [--bg-thresh T] [--threads N] [--repeat N], and
+// the values of the runner's own one-value flags (`extra`).
+struct Options {
+  std::filesystem::path bundle, out = ".";
+  std::vector<std::filesystem::path> images;
+  double bg_thresh = -1.0;  // -1: the bundle's default
+  int threads = 0, repeat = 0;
+  std::map<std::string, std::string> extra;
+};
+
+// Parses argv; `extra_flags` are the runner's own flags (each takes one value). -h / --help prints
+// `usage` and exits 0; anything else unknown or malformed is a one-line Error ending in `usage`.
+Options parse_options(int argc, char** argv, const std::string& usage, const std::vector<std::string>& extra_flags);
 
 // The value of a numeric flag, or a one-line Error naming the flag.
 double number(const std::string& flag, const std::string& value);
