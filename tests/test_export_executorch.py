@@ -17,7 +17,7 @@ from pathlib import Path
 import helpers
 import numpy as np
 import pytest
-from aoti_cache import ET_ASPECTS, LABELS, SHORT_SIDE, cached_executorch_bundle
+from aoti_cache import ET_ASPECTS, LABELS, SHORT_SIDE, cached_bundle, cached_executorch_bundle
 from PIL import Image
 
 from zeroseg.errors import ZerosegError
@@ -146,6 +146,9 @@ def test_edited_program_and_wrong_bundle_are_refused(exe, bundle, images, tmp_pa
     assert done.returncode == 2 and done.stderr.startswith("error: ") and "sha256" in done.stderr
     done = _run(exe, bundled_checkpoint().parent, images[0], "--out", tmp_path / "o")  # not a bundle
     assert done.returncode == 2 and "manifest.json" in done.stderr and not (tmp_path / "o").exists()
+    done = _run(exe, cached_bundle(), images[0], "--out", tmp_path / "o")  # an AOTInductor bundle
+    assert done.returncode == 2 and "not a zeroseg ExecuTorch bundle manifest" in done.stderr, done.stderr
+    assert not (tmp_path / "o").exists()
 
 
 def test_runner_bad_input_is_one_line_and_writes_nothing(exe, bundle, images, tmp_path):

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <utility>
 #include <vector>
 
 #include <openssl/evp.h>
@@ -191,13 +192,24 @@ std::string sha256_file(const std::filesystem::path& path) {
   return to_hex(digest.data(), len);
 }
 
+namespace {
+
+// "AOTInductor" / "aoti" for zeroseg-aoti-bundle, "ExecuTorch" / "executorch" for zeroseg-executorch-bundle.
+std::pair<std::string, std::string> bundle_kind(const std::string& format) {
+  if (format == "zeroseg-executorch-bundle") return {"ExecuTorch", "executorch"};
+  return {"AOTInductor", "aoti"};
+}
+
+}  // namespace
+
 json read_manifest(const std::filesystem::path& dir, const std::string& format, int max_version) {
+  const auto [kind, command] = bundle_kind(format);
   if (!std::filesystem::is_directory(dir))
-    throw Error("bundle folder not found: " + dir.string() + " (pass the folder zeroseg-export aoti wrote)");
+    throw Error("bundle folder not found: " + dir.string() + " (pass the folder zeroseg-export " + command + " wrote)");
   const std::filesystem::path path = dir / "manifest.json";
   std::ifstream in(path);
   if (!in || !std::filesystem::is_regular_file(path))
-    throw Error(dir.string() + " has no manifest.json: not a zeroseg AOTInductor bundle (re-export it)");
+    throw Error(dir.string() + " has no manifest.json: not a zeroseg " + kind + " bundle (re-export it)");
   json m;
   try {
     m = json::parse(in);
@@ -205,7 +217,7 @@ json read_manifest(const std::filesystem::path& dir, const std::string& format, 
     throw Error(path.string() + " is not readable JSON; re-export the bundle");
   }
   if (!m.is_object() || !m.contains("format") || m["format"] != format)
-    throw Error(path.string() + " is not a zeroseg AOTInductor bundle manifest (format != '" + format + "')");
+    throw Error(path.string() + " is not a zeroseg " + kind + " bundle manifest (format != '" + format + "')");
   const json& version = m.contains("version") ? m["version"] : json();
   if (!version.is_number_integer() || version.get<std::int64_t>() < 1)
     throw Error(path.string() + " has an invalid format version; re-export the bundle");
