@@ -2,6 +2,7 @@
 #include "zeroseg/cli.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
@@ -109,6 +110,40 @@ void check_inputs(const std::filesystem::path& out, const std::vector<std::files
                     "; write to another --out folder");
   }
   for (const auto& image : images) check_image(image);
+}
+
+void write_outputs(const std::filesystem::path& out, const std::filesystem::path& image, const std::int32_t* labels,
+                   int height, int width, const std::vector<std::string>& names, const std::vector<double>& fractions,
+                   nlohmann::json info, double ms) {
+  const std::string stem = image.stem().string();
+  std::error_code ec;
+  std::filesystem::create_directories(out, ec);
+  if (ec) throw Error("cannot create --out " + out.string() + ": " + ec.message());
+  const auto labels_path = out / (stem + "_labels.png");
+  write_label_png(labels_path, labels, height, width, static_cast<int>(names.size()));
+  nlohmann::json shares = nlohmann::json::object();
+  for (size_t c = 0; c < fractions.size() && c < names.size(); ++c)
+    if (fractions[c] > 0) shares[names[c]] = fractions[c];
+  info["image"] = image.string();
+  info["size"] = {width, height};
+  info["class_names"] = names;
+  info["fractions"] = shares;
+  info["labels_png"] = labels_path.filename().string();
+  info["ms"] = ms;
+  write_json(out / (stem + ".json"), info);
+  std::printf("%s -> %s (%.1f ms)\n", image.string().c_str(), labels_path.string().c_str(), ms);
+}
+
+int run_main(const std::function<int()>& run) {
+  try {
+    return run();
+  } catch (const Error& err) {
+    std::fprintf(stderr, "error: %s\n", err.what());
+  } catch (const std::exception& err) {  // torch / ExecuTorch / filesystem: first line only
+    std::string what = err.what();
+    std::fprintf(stderr, "error: %s\n", what.substr(0, what.find('\n')).c_str());
+  }
+  return 2;
 }
 
 }  // namespace zeroseg

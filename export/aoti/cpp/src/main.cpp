@@ -68,22 +68,10 @@ int run(const zeroseg::Options& opt) {
     const auto t0 = std::chrono::steady_clock::now();
     const zeroseg::Result result = seg.segment(image, thresh);
     const double ms = ms_since(t0);
-    const std::string stem = opt.images[i].stem().string();
-    std::error_code ec;  // --out is created once there is something to write
-    std::filesystem::create_directories(opt.out, ec);
-    if (ec) throw zeroseg::Error("cannot create --out " + opt.out.string() + ": " + ec.message());
-    const auto labels_path = opt.out / (stem + "_labels.png");
-    zeroseg::write_label_png(labels_path, result.labels.data_ptr<std::int32_t>(), image.height, image.width,
-                             static_cast<int>(seg.class_names().size()));
-    nlohmann::json fractions = nlohmann::json::object();
-    for (size_t c = 0; c < result.fractions.size(); ++c)
-      if (result.fractions[c] > 0) fractions[seg.class_names()[c]] = result.fractions[c];
     const auto [h, w] = seg.input_size(image.height, image.width);
-    zeroseg::write_json(opt.out / (stem + ".json"),
-               {{"image", opt.images[i].string()}, {"size", {image.width, image.height}},
-                {"input_hw", {h, w}}, {"head", seg.head()}, {"class_names", seg.class_names()}, {"fractions", fractions},
-                {"bg_thresh", thresh}, {"labels_png", labels_path.filename().string()}, {"ms", ms}});
-    std::printf("%s -> %s (%.1f ms)\n", opt.images[i].string().c_str(), labels_path.string().c_str(), ms);
+    zeroseg::write_outputs(opt.out, opt.images[i], result.labels.data_ptr<std::int32_t>(), image.height,
+                           image.width, seg.class_names(), result.fractions,
+                           {{"input_hw", {h, w}}, {"head", seg.head()}, {"bg_thresh", thresh}}, ms);
     if (i == 0 && opt.repeat > 0) time_runs(seg, image, thresh, opt.repeat);
   }
   return 0;
@@ -92,13 +80,5 @@ int run(const zeroseg::Options& opt) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
-    return run(zeroseg::parse_options(argc, argv, kUsage, {"--dump-input"}));
-  } catch (const zeroseg::Error& err) {
-    std::fprintf(stderr, "error: %s\n", err.what());
-  } catch (const std::exception& err) {  // torch / filesystem: first line only
-    std::string what = err.what();
-    std::fprintf(stderr, "error: %s\n", what.substr(0, what.find('\n')).c_str());
-  }
-  return 2;
+  return zeroseg::run_main([&] { return run(zeroseg::parse_options(argc, argv, kUsage, {"--dump-input"})); });
 }

@@ -2,7 +2,9 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -39,5 +41,16 @@ double median(std::vector<double> v);
 // or can become one, no two images share a stem, no output overwrites an input, each image's file and
 // header read (check_image).
 void check_inputs(const std::filesystem::path& out, const std::vector<std::filesystem::path>& images);
+
+// One image's outputs in `out` (created on first use): <stem>_labels.png (the palette PNG) and
+// <stem>.json, `info` plus image, size, class_names, the fractions of the pixels each class got,
+// bg_thresh, labels_png and ms; then the "IMAGE -> PNG (ms)" line on stdout.
+void write_outputs(const std::filesystem::path& out, const std::filesystem::path& image, const std::int32_t* labels,
+                   int height, int width, const std::vector<std::string>& names, const std::vector<double>& fractions,
+                   nlohmann::json info, double ms);
+
+// A runner's main(): `run()`'s exit status, or for any exception one "error: ..." line (its first
+// line) on stderr and exit status 2.
+int run_main(const std::function<int()>& run);
 
 }  // namespace zeroseg
