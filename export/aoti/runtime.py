@@ -46,8 +46,9 @@ def load_package(path: str | os.PathLike):
 class AOTISegmenter(TorchSegmenterBase):
     """Zero-shot segmentation with an AOTInductor bundle; the same call and results as `zeroseg.Segmenter`.
 
-    Subclasses for other end-to-end programs (`ExecuTorchSegmenter`) set FORMAT, RUNTIME and
-    STATIC_HINT and override `_open_program`.
+    Subclasses for other end-to-end programs (`ExecuTorchSegmenter`) set FORMAT and RUNTIME and
+    override `_open_program` (and `forward`, for their own input-size check; STATIC_HINT is this
+    class's refusal hint).
     """
 
     FORMAT = AOTI_FORMAT
