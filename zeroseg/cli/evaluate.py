@@ -12,7 +12,7 @@ from zeroseg.errors import ZerosegError
 
 def evaluate_command(
     checkpoint: Path | None = typer.Argument(
-        None, help="ZeroSeg checkpoint (.pt); ignored by --method maskclip; left out with --engine."
+        None, help="ZeroSeg checkpoint (.pt); ignored by a baseline --method; left out with --engine."
     ),
     dataset: Path = typer.Option(
         ..., "--dataset", help="VOC-layout folder (JPEGImages, SegmentationClass...)."

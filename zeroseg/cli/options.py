@@ -37,14 +37,18 @@ HEAD: str | None = typer.Option(
     help="ZeroSeg head: paper (the paper's) | dense (ours: per-patch naming); default paper, or an "
     "--engine's own (the head it was exported with).",
 )
-METHOD: str = typer.Option("zeroseg", "--method", help="zeroseg (the model) | maskclip (baseline).")
+METHOD: str = typer.Option(
+    "zeroseg",
+    "--method",
+    help="zeroseg (the model) | maskclip | clearclip | sclip | naclip (training-free baselines).",
+)
 TEACHER: str | None = typer.Option(
-    None, "--teacher", help="CLIP for --method maskclip (MODEL:/path or bundled)."
+    None, "--teacher", help="CLIP for a baseline --method (MODEL:/path or bundled)."
 )
 TEMPLATES: str | None = typer.Option(
     None,
     "--templates",
-    help="--method maskclip: imagenet | single | shapeworld | FILE "
+    help="baseline --method: imagenet | single | shapeworld | FILE "
     "(default: shapeworld with --teacher bundled, else imagenet).",
 )
 CHECKPOINT_OPTION: str | None = typer.Option(

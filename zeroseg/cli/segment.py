@@ -99,9 +99,9 @@ def _check_inputs(
 ) -> list[Path]:  # fmt: skip
     """The images to segment, after every cheap refusal (before any model loads or file is written).
 
-    With --engine, or --method maskclip and no checkpoint, the first positional is an image too.
+    With --engine, or a baseline --method and no checkpoint, the first positional is an image too.
     """
-    from zeroseg.infer.factory import METHODS
+    from zeroseg.infer.factory import BASELINES, METHODS
     from zeroseg.infer.files import plan_outputs
     from zeroseg.utils.device import resolve_device
     from zeroseg.utils.writable import ensure_writable_dir
@@ -115,9 +115,9 @@ def _check_inputs(
     images = list(images or [])
     if engine is not None and method != "zeroseg":
         raise ZerosegError(
-            "--engine runs an exported ZeroSeg bundle; it does not combine with --method maskclip"
+            f"--engine runs an exported ZeroSeg bundle; it does not combine with --method {method}"
         )
-    if (method == "maskclip" and not _names_a_checkpoint(checkpoint)) or engine is not None:
+    if (method in BASELINES and not _names_a_checkpoint(checkpoint)) or engine is not None:
         images.insert(0, checkpoint)  # no checkpoint given: the first argument is an image
     if not images:
         raise ZerosegError("no image given: zeroseg segment CHECKPOINT IMAGE... --labels ...")

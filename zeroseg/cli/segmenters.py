@@ -1,7 +1,8 @@
 """The segmenter of `zeroseg segment` and `zeroseg eval` from their shared options.
 
 ZeroSeg models — a checkpoint, `bundled` or any exported bundle (`--engine`) — are built by
-`zeroseg.load`; MaskCLIP (the training-free baseline) by `MaskCLIPSegmenter.from_spec`.
+`zeroseg.load`; the training-free baselines (MaskCLIP, ClearCLIP, SCLIP, NACLIP) by
+`MaskCLIPSegmenter.from_spec` with the method's mode.
 """
 
 from __future__ import annotations
@@ -32,20 +33,24 @@ def _model_segmenter(
     )  # fmt: skip
 
 
-def _maskclip(teacher: str | None, templates: str | None, *, device: str | None, short_side: int | None,
-              head: str | None) -> SegmenterBase:  # fmt: skip
-    """MaskCLIP on `--teacher` (`bundled` resolved, with the bundled checkpoint's templates)."""
+def _baseline(method: str, teacher: str | None, templates: str | None, *, device: str | None,
+              short_side: int | None, head: str | None) -> SegmenterBase:  # fmt: skip
+    """A training-free baseline (`--method maskclip|clearclip|sclip|naclip`) on `--teacher`
+    (`bundled` resolved, with the bundled checkpoint's templates)."""
     from zeroseg.bundled import maskclip_teacher_and_templates
+    from zeroseg.infer.factory import baseline_mode
     from zeroseg.infer.maskclip import MaskCLIPSegmenter
     from zeroseg.utils.device import resolve_device
 
     teacher, prompts = maskclip_teacher_and_templates(teacher, templates)
     if teacher is None:
-        raise ZerosegError("--method maskclip needs --teacher (the CLIP whose dense features it uses)")
+        raise ZerosegError(f"--method {method} needs --teacher (the CLIP whose dense features it uses)")
     if head is not None and head_name(head) != "paper":
-        raise ZerosegError("--head is a ZeroSeg option; MaskCLIP's head is always dense")
+        raise ZerosegError(f"--head is a ZeroSeg option; {method}'s head is always dense")
     dev = resolve_device(device or "cpu")
-    return MaskCLIPSegmenter.from_spec(teacher, device=dev, short_side=short_side, templates=prompts)
+    return MaskCLIPSegmenter.from_spec(
+        teacher, device=dev, short_side=short_side, templates=prompts, mode=baseline_mode(method)
+    )
 
 
 def cli_segmenter(
@@ -65,9 +70,9 @@ def cli_segmenter(
     """The segmenter the options name, with every refusal in one line before anything loads.
 
     Args:
-        method: `--method` (zeroseg | maskclip).
-        checkpoint: the ZeroSeg checkpoint or `bundled` (None with --engine or for maskclip).
-        teacher, templates: MaskCLIP's `--teacher` and `--templates`.
+        method: `--method` (zeroseg | maskclip | clearclip | sclip | naclip).
+        checkpoint: the ZeroSeg checkpoint or `bundled` (None with --engine or for a baseline).
+        teacher, templates: the baselines' `--teacher` and `--templates`.
         device: `--device` (None: the CPU, or an engine's own device); short_side: `--short-side`;
             head: `--head` (paper | dense; None: paper, or an engine's own).
         engine: `--engine`, a folder any `zeroseg-export` command wrote.
@@ -76,24 +81,25 @@ def cli_segmenter(
     Returns:
         The segmenter.
     """
-    from zeroseg.infer.factory import METHODS
+    from zeroseg.infer.factory import BASELINES, METHODS
 
     if method not in METHODS:
         raise ZerosegError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
     head = None if head is None else head_name(head)
-    if method == "maskclip":
+    if method in BASELINES:
         if engine is not None:
             raise ZerosegError(
-                "--engine runs an exported ZeroSeg bundle; it does not combine with --method maskclip"
+                f"--engine runs an exported ZeroSeg bundle; it does not combine with --method {method}"
             )
         if precision is not None or runtime is not None:
             raise ZerosegError(
-                "--precision and --runtime are options of ZeroSeg models, not of --method maskclip"
+                f"--precision and --runtime are options of ZeroSeg models, not of --method {method}"
             )
-        return _maskclip(teacher, templates, device=device, short_side=short_side, head=head)
+        return _baseline(method, teacher, templates, device=device, short_side=short_side, head=head)
     if templates is not None:
         raise ZerosegError(
-            "--templates is a --method maskclip option: a ZeroSeg model carries its own templates"
+            "--templates is an option of the training-free baselines (--method maskclip, clearclip, "
+            "sclip, naclip): a ZeroSeg model carries its own templates"
         )
     source = engine if engine is not None else checkpoint
     if source is None:

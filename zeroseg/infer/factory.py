@@ -7,7 +7,18 @@ from __future__ import annotations
 
 from zeroseg.errors import ZerosegError
 
-METHODS: tuple[str, ...] = ("zeroseg", "maskclip")
+#: The training-free baselines on the teacher CLIP, each a `MaskCLIPSegmenter` mode: MaskCLIP
+#: (the value path), then ClearCLIP, SCLIP and NACLIP (self-self attention in the last block;
+#: `zeroseg.infer.self_attention`).
+BASELINES: tuple[str, ...] = ("maskclip", "clearclip", "sclip", "naclip")
+METHODS: tuple[str, ...] = ("zeroseg", *BASELINES)
+
+
+def baseline_mode(method: str) -> str | None:
+    """The `MaskCLIPSegmenter` mode of a baseline method: None (the tower's default) for maskclip,
+    else the method's own surgery."""
+    return None if method == "maskclip" else method
+
 
 #: How the head paints pixels, by public name: "paper" (the paper's: upsample the segments'
 #: assignment) or "dense" (ours: name every patch, upsample the class probabilities).

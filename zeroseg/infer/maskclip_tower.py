@@ -1,7 +1,8 @@
 """MaskCLIP's surgery on an open_clip ViT image tower: dense, projected patch features.
 
 `DenseTower` runs the tower up to its last block and, per `mode` (see `zeroseg.infer.maskclip`),
-replaces that block's attention by its value branch (`value_branch`) or keeps the ordinary tokens,
+replaces that block's attention by its value branch (`value_branch`), by a self-self attention
+(ClearCLIP, SCLIP, NACLIP: `zeroseg.infer.self_attention`) or keeps the ordinary tokens,
 then applies the tower's `ln_post` and `proj` to every patch token. Inputs of other sizes than the
 native one get bicubically interpolated positional embeddings. `MaskCLIPSegmenter` names these
 features with the text embeddings.
@@ -14,8 +15,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from zeroseg.errors import ZerosegError
+from zeroseg.infer.self_attention import SELF_SELF_MODES, last_block
 
-MODES: tuple[str, ...] = ("v_only", "vv_res", "tokens")
+#: MaskCLIP's own modes, then the self-self attention baselines' (`zeroseg.infer.self_attention`)
+MODES: tuple[str, ...] = ("v_only", "vv_res", "tokens", *SELF_SELF_MODES)
 
 
 def default_mode(visual: nn.Module) -> str:
@@ -146,6 +149,9 @@ class DenseTower:
         blocks = visual.transformer.resblocks
         if self.mode == "tokens":
             x = self._run_blocks(x, blocks)
+        elif self.mode in SELF_SELF_MODES:
+            x = self._run_blocks(x, blocks[:-1])
+            x = last_block(blocks[-1], x, self.mode, (gh, gw), self.num_prefix)
         else:
             x = self._run_blocks(x, blocks[:-1])
             last = blocks[-1]
