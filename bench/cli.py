@@ -300,6 +300,24 @@ def edge(
     _emit(result, json_path(out, "edge"), report_lines(result))
 
 
+@app.command("frontier")
+def frontier(
+    spec: Path = typer.Argument(..., help="The settings to time: the JSON the ShapeWorld proof writes."),
+    out: Path | None = typer.Option(None, "--json", help=JSON_HELP.format("frontier")),
+) -> None:
+    """Time every setting of the ShapeWorld frontier at batch 1, interleaved, on its fastest gated engine."""
+    import json
+
+    from zeroseg.bench.frontier import run_frontier
+
+    try:
+        data = json.loads(spec.read_text())
+    except (OSError, ValueError) as err:
+        raise ZerosegError(f"cannot read the frontier spec {spec} ({err}): write it with "
+                           f"python -m zeroseg.shapeworld.proof --frontier") from None  # fmt: skip
+    _emit(run_frontier(data, log=typer.echo), json_path(out, "frontier"))
+
+
 @app.command("env")
 def env(out: Path | None = typer.Option(None, "--json", help="Also write the environment here.")) -> None:
     """Versions, CPU, GPU and compute capability, and which deployment runtimes are available."""

@@ -65,11 +65,14 @@ def all_background(val: VOCDataset) -> float:
     return float(chance_mious(counts[: val.num_classes])[0])
 
 
-def stored(work: Path, name: str, score: Callable[[], Any]) -> Any:
-    """`score()`, kept in `<work>/scores/<name>.json` with the grid it was tuned on: an interrupted
-    proof resumes, and a second process can score one method while another scores the rest."""
+def stored(
+    work: Path, name: str, score: Callable[[], Any], short_sides: tuple[int, ...] = SHORT_SIDES
+) -> Any:
+    """`score()`, kept in `<work>/scores/<name>.json` with the grid it was tuned on (`short_sides` and
+    the thresholds): an interrupted proof resumes, and a second process can score one method while
+    another scores the rest."""
     path = work / "scores" / f"{name}.json"
-    grid = {"short_sides": list(SHORT_SIDES), "thresholds": list(THRESHOLDS)}
+    grid = {"short_sides": list(short_sides), "thresholds": list(THRESHOLDS)}
     if path.is_file():
         saved = json.loads(path.read_text())
         if saved.get("grid") == grid:
