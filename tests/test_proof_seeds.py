@@ -225,6 +225,16 @@ def test_thread_check_reports_each_seeds_change_beside_the_seed_spread() -> None
     assert "| paper's head | largest change / seed sd | 3.0 pt / 2.0 pt | 1.0 pt / 3.1 pt |" in text
 
 
+def test_recipe_folders_and_flags() -> None:
+    from zeroseg.shapeworld.proof import Recipe
+
+    assert Recipe().tag() == "steps400-region1-ema0.99"  # the proof's runs keep their folder
+    soft = Recipe(soft_assign=0.5, threads=1)
+    assert soft.tag() == "steps400-region1-ema0.99-soft0.5-threads1"
+    assert soft.train_args(3)[-4:] == ["--ema", "0.99", "--soft-assign", "0.5"]
+    assert "--soft-assign" not in Recipe().train_args(3)
+
+
 def test_a_runs_thread_count_is_read_from_its_metrics(tmp_path) -> None:
     from zeroseg.shapeworld.proof import _run_threads
 
@@ -239,8 +249,9 @@ def test_a_runs_thread_count_is_read_from_its_metrics(tmp_path) -> None:
 
 @pytest.mark.parametrize(
     "args",
-    [["--seeds", "0"], ["--ema", "1.5"], ["--steps", "-1"], ["--threads", "0"], ["--compare-threads", "0"]],
-)
+    [["--seeds", "0"], ["--ema", "1.5"], ["--steps", "-1"], ["--threads", "0"], ["--compare-threads", "0"],
+     ["--soft-assign", "1"], ["--frontier", "--bundle"], ["--frontier", "--compare-threads", "1"]],
+)  # fmt: skip
 def test_proof_refuses_bad_options_in_one_line(args, tmp_path) -> None:
     run = subprocess.run(
         [sys.executable, "-m", "zeroseg.shapeworld.proof", "--work", str(tmp_path / "w"), *args],

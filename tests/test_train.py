@@ -159,3 +159,37 @@ def test_sigterm_saves_a_resumable_checkpoint(world, tmp_path) -> None:
     state = load_checkpoint(out / "last.pt").train_state
     assert state is not None and state["step"] >= 2
     assert not any(name.startswith(".") for name in os.listdir(out))  # no temp files left behind
+
+
+def test_soft_assignment_warm_up(world, tmp_path, monkeypatch) -> None:
+    """`--soft-assign F`: the first F of the steps assign softly (rows are distributions, not one-hot,
+    and no Gumbel noise: two forwards agree), the rest hard; eval mode is always hard; a resumed run
+    switches at the same step as an uninterrupted one."""
+    from zeroseg.model.config import student_preset
+    from zeroseg.model.grouping import set_soft_assignment
+    from zeroseg.model.student import ZeroSegStudent
+    from zeroseg.train import loop
+
+    model = ZeroSegStudent(student_preset("shapeworld", image_size=64, out_dim=64)).train()
+    x = torch.randn(2, 3, 64, 64)
+    set_soft_assignment(model, True)
+    soft = model(x).assignment
+    assert not torch.equal(soft, soft.round()) and torch.allclose(soft.sum(-1), torch.ones(2, 64), atol=1e-5)
+    assert torch.equal(model(x).assignment, soft)  # no noise
+    set_soft_assignment(model, False)
+    hard = model(x).assignment
+    assert torch.equal(hard, hard.round())  # one-hot (Gumbel, hard)
+    set_soft_assignment(model, True)
+    maps = model.eval().segment(x).maps
+    assert torch.equal(maps, maps.round())
+    seen: list[bool] = []
+    original = loop.set_soft_assignment
+    monkeypatch.setattr(loop, "set_soft_assignment", lambda m, on: (seen.append(on), original(m, on)))
+    train(_cfg(world, tmp_path / "full", steps=8, region_weight=1.0, soft_assign=0.25), progress=False)
+    assert seen == [True, True, False, False, False, False, False, False]
+    seen.clear()
+    train(_cfg(world, tmp_path / "split", steps=8, soft_assign=0.25, stop_after_steps=1), progress=False)
+    train(_cfg(world, tmp_path / "split", steps=8, soft_assign=0.25), resume=True, progress=False)
+    assert seen == [True, True, False, False, False, False, False, False]
+    with pytest.raises(ZerosegError, match="--soft-assign must be a share of the steps in"):
+        train(_cfg(world, tmp_path / "bad", soft_assign=1.0))

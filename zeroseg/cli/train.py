@@ -93,6 +93,11 @@ def train_command(
     ema: float | None = typer.Option(
         None, "--ema", help="Save an EMA of the weights (decay, e.g. 0.99) as model.pt (ours; off = paper)."
     ),
+    soft_assign: float = typer.Option(
+        0.0,
+        "--soft-assign",
+        help="Share of the steps with soft group assignments before hard ones (ours; 0 = paper).",
+    ),
     norm_pix: bool = typer.Option(
         False, "--norm-pix/--no-norm-pix", help="MAE per-patch normalised targets."
     ),

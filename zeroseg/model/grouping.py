@@ -89,12 +89,16 @@ class AssignAttention(nn.Module):
         self.hard = hard
         self.gumbel = gumbel
         self.gumbel_tau = gumbel_tau
+        #: training only: plain softmax assignments (set by `set_soft_assignment`; never saved)
+        self.soft = False
         self.q = nn.Linear(dim, dim)
         self.k = nn.Linear(dim, dim)
         self.v = nn.Linear(dim, dim)
         self.proj = nn.Linear(dim, dim)
 
     def _assign(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.soft and self.training:  # a soft warm-up (`set_soft_assignment`): no noise, no argmax
+            return logits.softmax(dim=-2)
         if self.gumbel and self.training:
             return F.gumbel_softmax(logits, tau=self.gumbel_tau, hard=self.hard, dim=-2)
         if self.hard:
@@ -156,3 +160,15 @@ class GroupProjector(nn.Module):
 
     def forward(self, prev_groups: torch.Tensor) -> torch.Tensor:
         return self.mlp(self.norm(prev_groups).transpose(1, 2)).transpose(1, 2)
+
+
+def set_soft_assignment(model: nn.Module, soft: bool) -> None:
+    """Switch every grouping stage of `model` between soft assignments (a plain softmax over the
+    groups, no Gumbel noise and no argmax: smooth training dynamics) and its configured hard ones.
+
+    Only training reads the switch (`zeroseg train --soft-assign`, a warm-up of the recipe); in eval
+    mode every stage assigns hard, as inference always does.
+    """
+    for module in model.modules():
+        if isinstance(module, AssignAttention):
+            module.soft = soft

@@ -4,6 +4,7 @@
     python -m zeroseg.shapeworld.proof --work runs/shapeworld --seeds 5    # 5 seeds
     python -m zeroseg.shapeworld.proof --work runs/shapeworld --bundle     # + zeroseg/assets
     python -m zeroseg.shapeworld.proof --work runs/shapeworld --compare-threads 1  # + the seeds at 1 thread
+    python -m zeroseg.shapeworld.proof --work runs/shapeworld --seeds 5 --frontier  # speed/quality frontier
 
 Every step runs the public `zeroseg` commands and is skipped when its output already exists, so an
 interrupted run resumes. Scenes: train (seed 1, 1,000, unlabeled), tune (seed 777, 50), val
@@ -18,6 +19,11 @@ untrained; (iii) the MaskCLIP-style baseline on the same teacher and templates; 
 teacher naming each ground-truth object's crop. Results: `<work>/proof.json`, `<work>/proof.md`,
 `<work>/proof.png`; `--bundle` writes the **median** seed (by val mIoU), fp16 and inference-only,
 the teacher and the table into `zeroseg/assets` (the model the bench and the demo use).
+
+`--frontier` instead scores every method per short side, with the training-free baselines MaskCLIP,
+ClearCLIP, SCLIP and NACLIP up to 768 px, times every setting at batch 1 on its fastest gated engine
+(`zeroseg.shapeworld.frontier`, `zeroseg-bench frontier`) and writes `<work>/frontier.json`,
+`frontier.md` (settings, best mIoU within each latency budget, the targets) and `frontier.png`.
 """
 
 from __future__ import annotations
@@ -57,17 +63,20 @@ class Recipe:
     region_weight: float = 1.0
     ema: float | None = 0.99  # the documented proof run; made no measurable difference on tune (README)
     threads: int | None = None  # torch threads of the training runs (None: the machine's default)
+    soft_assign: float = 0.0  # share of the steps with soft group assignments (`zeroseg train --soft-assign`)
 
     def tag(self) -> str:
         """The run folder of this recipe: a changed recipe never reuses another recipe's runs."""
         tag = f"steps{self.steps}-region{self.region_weight:g}"
         tag += f"-ema{self.ema:g}" if self.ema else ""
+        tag += f"-soft{self.soft_assign:g}" if self.soft_assign else ""
         return tag + (f"-threads{self.threads}" if self.threads else "")
 
     def train_args(self, seed: int) -> list[str]:
         """`zeroseg train` flags for one seed."""
         args = TRAIN_ARGS.format(steps=self.steps, region=self.region_weight, seed=seed).split()
-        return args + (["--ema", str(self.ema)] if self.ema else [])
+        args += ["--ema", str(self.ema)] if self.ema else []
+        return args + (["--soft-assign", str(self.soft_assign)] if self.soft_assign else [])
 
 
 def _zeroseg(*args: str, threads: int | None = None) -> None:
@@ -183,6 +192,24 @@ def compare_threads(work: Path, recipe: Recipe, result: dict, threads: int) -> d
     return check
 
 
+def write_frontier(work: Path, runs: dict[int, Path], recipe: Recipe, rescore: bool) -> None:
+    """The frontier of `runs` and the baselines: `<work>/frontier.json`, `.md` and `.png`."""
+    from zeroseg.shapeworld.frontier import frontier
+    from zeroseg.shapeworld.frontier_report import markdown as frontier_markdown
+    from zeroseg.shapeworld.frontier_report import plot as frontier_plot
+
+    if rescore:
+        for old in (work / "scores").glob("frontier-*.json"):
+            old.unlink()
+        (work / "frontier" / "times.json").unlink(missing_ok=True)
+    result = frontier(work, runs, threads=torch.get_num_threads(), recipe=dataclasses.asdict(recipe))
+    atomic_write_json(work / "frontier.json", result)
+    text = frontier_markdown(result)
+    atomic_write_bytes(work / "frontier.md", text.encode())
+    frontier_plot(result, work / "frontier.png")
+    print(text)
+
+
 def _run_threads(run: Path) -> int | None:
     """The torch thread count a training run logged in its metrics (None when it did not)."""
     lines = (run / "metrics.jsonl").read_text().splitlines() if (run / "metrics.jsonl").is_file() else []
@@ -207,10 +234,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ema", type=float, default=Recipe.ema, help="EMA decay of the weights (0: off)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads of the training runs")
     parser.add_argument(
+        "--soft-assign", type=float, default=Recipe.soft_assign,
+        help="share of the steps with soft group assignments (zeroseg train --soft-assign; 0: off)",
+    )  # fmt: skip
+    parser.add_argument(
         "--compare-threads", type=int, default=None, metavar="T",
         help="also train the same seeds at T torch threads and report how far they move",
     )  # fmt: skip
     parser.add_argument("--bundle", action="store_true", help="write the median seed into zeroseg/assets")
+    parser.add_argument(
+        "--frontier", action="store_true",
+        help="score every method per short side, time every setting, write frontier.json/.md/.png",
+    )  # fmt: skip
     parser.add_argument("--rescore", action="store_true", help="score again (drops proof.json's scores)")
     args = parser.parse_args(argv)
     if (
@@ -226,11 +261,21 @@ def main(argv: list[str] | None = None) -> None:
         )
     if args.ema is not None and not 0.0 <= args.ema < 1.0:
         raise SystemExit(f"zeroseg.shapeworld.proof: --ema must be in [0, 1) (0: off), got {args.ema}")
-    recipe = Recipe(args.steps, args.region_weight, args.ema or None, args.threads)
+    if args.frontier and (args.bundle or args.compare_threads):
+        raise SystemExit(
+            "zeroseg.shapeworld.proof: --frontier runs on its own; run --bundle or --compare-threads "
+            "separately"
+        )
+    if not 0.0 <= args.soft_assign < 1.0:
+        raise SystemExit(f"zeroseg.shapeworld.proof: --soft-assign must be in [0, 1), got {args.soft_assign}")
+    recipe = Recipe(args.steps, args.region_weight, args.ema or None, args.threads, args.soft_assign)
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
     shared_inputs(work)
     runs = {seed: student_run(work, recipe, seed) for seed in range(args.seeds)}
+    if args.frontier:
+        write_frontier(work, runs, recipe, args.rescore)
+        return
     scored = work / "proof.json"
     if args.rescore:
         shutil.rmtree(work / "scores", ignore_errors=True)

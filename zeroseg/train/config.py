@@ -42,6 +42,9 @@ class TrainConfig:
     region_weight: float = 0.0
     #: decay of the exponential moving average of the weights saved in model.pt (None: no EMA; ours)
     ema: float | None = None
+    #: share of the steps, from the start, whose group assignments are soft (softmax, no Gumbel noise,
+    #: no argmax) before the hard ones (0 = the paper: hard from the first step; ours)
+    soft_assign: float = 0.0
     norm_pix: bool = False
     grids: tuple[int, ...] = (1, 2, 3, 4)
     templates: str = "imagenet"
@@ -93,6 +96,10 @@ class TrainConfig:
             raise ZerosegError(f"--ema must be a decay in (0, 1) such as 0.99, got {self.ema}")
         if not 0.0 <= self.warmup_fraction < 1.0:
             raise ZerosegError(f"--warmup must be in [0, 1), got {self.warmup_fraction}")
+        if not 0.0 <= self.soft_assign < 1.0:
+            raise ZerosegError(
+                f"--soft-assign must be a share of the steps in [0, 1), got {self.soft_assign}"
+            )
         return self
 
     def _validate_numbers(self) -> None:
@@ -101,7 +108,7 @@ class TrainConfig:
             "--lr": self.lr, "--blr": self.blr, "--weight-decay": self.weight_decay,
             "--warmup": self.warmup_fraction, "--clip-grad": self.clip_grad, "--mask-ratio": self.mask_ratio,
             "--region-weight": self.region_weight, "--ema": self.ema, "--epochs": self.epochs,
-            "--bg-thresh": self.bg_thresh,
+            "--bg-thresh": self.bg_thresh, "--soft-assign": self.soft_assign,
         }  # fmt: skip
         for i, weight in enumerate(self.weights):
             floats[f"--loss-weights (item {i + 1})"] = weight

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from zeroseg.checkpoint import CheckpointConfig
 from zeroseg.errors import ZerosegError
 from zeroseg.model.config import StudentConfig, student_preset
+from zeroseg.model.grouping import set_soft_assignment
 from zeroseg.model.student import ZeroSegStudent
 from zeroseg.preprocess import Preprocess
 from zeroseg.teacher.views import view_patch_weights
@@ -309,6 +310,7 @@ def _run_epoch(
             continue
         images01 = batch["image"].to(state.device, non_blocking=True)
         views = state.data.targets(batch, images01)
+        set_soft_assignment(state.model, state.step < round(cfg.soft_assign * state.total))
         terms, out = train_step(net, state.model, images01, views, objective, loss_scale=1 / cfg.grad_accum)
         log.images_seen += images01.shape[0]
         micro += 1
