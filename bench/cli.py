@@ -65,8 +65,8 @@ def compare(
         None,
         "--backends",
         help="Comma list of torch, compile, onnxruntime, onnxruntime-int8, openvino, "
-        "aoti, executorch, executorch-int8, tensorrt, maskclip (default: every one that can run here; "
-        "the others listed with the reason).",
+        "aoti, executorch, executorch-int8, tensorrt, maskclip, clearclip, sclip, naclip (default: every "
+        "one that can run here except clearclip, sclip and naclip; the others listed with the reason).",
     ),
     batch_sizes: str = typer.Option("1,4", "--batch-sizes", help="Batch sizes, e.g. 1,4,16."),
     short_side: int | None = typer.Option(None, "--short-side", help="Network short side (default: ckpt's)."),
@@ -84,7 +84,7 @@ def compare(
     ),
     dataset_images: int = typer.Option(50, "--dataset-images", help="Images of the dataset to score."),
     int8: str = typer.Option("static", "--int8", help="ONNX bundle's int8 mode: static (default) | dynamic."),
-    teacher: str | None = typer.Option(None, "--teacher", help="CLIP for the maskclip row (MODEL:/path)."),
+    teacher: str | None = typer.Option(None, "--teacher", help="CLIP for the baseline rows (MODEL:/path)."),
     onnx_bundle: Path | None = typer.Option(None, "--onnx-bundle", help="Use this ONNX bundle (no export)."),
     aoti_bundle: Path | None = typer.Option(None, "--aoti-bundle", help="Use this AOTInductor bundle."),
     trt_bundle: Path | None = typer.Option(None, "--trt-bundle", help="Use this TensorRT engine folder."),

@@ -88,7 +88,10 @@ def test_backend_names_are_checked() -> None:
     with pytest.raises(ZerosegError, match="unknown onnx.*choose from"):
         parse_backends("torch,onnx")
     assert set(BACKENDS) >= {"torch", "compile", "onnxruntime", "onnxruntime-int8", "openvino", "aoti",
-                             "tensorrt", "maskclip"}  # fmt: skip
+                             "tensorrt", "maskclip", "clearclip", "sclip", "naclip"}  # fmt: skip
+    from zeroseg.bench.compare.backends import DEFAULT_NAMES
+
+    assert "maskclip" in DEFAULT_NAMES and not {"clearclip", "sclip", "naclip"} & set(DEFAULT_NAMES)
 
 
 # ---- end to end ----------------------------------------------------------------------------------
@@ -175,18 +178,18 @@ def test_every_backend_side_by_side_on_the_bundled_model(tmp_path_factory, tmp_p
 
 def test_a_checkpoint_with_no_command_name_runs_compare(world, bench_cli, tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    backends = ["--backends", "torch,maskclip,tensorrt", "--teacher", world.teacher_file]
+    backends = ["--backends", "torch,maskclip,naclip,tensorrt", "--teacher", world.teacher_file]
     run = bench_cli(world.checkpoint, *backends, "--batch-sizes", "1", *QUICK, "--image-size", "64x48")
     assert run.code == 0, (run.out, run.err)
     data = json.loads((tmp_path / "bench-results" / "compare.json").read_text())
-    assert [r["backend"] for r in data["rows"]] == ["torch", "maskclip"]
+    assert [r["backend"] for r in data["rows"]] == ["torch", "maskclip", "naclip"]
     assert data["skipped"][0]["backend"] == "tensorrt"
     assert data["settings"]["checkpoint"]["path"] == str(world.checkpoint)
     assert (tmp_path / "bench-results" / "compare.png").is_file()
     assert (tmp_path / "bench-results" / "compare-scatter.png").is_file()
     # every requested backend has a status; the one that could not run is a ❌ row with its reason
     status = {s["backend"]: s for s in data["status"]}
-    assert [s["symbol"] for s in data["status"]] == ["✅", "✅", "❌"]
+    assert [s["symbol"] for s in data["status"]] == ["✅", "✅", "✅", "❌"]
     assert status["tensorrt"]["reason"] == data["skipped"][0]["reason"]
     assert any(line.split()[:2] == ["❌", "tensorrt"] for line in run.out.splitlines())
     # FLOPs with attention: the torch row's count, split; maskclip (another network) has none
@@ -194,9 +197,10 @@ def test_a_checkpoint_with_no_command_name_runs_compare(world, bench_cli, tmp_pa
     assert flops["attention_gflop"] > 0 and flops["attention_calls"]
     parts = flops["weights_gflop"] + flops["attention_gflop"] + flops["other_gflop"]
     assert parts == pytest.approx(flops["gflop_per_image"])
-    torch_row, clip_row = data["rows"]
+    torch_row, clip_row, naclip_row = data["rows"]
     assert torch_row["gflops"] == pytest.approx(flops["gflop_per_image"] * torch_row["images_per_s"])
     assert clip_row["gflops"] is None and clip_row["peak_fraction"] is None
+    assert naclip_row["gflops"] is None and naclip_row["pixel_agreement"] is None
     peak = data["cpu_peak"]
     if peak is not None:  # a Linux clock was readable
         assert torch_row["peak_used"] == "fp32" and torch_row["peak_gflops"] == peak["gflops"]

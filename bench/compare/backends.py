@@ -20,6 +20,8 @@ so the bench times one pipeline through all of them:
     executorch-int8   the same bundle's PT2E static int8 program (XNNPACK quantizer, nn.Linear layers)
     tensorrt          `TRTSegmenter`: a TensorRT fp16 engine of the image encoder (GPU)
     maskclip          `MaskCLIPSegmenter`: the training-free baseline on the checkpoint's teacher
+    clearclip, sclip, naclip  the newer training-free baselines on the same teacher (`MaskCLIPSegmenter`
+                      modes; run only when --backends names them: weaker than MaskCLIP there)
 
 `unavailable` says in one line why a backend cannot run on this machine (a missing package, no GPU,
 no C++ compiler, a bundle where a checkpoint is needed); `build` makes it, exporting the bundle it
@@ -88,9 +90,18 @@ BACKENDS: dict[str, Backend] = {
         ),
         Backend("tensorrt", "fp16", False, FP16_GATE, "TRTSegmenter, TensorRT engine (GPU)"),
         Backend("maskclip", "fp32", False, None, "MaskCLIPSegmenter on the checkpoint's teacher"),
+        Backend("clearclip", "fp32", False, None, "MaskCLIPSegmenter(mode='clearclip'), ClearCLIP"),
+        Backend("sclip", "fp32", False, None, "MaskCLIPSegmenter(mode='sclip'), SCLIP"),
+        Backend("naclip", "fp32", False, None, "MaskCLIPSegmenter(mode='naclip'), NACLIP"),
     )
 }
 NAMES: tuple[str, ...] = tuple(BACKENDS)
+#: Rows of the training-free baselines (another network on the teacher: no agreement, no FLOPs).
+BASELINE_ROWS: tuple[str, ...] = ("maskclip", "clearclip", "sclip", "naclip")
+#: Rows run only when --backends names them: the newer baselines, weaker than MaskCLIP on the
+#: ShapeWorld teacher (the proof's frontier times them all).
+OPT_IN: tuple[str, ...] = ("clearclip", "sclip", "naclip")
+DEFAULT_NAMES: tuple[str, ...] = tuple(n for n in NAMES if n not in OPT_IN)
 #: Which exported artefact each backend runs (None: the checkpoint itself).
 ARTEFACT: dict[str, str | None] = {
     "torch": None,
@@ -106,7 +117,7 @@ ARTEFACT: dict[str, str | None] = {
     "executorch": "executorch",
     "executorch-int8": "executorch",
     "tensorrt": "trt",
-    "maskclip": None,
+    **{name: None for name in BASELINE_ROWS},
 }
 
 
@@ -147,7 +158,7 @@ def unavailable(name: str, src: Source) -> str | None:
     if src.checkpoint is None and (kind is None or kind not in src.bundles):
         given = ", ".join(sorted(src.bundles)) or "no"
         return f"needs a checkpoint (or a {kind} bundle); a {given} bundle was given"
-    if name == "maskclip" and src.teacher is None and not src.bundled:
+    if name in BASELINE_ROWS and src.teacher is None and not src.bundled:
         return "needs the checkpoint's teacher: pass --teacher MODEL:/path or a teacher file"
     if name in ("compile", "aoti") and _compiler() is None:
         return "needs a C++ compiler for Inductor (apt install g++)"
@@ -258,18 +269,20 @@ def build(name: str, src: Source, artefact: Callable[[str], Path]) -> SegmenterB
         if name == "onnxruntime-noflash" and not graph_fused_ops(seg):
             raise ZerosegError("its graph has no fused attention (MultiHeadAttention): nothing to switch off")
         return seg
-    if name == "maskclip":
-        return _maskclip(src)
+    if name in BASELINE_ROWS:
+        return _baseline(src, name)
     raise ZerosegError(f"unknown backend {name!r}")
 
 
-def _maskclip(src: Source) -> SegmenterBase:
-    """MaskCLIP on the checkpoint's teacher, with the checkpoint's prompt templates.
+def _baseline(src: Source, name: str) -> SegmenterBase:
+    """A training-free baseline (`BASELINE_ROWS`) on the checkpoint's teacher, with the checkpoint's
+    prompt templates.
 
-    For the bundled model: the bundled teacher with the settings the ShapeWorld proof tuned for it
-    (short side, background threshold and prompt); otherwise MaskCLIP's defaults.
+    For the bundled model: the bundled teacher with the settings the ShapeWorld proof tuned for
+    MaskCLIP (short side, background threshold and prompt); otherwise the segmenter's defaults.
     """
     from zeroseg.checkpoint import load_checkpoint
+    from zeroseg.infer.factory import baseline_mode
     from zeroseg.infer.maskclip import MaskCLIPSegmenter
 
     ckpt = load_checkpoint(src.checkpoint, with_train_state=False)
@@ -279,4 +292,5 @@ def _maskclip(src: Source) -> SegmenterBase:
         from zeroseg.shapeworld.demo import bundled_baseline_settings
 
         teacher, tuned = str(bundled_teacher()), bundled_baseline_settings()
-    return MaskCLIPSegmenter.from_spec(teacher, device=src.device, templates=list(ckpt.templates), **tuned)
+    return MaskCLIPSegmenter.from_spec(teacher, device=src.device, templates=list(ckpt.templates),
+                                       mode=baseline_mode(name), **tuned)  # fmt: skip

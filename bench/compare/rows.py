@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from zeroseg.bench.compare.backends import BASELINE_ROWS
 from zeroseg.bench.compare.engines import GATE_FAILED
 from zeroseg.bench.compare.peak import row_peak
 from zeroseg.bench.timing import describe, mean, rate
@@ -149,7 +150,11 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The headline: per batch size, the fastest backend within its agreement gate, and its speed-up."""
     out: dict[str, Any] = {}
     for b in sorted({r["batch_size"] for r in rows}):
-        ok = [r for r in rows if r["batch_size"] == b and not r["below_gate"] and r["backend"] != "maskclip"]
+        ok = [
+            r
+            for r in rows
+            if r["batch_size"] == b and not r["below_gate"] and r["backend"] not in BASELINE_ROWS
+        ]
         if not ok:
             continue
         best = min(ok, key=lambda r: r["latency_ms"]["mean"])

@@ -183,7 +183,7 @@ def run_compare(settings: CompareSettings, *, log: Callable[[str], None] = print
     loose = RANDOM_INT8_TOLERANCE if s.preset is not None else None
     get = artefacts(checkpoint, given, labels=src.labels, short_side=short_side, int8=s.int8,
                     threads=s.threads or None, int8_tolerance=loose, calib=s.dataset, log=log)  # fmt: skip
-    wanted = s.backends or bk.NAMES
+    wanted = s.backends or bk.DEFAULT_NAMES
     segs, info, skipped = _prepare(wanted, src, get, device, log=log)
     if s.preset is not None:
         for facts in info.values():
@@ -239,7 +239,8 @@ def _flops(segs: dict, info: dict, src: bk.Source, get, images, image_hw) -> dic
             counter = None
     flops = network_flops(counter, images, counter.input_size(*image_hw)) if counter is not None else None
     for name, facts in info.items():
-        facts["gflop_per_image"] = flops["gflop_per_image"] if flops and name != "maskclip" else None
+        same_network = flops and name not in bk.BASELINE_ROWS
+        facts["gflop_per_image"] = flops["gflop_per_image"] if same_network else None
         if facts["precision"] == "int8":
             facts["int8_share"] = int8_share(flops, bk.BACKENDS[name].int8_ops)
     return flops
@@ -366,7 +367,8 @@ def _accuracy(segs: dict, info: dict, dataset, images, classes, s: CompareSettin
     reference = labels.get("torch")
     for name in segs:
         gate = info[name]["gate"]
-        agreement = pixel_agreement(reference, labels[name]) if reference and name != "maskclip" else None
+        same_network = reference and name not in bk.BASELINE_ROWS
+        agreement = pixel_agreement(reference, labels[name]) if same_network else None
         info[name]["pixel_agreement"] = agreement
         info[name]["below_gate"] = bool(agreement is not None and gate is not None and agreement < gate)
         if info[name]["below_gate"]:
