@@ -210,3 +210,67 @@ def test_stored_scores_are_reused_only_for_the_same_grid(tmp_path):
     assert stored(tmp_path, "m", lambda: calls.append(2) or {"a": 2}, (128, 768)) == {"a": 1}
     assert stored(tmp_path, "m", lambda: calls.append(3) or {"a": 3}, (128,)) == {"a": 3}
     assert calls == [1, 3]
+
+
+def test_proof_writes_the_frontier_from_scores_and_times(tmp_path, monkeypatch):
+    """`proof --frontier`'s glue: stored per-side scores of every seed and baseline, the timing spec
+    (the median seed's settings, five val scenes), and frontier.json / .md / .png."""
+    import shutil
+
+    from zeroseg.bundled import bundled_checkpoint
+    from zeroseg.shapeworld import frontier as fr
+    from zeroseg.shapeworld.proof import Recipe, write_frontier
+    from zeroseg.shapeworld.write import write_scenes
+
+    for split, seed in (("tune", 1), ("val", 2), ("val2", 3)):
+        write_scenes(tmp_path / split, n=6, seed=seed, size=32, val_fraction=1.0)
+    shutil.copyfile(bundled_teacher(), tmp_path / "teacher.pt")
+    runs = {}
+    for seed in range(3):
+        runs[seed] = tmp_path / "students" / "r" / f"seed{seed}"
+        runs[seed].mkdir(parents=True)
+        shutil.copyfile(bundled_checkpoint(), runs[seed] / "model.pt")
+    quality = {"seed0": 0.80, "seed1": 0.70, "seed2": 0.75}
+
+    def student(run, tune, vals):
+        q = quality[run.name]
+        return {h: {str(s): _row(q + (0.1 if h == "dense" else 0) + s / 10000) for s in fr.STUDENT_SIDES}
+                for h in fr.HEADS}  # fmt: skip
+
+    specs = []
+
+    def timed(work, spec):
+        specs.append(spec)
+        names = [f"student-{h}" for h in fr.HEADS] + list(spec["baselines"]["settings"])
+        methods = {}
+        for name in names:
+            sides = fr.STUDENT_SIDES if name.startswith("student") else fr.BASELINE_SIDES
+            ms = {str(s): s / 10 for s in sides}
+            methods[name] = {"ms": ms, "engine": {s: "torch" for s in ms}, "engines": {}}
+        return {"methods": methods, "env": _result()["env"], "agreement": {}}
+
+    monkeypatch.setattr(fr, "score_student", student)
+    monkeypatch.setattr(
+        fr, "score_baseline", lambda m, *a: {str(s): _row(0.5 + s / 10000) for s in fr.BASELINE_SIDES}
+    )
+    monkeypatch.setattr(fr, "_time", timed)
+    write_frontier(tmp_path, runs, Recipe(), False)
+    result = json.loads((tmp_path / "frontier.json").read_text())
+    assert set(result["methods"]) == {
+        "student-paper",
+        "student-dense",
+        "maskclip",
+        "clearclip",
+        "sclip",
+        "naclip",
+    }
+    assert result["timed_seed"] == "2" and specs[0]["student"]["checkpoint"] == str(runs[2] / "model.pt")
+    assert len(specs[0]["images"]) == 5 and specs[0]["baselines"]["templates"]
+    assert result["targets"]["val"]["best"]["seed_mean"] == pytest.approx(0.85 + 512 / 10000)
+    assert (tmp_path / "frontier.md").read_text().startswith("# The speed/quality frontier (ShapeWorld)")
+    assert (tmp_path / "frontier.png").read_bytes()[:4] == b"\x89PNG"
+    stored_names = sorted(p.name for p in (tmp_path / "scores").iterdir())
+    assert stored_names == sorted(
+        [f"frontier-r-seed{s}.json" for s in range(3)]
+        + [f"frontier-{m}.json" for m in ("maskclip", "clearclip", "sclip", "naclip")]
+    )
