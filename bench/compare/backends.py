@@ -21,7 +21,7 @@ so the bench times one pipeline through all of them:
     tensorrt          `TRTSegmenter`: a TensorRT fp16 engine of the image encoder (GPU)
     maskclip          `MaskCLIPSegmenter`: the training-free baseline on the checkpoint's teacher
     clearclip, sclip, naclip  the newer training-free baselines on the same teacher (`MaskCLIPSegmenter`
-                      modes; run only when --backends names them: weaker than MaskCLIP there)
+                      modes; run only when --backends names them, see `OPT_IN`)
 
 `unavailable` says in one line why a backend cannot run on this machine (a missing package, no GPU,
 no C++ compiler, a bundle where a checkpoint is needed); `build` makes it, exporting the bundle it
@@ -98,8 +98,8 @@ BACKENDS: dict[str, Backend] = {
 NAMES: tuple[str, ...] = tuple(BACKENDS)
 #: Rows of the training-free baselines (another network on the teacher: no agreement, no FLOPs).
 BASELINE_ROWS: tuple[str, ...] = ("maskclip", "clearclip", "sclip", "naclip")
-#: Rows run only when --backends names them: the newer baselines, weaker than MaskCLIP on the
-#: ShapeWorld teacher (the proof's frontier times them all).
+#: Rows run only when --backends names them: the newer baselines (the default run keeps the one the
+#: proof's frontier found strongest on the bundled teacher; docs/proof.md).
 OPT_IN: tuple[str, ...] = ("clearclip", "sclip", "naclip")
 DEFAULT_NAMES: tuple[str, ...] = tuple(n for n in NAMES if n not in OPT_IN)
 #: Which exported artefact each backend runs (None: the checkpoint itself).
