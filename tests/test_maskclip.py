@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from tiny_clip import TINY_CFG, tiny_clip
+from tiny_clip import TINY_CFG, last_block_input, tiny_clip
 
 from zeroseg.errors import ZerosegError
 from zeroseg.infer.maskclip import STRATEGIES, MaskCLIPSegmenter, window_starts
@@ -91,16 +91,6 @@ def _tower_tokens(visual, x: torch.Tensor) -> torch.Tensor:
     return (tokens @ visual.proj).reshape(x.shape[0], gh, gw, -1)
 
 
-def _last_block_input(visual, x: torch.Tensor) -> torch.Tensor:
-    seen = []
-    handle = visual.transformer.resblocks[-1].register_forward_pre_hook(lambda m, a: seen.append(a[0]))
-    try:
-        visual(x)
-    finally:
-        handle.remove()
-    return seen[0]
-
-
 # ---- dense features ---------------------------------------------------------------------------------
 
 
@@ -148,7 +138,7 @@ def test_value_path_by_hand(mode, vocab):
     seg = _vision_segmenter(model, vocab, mode=mode)
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
-        h = _last_block_input(visual, x)  # (N, 1 + 64, D): class token first
+        h = last_block_input(visual, x)  # (N, 1 + 64, D): class token first
         block = visual.transformer.resblocks[-1]
         d = h.shape[-1]
         w_v, b_v = block.attn.in_proj_weight[2 * d :], block.attn.in_proj_bias[2 * d :]

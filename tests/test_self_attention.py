@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from tiny_clip import TINY_CFG, tiny_clip
+from tiny_clip import TINY_CFG, last_block_input, tiny_clip
 
 from zeroseg.bundled import bundled_teacher
 from zeroseg.classes import resolve_templates
@@ -36,16 +36,6 @@ def _segmenter(model, mode: str) -> MaskCLIPSegmenter:
     teacher = Teacher(model, spec="mem", name="mem", model_cfg=cfg, mean=(0.5,) * 3, std=(0.25,) * 3,
                       tokenizer_name="clip", context_length=16, fingerprint="mem")  # fmt: skip
     return MaskCLIPSegmenter(teacher, mode=mode, vocabulary=Vocabulary(teacher.text_encoder(), ("a {}.",)))
-
-
-def _last_block_input(visual, x: torch.Tensor) -> torch.Tensor:
-    seen = []
-    handle = visual.transformer.resblocks[-1].register_forward_pre_hook(lambda m, a: seen.append(a[0]))
-    try:
-        visual(x)
-    finally:
-        handle.remove()
-    return seen[0]
 
 
 def _by_hand(block, h: torch.Tensor, mode: str, grid: tuple[int, int]) -> torch.Tensor:
@@ -83,7 +73,7 @@ def test_last_block_by_hand(mode):
     seg = _segmenter(model, mode)
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
-        h = _last_block_input(visual, x)  # (N, 1 + 64, D): class token first
+        h = last_block_input(visual, x)  # (N, 1 + 64, D): class token first
         want = (
             visual.ln_post(_by_hand(visual.transformer.resblocks[-1], h, mode, (8, 8))[:, 1:]) @ visual.proj
         )

@@ -39,3 +39,14 @@ def write_images(folder: Path, count: int, *, seed: int = 0, corrupt: tuple[str,
         (folder / rel).write_bytes(b"\xff\xd8 definitely not a jpeg")
         keys.append(rel)
     return sorted(keys)
+
+
+def last_block_input(visual, x: torch.Tensor) -> torch.Tensor:
+    """The tokens entering an open_clip tower's last block on input x (a forward pre-hook)."""
+    seen = []
+    handle = visual.transformer.resblocks[-1].register_forward_pre_hook(lambda m, a: seen.append(a[0]))
+    try:
+        visual(x)
+    finally:
+        handle.remove()
+    return seen[0]
