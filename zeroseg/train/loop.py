@@ -310,7 +310,8 @@ def _run_epoch(
             continue
         images01 = batch["image"].to(state.device, non_blocking=True)
         views = state.data.targets(batch, images01)
-        set_soft_assignment(state.model, state.step < round(cfg.soft_assign * state.total))
+        if cfg.soft_assign:  # the paper's recipe never switches
+            set_soft_assignment(state.model, state.step < round(cfg.soft_assign * state.total))
         terms, out = train_step(net, state.model, images01, views, objective, loss_scale=1 / cfg.grad_accum)
         log.images_seen += images01.shape[0]
         micro += 1
