@@ -98,6 +98,12 @@ def train_command(
         "--soft-assign",
         help="Share of the steps with soft group assignments before hard ones (ours; 0 = paper).",
     ),
+    attn_window: int | None = typer.Option(
+        None,
+        "--attn-window",
+        help="Encoder attention in windows of N patches (ours; e.g. image size / patch size: identical "
+        "at the training size, linear cost at larger inputs); saved in the checkpoint.",
+    ),
     norm_pix: bool = typer.Option(
         False, "--norm-pix/--no-norm-pix", help="MAE per-patch normalised targets."
     ),

@@ -15,6 +15,9 @@ from dataclasses import asdict, dataclass, fields, replace
 
 from zeroseg.errors import ZerosegError
 
+#: fields `StudentConfig.to_dict` leaves out while unset (newer than the first checkpoint format)
+_OPTIONAL = frozenset({"attn_window", "head_window"})
+
 
 @dataclass(frozen=True)
 class StudentConfig:
@@ -41,6 +44,12 @@ class StudentConfig:
         gumbel_tau: temperature of the Gumbel-softmax assignment.
         gumbel: Gumbel noise on the assignment logits in training (GroupViT); False: plain
             straight-through hard argmax, grouping exactly as inference does.
+        attn_window: None (full attention) or a window side in patches: the encoder's patch
+            tokens attend in windows of that side (`zeroseg.model.window`), the class token
+            globally. At the training grid's side it equals full attention on the training input,
+            so it is an inference setting of the same weights.
+        head_window: the same for the segmentation head's blocks before the first grouping stage
+            (the group tokens stay global).
     """
 
     image_size: int = 224
@@ -64,6 +73,8 @@ class StudentConfig:
     #: Gumbel noise on the assignment logits in training (GroupViT); False = plain straight-through
     #: hard argmax, so training groups exactly as inference does.
     gumbel: bool = True
+    attn_window: int | None = None
+    head_window: int | None = None
 
     @property
     def num_segments(self) -> int:
@@ -84,6 +95,9 @@ class StudentConfig:
             1 <= self.group_after[0] and self.group_after[-1] <= self.seg_depth
         ):
             raise ZerosegError(f"group_after {self.group_after} must increase within 1..{self.seg_depth}")
+        for name, window in (("attn_window", self.attn_window), ("head_window", self.head_window)):
+            if window is not None and window <= 0:
+                raise ZerosegError(f"{name} must be a positive number of patches, got {window}")
         if any(g <= 0 for g in self.num_groups):
             raise ZerosegError(f"num_groups must be positive, got {self.num_groups}")
         for dim, heads, what in (
@@ -96,8 +110,10 @@ class StudentConfig:
         return self
 
     def to_dict(self) -> dict:
-        """JSON-able form (tuples become lists)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        """JSON-able form (tuples become lists). Unset windows are left out, so a checkpoint that uses
+        none stays readable by a zeroseg from before them."""
+        data = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        return {k: v for k, v in data.items() if not (k in _OPTIONAL and v is None)}
 
     @classmethod
     def from_dict(cls, data: dict) -> StudentConfig:

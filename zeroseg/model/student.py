@@ -22,6 +22,7 @@ from torch import nn
 from zeroseg.errors import ZerosegError
 from zeroseg.model.config import StudentConfig
 from zeroseg.model.grouping import Assignment, GroupingBlock, GroupProjector
+from zeroseg.model.window import run_blocks
 
 
 class StudentOutput(NamedTuple):
@@ -94,6 +95,7 @@ class ViTEncoder(nn.Module):
             dynamic_img_size=True,
         )
         self.patch_size = cfg.patch_size
+        self.window = cfg.attn_window
 
     def forward(
         self, images: torch.Tensor, ids_keep: torch.Tensor | None = None
@@ -110,7 +112,8 @@ class ViTEncoder(nn.Module):
             x = x.gather(1, ids_keep.unsqueeze(-1).expand(-1, -1, d))
         cls = (vit.cls_token + pos[:, :1]).expand(b, -1, -1)
         x = vit.norm_pre(torch.cat([cls, x], dim=1))
-        x = vit.blocks(x)
+        window = self.window if ids_keep is None else None  # masked tokens have no grid
+        x = run_blocks(vit.blocks, x, (h, w), window, prefix=1, suffix=0)
         return vit.norm(x), (h, w)
 
     def load_pretrained(self, path: str | Path) -> tuple[int, int]:
@@ -197,9 +200,15 @@ class SegmentationHead(nn.Module):
             *[Block(dim, cfg.seg_heads, cfg.mlp_ratio, qkv_bias=True) for _ in range(tail)]
         )
         self.norm = nn.LayerNorm(dim)
+        self.window = cfg.head_window
 
-    def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, list[Assignment]]:
-        """tokens (B,N,D) -> segment features (B,m,seg_dim) and one Assignment per grouping stage."""
+    def forward(
+        self, tokens: torch.Tensor, grid: tuple[int, int] | None = None
+    ) -> tuple[torch.Tensor, list[Assignment]]:
+        """tokens (B,N,D) -> segment features (B,m,seg_dim) and one Assignment per grouping stage.
+
+        grid: the patch grid of the tokens (None: no grid, e.g. masked): the first stage's blocks
+        attend in windows over it when the config says so."""
         x = self.proj_in(tokens)
         b = x.shape[0]
         assignments: list[Assignment] = []
@@ -208,8 +217,11 @@ class SegmentationHead(nn.Module):
             groups = self.group_tokens[stage].expand(b, -1, -1)
             if prev_groups is not None:
                 groups = groups + self.projectors[stage - 1](prev_groups)
-            y = blocks(torch.cat([x, groups], dim=1))
             num = self.num_groups[stage]
+            window = self.window if stage == 0 and grid is not None else None
+            y = run_blocks(
+                blocks, torch.cat([x, groups], dim=1), grid or (0, 0), window, prefix=0, suffix=num
+            )
             x, groups = y[:, :-num], y[:, -num:]
             x, assignment = grouping(x, groups)
             prev_groups = groups
@@ -274,7 +286,7 @@ class ZeroSegStudent(nn.Module):
         reconstruction = None
         if ids_restore is not None:
             reconstruction = self.decoder(tokens, ids_restore, grid)
-        seg, assignments = self.seg_head(tokens[:, 1:])
+        seg, assignments = self.seg_head(tokens[:, 1:], grid if ids_keep is None else None)
         segments = self.segment_proj(seg)
         z = self.global_mlp(self.global_block(seg).mean(dim=1))
         hard = compose_assignments([a.hard for a in assignments])
@@ -298,7 +310,7 @@ class ZeroSegStudent(nn.Module):
         if images.dim() != 4 or images.shape[1] != 3 or images.shape[2] % p or images.shape[3] % p:
             raise ZerosegError(f"expected (B,3,H,W) with H and W multiples of {p}, got {tuple(images.shape)}")
         tokens, (h, w) = self.encoder(images)
-        seg, assignments = self.seg_head(tokens[:, 1:])
+        seg, assignments = self.seg_head(tokens[:, 1:], (h, w))
         # hard argmax per stage (GroupViT's eval), composed: one-hot patch->segment maps. Composing
         # the soft assignments instead blurs near-uniform early stages into one dominant segment.
         hard = compose_assignments([a.hard for a in assignments])  # (B, h*w, m)

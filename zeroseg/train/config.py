@@ -45,6 +45,8 @@ class TrainConfig:
     #: share of the steps, from the start, whose group assignments are soft (softmax, no Gumbel noise,
     #: no argmax) before the hard ones (0 = the paper: hard from the first step; ours)
     soft_assign: float = 0.0
+    #: encoder attention in windows of this many patches (`StudentConfig.attn_window`; None: full; ours)
+    attn_window: int | None = None
     norm_pix: bool = False
     grids: tuple[int, ...] = (1, 2, 3, 4)
     templates: str = "imagenet"
@@ -96,6 +98,8 @@ class TrainConfig:
             raise ZerosegError(f"--ema must be a decay in (0, 1) such as 0.99, got {self.ema}")
         if not 0.0 <= self.warmup_fraction < 1.0:
             raise ZerosegError(f"--warmup must be in [0, 1), got {self.warmup_fraction}")
+        if self.attn_window is not None and self.attn_window <= 0:
+            raise ZerosegError(f"--attn-window must be a positive number of patches, got {self.attn_window}")
         if not 0.0 <= self.soft_assign < 1.0:
             raise ZerosegError(
                 f"--soft-assign must be a share of the steps in [0, 1), got {self.soft_assign}"

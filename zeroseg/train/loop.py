@@ -148,7 +148,10 @@ def _build_student(
     if cfg.mask_ratio is not None:
         preset_overrides["mask_ratio"] = cfg.mask_ratio
     student_cfg = replace(
-        student_preset(cfg.preset, **preset_overrides), norm_pix_loss=cfg.norm_pix, gumbel=cfg.gumbel
+        student_preset(cfg.preset, **preset_overrides),
+        norm_pix_loss=cfg.norm_pix,
+        gumbel=cfg.gumbel,
+        attn_window=cfg.attn_window,
     )
     model = ZeroSegStudent(student_cfg).to(device)
     if cfg.encoder_weights and load_encoder:
