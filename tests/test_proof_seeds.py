@@ -250,7 +250,8 @@ def test_a_runs_thread_count_is_read_from_its_metrics(tmp_path) -> None:
 @pytest.mark.parametrize(
     "args",
     [["--seeds", "0"], ["--ema", "1.5"], ["--steps", "-1"], ["--threads", "0"], ["--compare-threads", "0"],
-     ["--soft-assign", "1"], ["--frontier", "--bundle"], ["--frontier", "--compare-threads", "1"]],
+     ["--soft-assign", "1"], ["--restarts", "0"], ["--frontier", "--bundle"],
+     ["--frontier", "--compare-threads", "1"]],
 )  # fmt: skip
 def test_proof_refuses_bad_options_in_one_line(args, tmp_path) -> None:
     run = subprocess.run(
@@ -354,3 +355,39 @@ def test_cli_maskclip_with_the_bundled_teacher_uses_the_proofs_templates(cli, sp
         )
         assert "--templates" in run.err, run.err
     assert not (tmp_path / "o").exists()
+
+
+def test_restarts_train_offset_seeds_and_keep_the_lowest_heldout_loss(tmp_path, monkeypatch) -> None:
+    """`--restarts K`: restart r of seed s trains in seed<s>-restart<r> with seed s + 1000 r, and the
+    seed's student is the restart with the lowest held-out region loss (ties: the first)."""
+    from zeroseg.shapeworld import proof
+
+    trained: list[tuple[str, str]] = []
+
+    def fake_train(*args, threads=None):
+        out = Path(args[args.index("--out") + 1])
+        trained.append((out.name, args[args.index("--seed") + 1]))
+        out.mkdir(parents=True)
+        (out / "model.pt").write_bytes(b"")
+
+    losses = {
+        "seed0": 0.30,
+        "seed0-restart1": 0.25,
+        "seed0-restart2": 0.25,
+        "seed1": 0.20,
+        "seed1-restart1": 0.4,
+    }
+    monkeypatch.setattr(proof, "_zeroseg", fake_train)
+    monkeypatch.setattr(proof, "heldout", lambda work, run: losses[run.name])
+    runs, selection = proof.selected_runs(tmp_path, proof.Recipe(restarts=3), 1)
+    assert trained == [("seed0", "0"), ("seed0-restart1", "1000"), ("seed0-restart2", "2000")]
+    assert runs[0].name == "seed0-restart1" and selection["0"]["chosen"] == 1
+    assert selection["0"]["restarts"]["2"]["heldout_region_loss"] == 0.25
+    runs, selection = proof.selected_runs(tmp_path, proof.Recipe(restarts=2), 2)
+    assert runs[1].name == "seed1" and selection["1"]["chosen"] == 0
+    monkeypatch.setattr(proof, "heldout", lambda work, run: pytest.fail("one run needs no selection"))
+    runs, selection = proof.selected_runs(tmp_path, proof.Recipe(), 2)
+    assert [r.name for r in runs.values()] == ["seed0", "seed1"] and selection["0"] == {
+        "chosen": 0,
+        "restarts": {},
+    }

@@ -193,3 +193,55 @@ def test_soft_assignment_warm_up(world, tmp_path, monkeypatch) -> None:
     assert seen == [True, True, False, False, False, False, False, False]
     with pytest.raises(ZerosegError, match="--soft-assign must be a share of the steps in"):
         train(_cfg(world, tmp_path / "bad", soft_assign=1.0))
+
+
+def test_attention_window_is_identical_at_the_training_size_and_saved(world, tmp_path) -> None:
+    """`--attn-window` equal to the training grid (64 px / patch 8 = 8 patches) trains the same
+    weights as full attention (to float round-off), and the checkpoint records the window, so
+    inference at larger inputs attends in windows."""
+    plain = train(_cfg(world, tmp_path / "plain", steps=3, mask_ratio=0.0), progress=False)
+    windowed = train(_cfg(world, tmp_path / "win", steps=3, mask_ratio=0.0, attn_window=8), progress=False)
+    for a, b in zip(plain.history, windowed.history, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
+    ckpt = load_checkpoint(tmp_path / "win" / "model.pt")
+    assert ckpt.student_config.attn_window == 8
+    assert load_checkpoint(tmp_path / "plain" / "model.pt").student_config.attn_window is None
+    with pytest.raises(ZerosegError, match="--attn-window must be a positive number of patches"):
+        train(_cfg(world, tmp_path / "bad", attn_window=0))
+
+
+def test_heldout_region_loss_is_the_region_term_over_every_cached_image(world, tmp_path) -> None:
+    """`zeroseg.train.selection.heldout_loss`: the region loss of a model's eval-mode (hard)
+    assignments against a teacher cache of unlabeled images, averaged over the images (the batch
+    size only splits the work), and a cache that is not the images' is a one-line error."""
+    from zeroseg.data.sources import ImageSource
+    from zeroseg.teacher.cache import build_cache
+    from zeroseg.teacher.load import load_teacher
+    from zeroseg.train.losses import region_loss, seen_view_weights
+    from zeroseg.train.selection import heldout_loss
+
+    build_cache(ImageSource.open(world["data"]), load_teacher(str(world["teacher"])), tmp_path / "cache",
+                image_size=64, progress=False)  # fmt: skip
+    train(_cfg(world, tmp_path / "run", steps=2, mask_ratio=0.0, region_weight=1.0), progress=False)
+    model_pt = tmp_path / "run" / "model.pt"
+    whole = heldout_loss(model_pt, world["data"], tmp_path / "cache")
+    assert heldout_loss(model_pt, world["data"], tmp_path / "cache", batch_size=3) == pytest.approx(whole)
+
+    from zeroseg.preprocess import normalize
+    from zeroseg.teacher.cache_reader import TeacherCache
+    from zeroseg.teacher.views import view_patch_weights
+
+    ckpt = load_checkpoint(model_pt)
+    cache = TeacherCache.open(tmp_path / "cache", source=ImageSource.open(world["data"]), grids=(1, 2, 3, 4))
+    from zeroseg.data.sources import CropDataset
+
+    images = torch.stack([CropDataset(ImageSource.open(world["data"]), 64)[i][1] for i in range(8)])
+    with torch.no_grad():
+        out = ckpt.build_student()(normalize(images, ckpt.preprocess), mask_ratio=0.0)
+    weights = seen_view_weights(view_patch_weights(64, 8), None, 8)
+    want = region_loss(out.segments, out.assignment, weights, cache.features(torch.arange(8)).float())
+    assert whole == pytest.approx(float(want), rel=1e-4)
+    other = tmp_path / "other"
+    write_scenes(other, n=3, seed=9, size=64, val_fraction=0.0)
+    with pytest.raises(ZerosegError):
+        heldout_loss(model_pt, other / "JPEGImages", tmp_path / "cache")

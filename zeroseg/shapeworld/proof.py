@@ -5,13 +5,16 @@
     python -m zeroseg.shapeworld.proof --work runs/shapeworld --bundle     # + zeroseg/assets
     python -m zeroseg.shapeworld.proof --work runs/shapeworld --compare-threads 1  # + the seeds at 1 thread
     python -m zeroseg.shapeworld.proof --work runs/shapeworld --seeds 5 --frontier  # speed/quality frontier
+    python -m zeroseg.shapeworld.proof --work runs/shapeworld --seeds 5 --restarts 2 --frontier  # + selection
 
 Every step runs the public `zeroseg` commands and is skipped when its output already exists, so an
 interrupted run resumes. Scenes: train (seed 1, 1,000, unlabeled), tune (seed 777, 50), val
 (seed 999, 200) and val2 (seed 4242, 200: a second held-out split from a seed no setting was ever
 looked at on); a tiny open_clip CLIP pretrained on captioned single shapes; its 30 grid views
 cached once; then per seed a `shapeworld` student (tiny, one grouping stage, no masking) distilled
-with the region loss in place of the segment matching (README, ShapeWorld findings).
+with the region loss in place of the segment matching (README, ShapeWorld findings). With
+`--restarts K` each seed trains K runs and keeps the one with the lowest region loss on `heldout`
+(seed 2718, 200 unlabeled scenes: their teacher features, never their labels).
 
 Every method gets the same grid of inference settings (`zeroseg.shapeworld.tuning`), picked on
 tune and scored once on each val split: (i) the trained student, per seed; (ii) the same student
@@ -43,8 +46,12 @@ from zeroseg.shapeworld.proof_report import markdown, plot
 from zeroseg.shapeworld.proof_score import prove, relative_runs, run_name, score_students, thread_check
 from zeroseg.utils.atomic import atomic_write_bytes, atomic_write_json
 
-#: split name -> (generator seed, scenes, val fraction)
-SPLITS = {"train": (1, 1000, 0.0), "tune": (777, 50, 1.0), "val": (999, 200, 1.0), "val2": (4242, 200, 1.0)}
+#: split name -> (generator seed, scenes, val fraction); "heldout": unlabeled images no run trains
+#: on, for picking among restarts by their region loss (`zeroseg.train.selection`; never its labels)
+SPLITS = {"train": (1, 1000, 0.0), "tune": (777, 50, 1.0), "val": (999, 200, 1.0), "val2": (4242, 200, 1.0),
+          "heldout": (2718, 200, 0.0)}  # fmt: skip
+#: restart r of seed s trains with seed s + RESTART_SEED_STEP * r (restart 0 is the seed itself)
+RESTART_SEED_STEP = 1000
 #: the bundled model's default network short side (the bench, the exported engines, the demo)
 DEPLOY_SHORT_SIDE = 256
 TEACHER_STEPS = 176  # the bundled teacher: 176 steps (a 120 s budget on a loaded 2-core CPU)
@@ -64,6 +71,7 @@ class Recipe:
     ema: float | None = 0.99  # the documented proof run; made no measurable difference on tune (README)
     threads: int | None = None  # torch threads of the training runs (None: the machine's default)
     soft_assign: float = 0.0  # share of the steps with soft group assignments (`zeroseg train --soft-assign`)
+    restarts: int = 1  # runs per seed; the one with the lowest held-out region loss is the seed's student
 
     def tag(self) -> str:
         """The run folder of this recipe: a changed recipe never reuses another recipe's runs."""
@@ -99,21 +107,55 @@ def shared_inputs(work: Path) -> None:
                      "--seed", str(seed), "--val-fraction", str(val), "-q", "--overwrite")  # fmt: skip
     if not (work / "teacher.pt").is_file():
         _zeroseg("pretrain-teacher", "--out", str(work / "teacher.pt"), "--steps", str(TEACHER_STEPS), "-q")
-    if not (work / "cache" / "manifest.json").is_file():
-        _zeroseg("cache-teacher", "--data", str(work / "train" / "JPEGImages"), "--teacher",
-                 str(work / "teacher.pt"), "--out", str(work / "cache"), "--image-size", "128",
-                 "--workers", "1", "--no-progress")  # fmt: skip
+    for split, cache in (("train", "cache"), ("heldout", "heldout-cache")):
+        if not (work / cache / "manifest.json").is_file():
+            _zeroseg("cache-teacher", "--data", str(work / split / "JPEGImages"), "--teacher",
+                     str(work / "teacher.pt"), "--out", str(work / cache), "--image-size", "128",
+                     "--workers", "1", "--no-progress")  # fmt: skip
 
 
-def student_run(work: Path, recipe: Recipe, seed: int) -> Path:
-    """Train one seed of the recipe (skipped when its model.pt exists); returns the run folder."""
-    run = work / "students" / recipe.tag() / f"seed{seed}"
+def student_run(work: Path, recipe: Recipe, seed: int, restart: int = 0) -> Path:
+    """Train one restart of one seed of the recipe (skipped when its model.pt exists); returns the
+    run folder (`seed<s>`, or `seed<s>-restart<r>` trained with seed s + RESTART_SEED_STEP * r)."""
+    run = work / "students" / recipe.tag() / (f"seed{seed}" + (f"-restart{restart}" if restart else ""))
     if not (run / "model.pt").is_file():
         resume = ["--resume"] if (run / "last.pt").is_file() else []
+        args = recipe.train_args(seed + RESTART_SEED_STEP * restart)
         _zeroseg("train", "--data", str(work / "train" / "JPEGImages"), "--teacher-cache",
-                 str(work / "cache"), "--out", str(run), "-q", *recipe.train_args(seed), *resume,
+                 str(work / "cache"), "--out", str(run), "-q", *args, *resume,
                  threads=recipe.threads)  # fmt: skip
     return run
+
+
+def heldout(work: Path, run: Path) -> float:
+    """The run's region loss on the unlabeled held-out split (kept in the run folder)."""
+    from zeroseg.train.selection import heldout_loss
+
+    path = run / "heldout.json"
+    if path.is_file():
+        return float(json.loads(path.read_text())["region_loss"])
+    loss = heldout_loss(run / "model.pt", work / "heldout" / "JPEGImages", work / "heldout-cache")
+    atomic_write_json(path, {"split": "heldout", "seed": SPLITS["heldout"][0], "region_loss": loss})
+    return loss
+
+
+def selected_run(work: Path, recipe: Recipe, seed: int) -> tuple[Path, dict]:
+    """The seed's student: its restarts trained, the lowest held-out region loss kept (no label is
+    read); returns the run and the record of the choice."""
+    runs = [student_run(work, recipe, seed, r) for r in range(recipe.restarts)]
+    if len(runs) == 1:
+        return runs[0], {"chosen": 0, "restarts": {}}
+    losses = [heldout(work, run) for run in runs]
+    chosen = min(range(len(runs)), key=lambda r: (losses[r], r))
+    record = {str(r): {"run": run_name(work, run), "heldout_region_loss": loss}
+              for r, (run, loss) in enumerate(zip(runs, losses, strict=True))}  # fmt: skip
+    return runs[chosen], {"chosen": chosen, "restarts": record}
+
+
+def selected_runs(work: Path, recipe: Recipe, seeds: int) -> tuple[dict[int, Path], dict[str, dict]]:
+    """`selected_run` for seeds 0..seeds-1: the runs and, per seed (as text), the choice."""
+    picked = {seed: selected_run(work, recipe, seed) for seed in range(seeds)}
+    return {s: run for s, (run, _) in picked.items()}, {str(s): rec for s, (_, rec) in picked.items()}
 
 
 def untrained_run(work: Path, recipe: Recipe) -> Path:
@@ -181,7 +223,7 @@ def compare_threads(work: Path, recipe: Recipe, result: dict, threads: int) -> d
     """Train the proof's seeds again at `threads` torch threads, score them on the same grid and
     return how far each moved (`proof_score.thread_check`), with the proof's own thread count."""
     other = dataclasses.replace(recipe, threads=threads)
-    runs = {int(seed): student_run(work, other, int(seed)) for seed in result["students"]["segments"]}
+    runs = {int(seed): selected_run(work, other, int(seed))[0] for seed in result["students"]["segments"]}
     check = thread_check(result["students"], score_students(work, runs), threads)
     recorded = {_run_threads(work / row["run"]) for row in result["students"]["segments"].values()}
     # runs from before metrics.jsonl recorded torch_threads: the recipe's count, else this process's
@@ -192,8 +234,11 @@ def compare_threads(work: Path, recipe: Recipe, result: dict, threads: int) -> d
     return check
 
 
-def write_frontier(work: Path, runs: dict[int, Path], recipe: Recipe, rescore: bool) -> None:
-    """The frontier of `runs` and the baselines: `<work>/frontier.json`, `.md` and `.png`."""
+def write_frontier(
+    work: Path, runs: dict[int, Path], recipe: Recipe, rescore: bool, selection: dict | None = None
+) -> None:
+    """The frontier of `runs` and the baselines: `<work>/frontier.json`, `.md` and `.png`; with
+    `selection`, how each seed's run was picked among its restarts."""
     from zeroseg.shapeworld.frontier import frontier
     from zeroseg.shapeworld.frontier_report import markdown as frontier_markdown
     from zeroseg.shapeworld.frontier_report import plot as frontier_plot
@@ -203,6 +248,8 @@ def write_frontier(work: Path, runs: dict[int, Path], recipe: Recipe, rescore: b
             old.unlink()
         (work / "frontier" / "times.json").unlink(missing_ok=True)
     result = frontier(work, runs, threads=torch.get_num_threads(), recipe=dataclasses.asdict(recipe))
+    if selection and recipe.restarts > 1:
+        result["selection"] = selection
     atomic_write_json(work / "frontier.json", result)
     text = frontier_markdown(result)
     atomic_write_bytes(work / "frontier.md", text.encode())
@@ -238,6 +285,10 @@ def main(argv: list[str] | None = None) -> None:
         help="share of the steps with soft group assignments (zeroseg train --soft-assign; 0: off)",
     )  # fmt: skip
     parser.add_argument(
+        "--restarts", type=int, default=Recipe.restarts,
+        help="runs per seed; the lowest region loss on unlabeled held-out scenes is kept (default 1)",
+    )  # fmt: skip
+    parser.add_argument(
         "--compare-threads", type=int, default=None, metavar="T",
         help="also train the same seeds at T torch threads and report how far they move",
     )  # fmt: skip
@@ -251,13 +302,14 @@ def main(argv: list[str] | None = None) -> None:
     if (
         args.seeds < 1
         or args.steps < 1
+        or args.restarts < 1
         or args.region_weight < 0
         or (args.threads is not None and args.threads < 1)
         or (args.compare_threads is not None and args.compare_threads < 1)
     ):
         raise SystemExit(
-            "zeroseg.shapeworld.proof: --seeds, --steps, --threads and --compare-threads must be "
-            "positive and --region-weight non-negative"
+            "zeroseg.shapeworld.proof: --seeds, --steps, --restarts, --threads and --compare-threads "
+            "must be positive and --region-weight non-negative"
         )
     if args.ema is not None and not 0.0 <= args.ema < 1.0:
         raise SystemExit(f"zeroseg.shapeworld.proof: --ema must be in [0, 1) (0: off), got {args.ema}")
@@ -268,13 +320,15 @@ def main(argv: list[str] | None = None) -> None:
         )
     if not 0.0 <= args.soft_assign < 1.0:
         raise SystemExit(f"zeroseg.shapeworld.proof: --soft-assign must be in [0, 1), got {args.soft_assign}")
-    recipe = Recipe(args.steps, args.region_weight, args.ema or None, args.threads, args.soft_assign)
+    recipe = Recipe(
+        args.steps, args.region_weight, args.ema or None, args.threads, args.soft_assign, args.restarts
+    )
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
     shared_inputs(work)
-    runs = {seed: student_run(work, recipe, seed) for seed in range(args.seeds)}
+    runs, selection = selected_runs(work, recipe, args.seeds)
     if args.frontier:
-        write_frontier(work, runs, recipe, args.rescore)
+        write_frontier(work, runs, recipe, args.rescore, selection)
         return
     scored = work / "proof.json"
     if args.rescore:
@@ -289,6 +343,8 @@ def main(argv: list[str] | None = None) -> None:
         result = relative_runs(work, previous)
     else:
         result = prove(work, runs, untrained_run(work, recipe), recipe=dataclasses.asdict(recipe))
+        if recipe.restarts > 1:
+            result["selection"] = selection
         atomic_write_json(scored, result)
     if args.compare_threads and result.get("threads", {}).get("threads") != args.compare_threads:
         result["threads"] = compare_threads(work, recipe, result, args.compare_threads)
