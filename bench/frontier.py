@@ -5,8 +5,9 @@ writes a spec: the settings (method, head, short side, the background threshold 
 on tune), the student checkpoint, the teacher and its templates, a few val scenes and the thread
 count. This command times them all at batch 1 in one process:
 
-* the student on every engine that runs here: PyTorch eager, and ONNX Runtime and OpenVINO on an
-  ONNX bundle exported (with its own parity gate) per head into the spec's `export_dir`; an engine
+* the student methods (a head of a checkpoint: the trained model, or a design of it such as the
+  windowed encoder) on every engine that runs here: PyTorch eager, and ONNX Runtime and OpenVINO on
+  an ONNX bundle exported (with its own parity gate) per method into the spec's `export_dir`; an engine
   counts for a setting only when its labels agree with PyTorch's on ≥ `GATE` of the pixels of the
   spec's scenes, and each setting keeps its fastest such engine;
 * the training-free baselines on PyTorch eager, their only engine;
@@ -81,13 +82,13 @@ def _export(checkpoint: Path, head: str, out: Path, threads: int, log) -> Path:
     return out
 
 
-def _student_engines(spec: dict, head: str, side: int, threads: int, log) -> dict[str, Any]:
-    """engine -> the student's segmenter with `head` at `side`, for every engine that loads here."""
+def _student_engines(spec: dict, method: dict, side: int, threads: int, log) -> dict[str, Any]:
+    """engine -> the student method's segmenter at `side`, for every engine that loads here."""
     from zeroseg.export.loader import load
 
-    checkpoint = Path(spec["student"]["checkpoint"])
+    checkpoint, head = Path(method["checkpoint"]), method["head"]
     built = {"torch": load(checkpoint, device="cpu", threads=threads, short_side=side, head=head)}
-    bundle = _export(checkpoint, head, Path(spec["export_dir"]) / f"onnx-{head}", threads, log)
+    bundle = _export(checkpoint, head, Path(spec["export_dir"]) / method["export"], threads, log)
     for runtime in ENGINES[1:]:
         try:
             built[runtime] = load(bundle, runtime=runtime, threads=threads, short_side=side)
@@ -97,15 +98,15 @@ def _student_engines(spec: dict, head: str, side: int, threads: int, log) -> dic
 
 
 def _student_settings(spec: dict, images, classes, threads: int, log) -> tuple[dict[str, Call], dict]:
-    """The student's (head, side, engine) calls that pass the gate, and every engine's agreement."""
+    """The student's (method, side, engine) calls that pass the gate, and every engine's agreement."""
     calls, agree = {}, {}
-    for head, sides in spec["student"]["settings"].items():
-        for side, row in sides.items():
-            engines = _student_engines(spec, head, int(side), threads, log)
+    for name, method in spec["student"]["methods"].items():
+        for side, row in method["settings"].items():
+            engines = _student_engines(spec, method, int(side), threads, log)
             options = {"bg_thresh": row["bg_thresh"], "bg_prompt": row["bg_prompt"], "batch_size": 1}
             reference = [r.labels for r in engines["torch"](images, classes, **options)]
             for engine, seg in engines.items():
-                key = f"student-{head}|{side}|{engine}"
+                key = f"{name}|{side}|{engine}"
                 ran = engine == "torch"  # the reference itself
                 labels = reference if ran else [r.labels for r in seg(images, classes, **options)]
                 agree[key] = pixel_agreement(reference, labels)

@@ -164,8 +164,10 @@ def test_bench_frontier_times_every_setting(bench_cli, world, tmp_path, monkeypa
     spec = {
         "threads": 1, "images": images, "classes": [["background"], ["red"], ["green"]],
         "export_dir": str(tmp_path / "exports"),
-        "student": {"checkpoint": str(world.checkpoint), "seed": "0",
-                    "settings": {"paper": {"64": row}, "dense": {"64": row}}},
+        "student": {"seed": "0", "methods": {
+            f"student-{head}": {"checkpoint": str(world.checkpoint), "head": head, "export": f"onnx-{head}",
+                                "settings": {"64": row}}
+            for head in ("paper", "dense")}},
         "baselines": {"teacher": str(bundled_teacher()), "templates": ["a photo of a {}."],
                       "settings": {"maskclip": {"128": row}, "naclip": {"128": row}}},
     }  # fmt: skip
@@ -219,6 +221,7 @@ def test_proof_writes_the_frontier_from_scores_and_times(tmp_path, monkeypatch):
     import shutil
 
     from zeroseg.bundled import bundled_checkpoint
+    from zeroseg.checkpoint import load_checkpoint
     from zeroseg.shapeworld import frontier as fr
     from zeroseg.shapeworld.proof import Recipe, write_frontier
     from zeroseg.shapeworld.write import write_scenes
@@ -233,8 +236,11 @@ def test_proof_writes_the_frontier_from_scores_and_times(tmp_path, monkeypatch):
         shutil.copyfile(bundled_checkpoint(), runs[seed] / "model.pt")
     quality = {"seed0": 0.80, "seed1": 0.70, "seed2": 0.75}
 
-    def student(run, tune, vals):
-        q = quality[run.name]
+    def student(checkpoint, tune, vals):
+        q = quality[
+            checkpoint.parent.name if checkpoint.name == "model.pt" else checkpoint.stem.split("-")[-1]
+        ]
+        q += 0.05 if checkpoint.name != "model.pt" else 0  # the windowed design, by its own file
         return {h: {str(s): _row(q + (0.1 if h == "dense" else 0) + s / 10000) for s in fr.STUDENT_SIDES}
                 for h in fr.HEADS}  # fmt: skip
 
@@ -242,7 +248,7 @@ def test_proof_writes_the_frontier_from_scores_and_times(tmp_path, monkeypatch):
 
     def timed(work, spec):
         specs.append(spec)
-        names = [f"student-{h}" for h in fr.HEADS] + list(spec["baselines"]["settings"])
+        names = list(spec["student"]["methods"]) + list(spec["baselines"]["settings"])
         methods = {}
         for name in names:
             sides = fr.STUDENT_SIDES if name.startswith("student") else fr.BASELINE_SIDES
@@ -260,18 +266,42 @@ def test_proof_writes_the_frontier_from_scores_and_times(tmp_path, monkeypatch):
     assert set(result["methods"]) == {
         "student-paper",
         "student-dense",
+        "student-paper-win16",
+        "student-dense-win16",
         "maskclip",
         "clearclip",
         "sclip",
         "naclip",
     }
-    assert result["timed_seed"] == "2" and specs[0]["student"]["checkpoint"] == str(runs[2] / "model.pt")
+    timed = specs[0]["student"]["methods"]
+    assert result["timed_seed"] == "2" and timed["student-dense"]["checkpoint"] == str(runs[2] / "model.pt")
+    windowed = load_checkpoint(timed["student-dense-win16"]["checkpoint"], with_train_state=False)
+    assert windowed.student_config.attn_window == 16 and timed["student-paper-win16"]["head"] == "paper"
+    assert {m["export"] for m in timed.values()} == {"onnx-paper", "onnx-dense", "onnx-paper-win16",
+                                                      "onnx-dense-win16"}  # fmt: skip
+    assert result["methods"]["student-dense-win16"]["design"] == "win16"
     assert len(specs[0]["images"]) == 5 and specs[0]["baselines"]["templates"]
-    assert result["targets"]["val"]["best"]["seed_mean"] == pytest.approx(0.85 + 512 / 10000)
+    assert result["targets"]["val"]["best"]["seed_mean"] == pytest.approx(0.90 + 512 / 10000)
     assert (tmp_path / "frontier.md").read_text().startswith("# The speed/quality frontier (ShapeWorld)")
     assert (tmp_path / "frontier.png").read_bytes()[:4] == b"\x89PNG"
     stored_names = sorted(p.name for p in (tmp_path / "scores").iterdir())
     assert stored_names == sorted(
-        [f"frontier-r-seed{s}.json" for s in range(3)]
+        [f"frontier-r-seed{s}{d}.json" for s in range(3) for d in ("", "-win16")]
         + [f"frontier-{m}.json" for m in ("maskclip", "clearclip", "sclip", "naclip")]
     )
+
+
+def test_markdown_names_the_restart_each_seed_kept():
+    from zeroseg.shapeworld.frontier_report import markdown, selection_lines
+
+    assert selection_lines(_result()) == []  # one run per seed: nothing was selected
+    r = _result()
+    r["selection"] = {
+        "0": {"chosen": 1, "restarts": {"0": {"run": "a", "heldout_region_loss": 0.2851},
+                                        "1": {"run": "b", "heldout_region_loss": 0.2640}}},
+        "1": {"chosen": 0, "restarts": {"0": {"run": "c", "heldout_region_loss": 0.2634},
+                                        "1": {"run": "d", "heldout_region_loss": 0.2700}}},
+    }  # fmt: skip
+    text = markdown(r)
+    assert "| seed | restart 0: held-out region loss | restart 1: held-out region loss | kept |" in text
+    assert "| 0 | 0.2851 | 0.2640 | restart 1 |" in text and "| 1 | 0.2634 | 0.2700 | restart 0 |" in text

@@ -20,6 +20,7 @@ figure are `frontier_report`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -37,6 +38,32 @@ STUDENT_SIDES: tuple[int, ...] = (128, 256, 384, 512)
 BASELINE_SIDES: tuple[int, ...] = (128, 256, 384, 512, 768)
 #: the students' heads, as `Segmenter` names them
 HEADS: tuple[str, ...] = ("paper", "dense")
+#: the student designs: name -> `StudentConfig` fields replaced at inference ("": as trained).
+#: "win16": the encoder attends in windows of the training grid (128 px / patch 8 = 16 patches,
+#: `zeroseg.model.window`): at the training size that is the full attention the recipe trained, so
+#: the same runs are its students, and its cost grows linearly with the pixels
+DESIGNS: dict[str, dict[str, Any]] = {"": {}, "win16": {"attn_window": 16}}
+
+
+def method_name(head: str, design: str) -> str:
+    """The frontier's name of a student method: "student-dense", "student-dense-win16", ..."""
+    return f"student-{head}" + (f"-{design}" if design else "")
+
+
+def design_checkpoint(work: Path, run: Path, design: str) -> Path:
+    """The run's model with the design's inference settings: model.pt itself for the trained design,
+    else a copy with the student config changed, written once into `<work>/designs/<design>/`."""
+    if not DESIGNS[design]:
+        return run / "model.pt"
+    path = work / "designs" / design / f"{run.parent.name}-{run.name}.pt"
+    if not path.is_file():
+        from zeroseg.checkpoint import load_checkpoint, save_checkpoint
+
+        ckpt = load_checkpoint(run / "model.pt", with_train_state=False)
+        config = ckpt.config.replace(student=dataclasses.replace(ckpt.student_config, **DESIGNS[design]))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(path, config=config, student=ckpt.student, text=ckpt.text, inference_only=True)
+    return path
 
 
 def score_sides(
@@ -52,12 +79,12 @@ def score_sides(
     return out
 
 
-def score_student(run: Path, tune: VOCDataset, vals: dict[str, VOCDataset]) -> dict[str, dict]:
-    """head -> short side -> row for one trained run (model.pt), both heads sharing the forwards."""
+def score_student(checkpoint: Path, tune: VOCDataset, vals: dict[str, VOCDataset]) -> dict[str, dict]:
+    """head -> short side -> row for one student checkpoint, both heads sharing the forwards."""
     from zeroseg.checkpoint import load_checkpoint
     from zeroseg.infer.segmenter import Segmenter
 
-    ckpt = load_checkpoint(run / "model.pt", with_train_state=False)
+    ckpt = load_checkpoint(checkpoint, with_train_state=False)
 
     def set_head(segmenter: Segmenter, head: str) -> None:
         segmenter.head_mode = head
@@ -79,26 +106,34 @@ def score_baseline(method: str, teacher, templates, tune: VOCDataset, vals: dict
 
 
 def _timing_spec(work: Path, students: dict, baselines: dict, runs: dict[int, Path], threads: int) -> dict:
-    """What `zeroseg-bench frontier` times: the median seed's settings per head and side (its model
-    is exported), every baseline's settings, five val scenes, the thread count."""
+    """What `zeroseg-bench frontier` times: the median seed's settings per student method (its
+    model exported per design and head), every baseline's settings, five val scenes, the threads."""
     from zeroseg.shapeworld.frontier_math import miou
 
-    def best(seed: str) -> float:
-        return max(miou({"seeds": students["dense"]}, seed, side, "val") for side in students["dense"][seed])
+    dense = students[method_name("dense", "")]
 
-    ranked = sorted(students["dense"], key=lambda k: (best(k), int(k)))
+    def best(seed: str) -> float:
+        return max(miou({"seeds": dense}, seed, side, "val") for side in dense[seed])
+
+    ranked = sorted(dense, key=lambda k: (best(k), int(k)))
     median = ranked[(len(ranked) - 1) // 2]
     val = VOCDataset(work / "val", "val")
+    methods = {
+        method_name(head, design): {
+            "checkpoint": str(design_checkpoint(work, runs[int(median)], design)),
+            "head": head,
+            "export": f"onnx-{head}" + (f"-{design}" if design else ""),
+            "settings": students[method_name(head, design)][median],
+        }
+        for design in DESIGNS
+        for head in HEADS
+    }
     return {
         "threads": threads,
         "images": [str(p) for p in val.image_paths[:5]],
         "classes": [list(c) for c in val.class_synonyms],
         "export_dir": str(work / "frontier"),
-        "student": {
-            "checkpoint": str(runs[int(median)] / "model.pt"),
-            "seed": median,
-            "settings": {head: seeds[median] for head, seeds in students.items()},
-        },  # fmt: skip
+        "student": {"seed": median, "methods": methods},
         "baselines": {"teacher": str(work / "teacher.pt"), "templates": None, "settings": baselines},
     }
 
@@ -131,12 +166,14 @@ def frontier(work: Path, runs: dict[int, Path], *, threads: int, recipe: dict) -
 
     tune = VOCDataset(work / "tune", "val")
     vals = {name: VOCDataset(work / name, "val") for name in VAL_SPLITS}
-    students: dict[str, dict] = {head: {} for head in HEADS}
-    for seed, run in runs.items():
-        rows = stored(work, f"frontier-{run.parent.name}-{run.name}",
-                      lambda run=run: score_student(run, tune, vals), STUDENT_SIDES)  # fmt: skip
-        for head in HEADS:
-            students[head][str(seed)] = rows[head]
+    students: dict[str, dict] = {}  # method -> seed -> short side -> row
+    for design in DESIGNS:
+        for seed, run in runs.items():
+            checkpoint = design_checkpoint(work, run, design)
+            rows = stored(work, f"frontier-{run.parent.name}-{run.name}" + (f"-{design}" if design else ""),
+                          lambda c=checkpoint: score_student(c, tune, vals), STUDENT_SIDES)  # fmt: skip
+            for head in HEADS:
+                students.setdefault(method_name(head, design), {})[str(seed)] = rows[head]
     templates = load_checkpoint(runs[min(runs)] / "model.pt", with_train_state=False).templates
     teacher = load_teacher(str(work / "teacher.pt"))
     baselines = {
@@ -151,7 +188,12 @@ def frontier(work: Path, runs: dict[int, Path], *, threads: int, recipe: dict) -
     spec = _timing_spec(work, students, baselines, runs, threads)
     spec["baselines"]["templates"] = list(templates)
     times = _time(work, spec)
-    methods = {f"student-{h}": {"kind": "student", "head": h, "seeds": students[h]} for h in HEADS}
+    methods = {
+        method_name(head, design): {"kind": "student", "head": head, "design": design or "trained",
+                                    "seeds": students[method_name(head, design)]}
+        for design in DESIGNS
+        for head in HEADS
+    }  # fmt: skip
     methods.update({m: {"kind": "baseline", "seeds": {"all": rows}} for m, rows in baselines.items()})
     for name, method in methods.items():
         method["ms"] = times["methods"][name]["ms"]

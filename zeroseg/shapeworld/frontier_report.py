@@ -17,13 +17,16 @@ from zeroseg.utils.atomic import atomic_path
 LABELS: dict[str, str] = {
     "student-paper": "student, paper's head",
     "student-dense": "student, dense head (ours)",
+    "student-paper-win16": "student, paper's head, windowed encoder",
+    "student-dense-win16": "student, dense head, windowed encoder (ours)",
     "maskclip": "MaskCLIP",
     "clearclip": "ClearCLIP",
     "sclip": "SCLIP",
     "naclip": "NACLIP",
 }
 COLOURS: dict[str, str] = {
-    "student-paper": "tab:blue", "student-dense": "tab:green", "maskclip": "tab:orange",
+    "student-paper": "tab:blue", "student-dense": "tab:green", "student-paper-win16": "tab:cyan",
+    "student-dense-win16": "tab:olive", "maskclip": "tab:orange",
     "clearclip": "tab:red", "sclip": "tab:purple", "naclip": "tab:brown",
 }  # fmt: skip
 
@@ -115,6 +118,21 @@ def target_lines(result: dict, split: str) -> list[str]:
     ]
 
 
+def selection_lines(result: dict) -> list[str]:
+    """How each seed's student was picked among its restarts (none without `--restarts`)."""
+    selection = result.get("selection") or {}
+    if not selection:
+        return []
+    count = max(len(rec["restarts"]) for rec in selection.values())
+    head = " | ".join(f"restart {r}: held-out region loss" for r in range(count))
+    lines = [f"| seed | {head} | kept |", "|---|" + "---|" * (count + 1)]
+    for seed, rec in selection.items():
+        cells = [f"{rec['restarts'][str(r)]['heldout_region_loss']:.4f}" for r in range(count)]
+        lines.append(f"| {seed} | " + " | ".join(cells) + f" | restart {rec['chosen']} |")
+    return ["", "Each seed's student: the restart with the lowest region loss on unlabeled held-out scenes.",
+            "", *lines]  # fmt: skip
+
+
 def markdown(result: dict) -> str:
     """frontier.md: the machine, the settings, the budget tables and the targets per split."""
     env = result["env"]
@@ -128,6 +146,7 @@ def markdown(result: dict) -> str:
         f"model; {len(seeds_of(result))} student seeds.",
         "",
         *settings_table(result),
+        *selection_lines(result),
         "",
         "## At the best baseline's own latencies",
         "",
