@@ -4,15 +4,16 @@
 
 * **Scores.** Every method is tuned *per short side* on the proof's grid (background threshold ×
   "background" prompt, picked on tune) and scored once on val and val2: the trained students (one
-  per seed, with the paper's head and our dense head) at `STUDENT_SIDES`, the training-free
-  baselines (MaskCLIP, ClearCLIP, SCLIP, NACLIP on the same teacher and templates) at
-  `BASELINE_SIDES` (up to 768). Each method's scores are kept in `<work>/scores/` and reused.
-* **Latency.** Each setting (method, head, short side) runs at batch 1 on val scenes, at the
-  proof's thread count, every setting once per round, rounds interleaved (`time_settings`), and
-  its median is kept. The students run on every engine that can run here (PyTorch eager, ONNX
-  Runtime, OpenVINO on ONNX bundles exported from the median seed) and each setting keeps its
-  fastest engine among those whose labels agree with PyTorch's on ≥ `GATE` of the pixels; the
-  baselines run on PyTorch eager (their only engine).
+  per seed, in each design of `DESIGNS`, with the paper's head and our dense head) at
+  `STUDENT_SIDES`, the training-free baselines (MaskCLIP, ClearCLIP, SCLIP, NACLIP on the same
+  teacher and templates) at `BASELINE_SIDES` (up to 768). Each method's scores are kept in
+  `<work>/scores/` and reused.
+* **Latency.** Each setting (method, short side) runs at batch 1 on val scenes, at the proof's
+  thread count, every setting once per round, rounds interleaved (`time_settings`), and its median
+  is kept. The students run on every engine that can run here (PyTorch eager, ONNX Runtime,
+  OpenVINO on an ONNX bundle exported per design and head from the median seed) and each setting
+  keeps its fastest engine among those whose labels agree with PyTorch's on ≥ `GATE` of the
+  pixels; the baselines run on PyTorch eager (their only engine).
 
 The arithmetic (best mIoU within a budget, the targets) is `frontier_math`; the table and the
 figure are `frontier_report`.
