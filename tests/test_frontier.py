@@ -277,8 +277,8 @@ def test_proof_writes_the_frontier_from_scores_and_times(tmp_path, monkeypatch):
     assert result["timed_seed"] == "2" and timed["student-dense"]["checkpoint"] == str(runs[2] / "model.pt")
     windowed = load_checkpoint(timed["student-dense-win16"]["checkpoint"], with_train_state=False)
     assert windowed.student_config.attn_window == 16 and timed["student-paper-win16"]["head"] == "paper"
-    assert {m["export"] for m in timed.values()} == {"onnx-paper", "onnx-dense", "onnx-paper-win16",
-                                                      "onnx-dense-win16"}  # fmt: skip
+    exports = {"onnx-paper", "onnx-dense", "onnx-paper-win16", "onnx-dense-win16"}  # + the timed model's run
+    assert {m["export"] for m in timed.values()} == {f"{e}-r-seed2" for e in exports}
     assert result["methods"]["student-dense-win16"]["design"] == "win16"
     assert len(specs[0]["images"]) == 5 and specs[0]["baselines"]["templates"]
     assert result["targets"]["val"]["best"]["seed_mean"] == pytest.approx(0.90 + 512 / 10000)

@@ -119,11 +119,12 @@ def _timing_spec(work: Path, students: dict, baselines: dict, runs: dict[int, Pa
     ranked = sorted(dense, key=lambda k: (best(k), int(k)))
     median = ranked[(len(ranked) - 1) // 2]
     val = VOCDataset(work / "val", "val")
-    methods = {
+    run = runs[int(median)]
+    methods = {  # an export folder per model and head: a bundle is reused only for its own model
         method_name(head, design): {
-            "checkpoint": str(design_checkpoint(work, runs[int(median)], design)),
+            "checkpoint": str(design_checkpoint(work, run, design)),
             "head": head,
-            "export": f"onnx-{head}" + (f"-{design}" if design else ""),
+            "export": f"onnx-{head}" + (f"-{design}" if design else "") + f"-{run.parent.name}-{run.name}",
             "settings": students[method_name(head, design)][median],
         }
         for design in DESIGNS
