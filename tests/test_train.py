@@ -214,28 +214,26 @@ def test_heldout_region_loss_is_the_region_term_over_every_cached_image(world, t
     """`zeroseg.train.selection.heldout_loss`: the region loss of a model's eval-mode (hard)
     assignments against a teacher cache of unlabeled images, averaged over the images (the batch
     size only splits the work), and a cache that is not the images' is a one-line error."""
-    from zeroseg.data.sources import ImageSource
+    from zeroseg.data.sources import CropDataset, ImageSource
+    from zeroseg.preprocess import normalize
     from zeroseg.teacher.cache import build_cache
+    from zeroseg.teacher.cache_reader import TeacherCache
     from zeroseg.teacher.load import load_teacher
+    from zeroseg.teacher.views import view_patch_weights
     from zeroseg.train.losses import region_loss, seen_view_weights
     from zeroseg.train.selection import heldout_loss
 
-    build_cache(ImageSource.open(world["data"]), load_teacher(str(world["teacher"])), tmp_path / "cache",
-                image_size=64, progress=False)  # fmt: skip
+    source = ImageSource.open(world["data"])
+    teacher = load_teacher(str(world["teacher"]))
+    build_cache(source, teacher, tmp_path / "cache", image_size=64, progress=False)
     train(_cfg(world, tmp_path / "run", steps=2, mask_ratio=0.0, region_weight=1.0), progress=False)
     model_pt = tmp_path / "run" / "model.pt"
     whole = heldout_loss(model_pt, world["data"], tmp_path / "cache")
     assert heldout_loss(model_pt, world["data"], tmp_path / "cache", batch_size=3) == pytest.approx(whole)
 
-    from zeroseg.preprocess import normalize
-    from zeroseg.teacher.cache_reader import TeacherCache
-    from zeroseg.teacher.views import view_patch_weights
-
-    ckpt = load_checkpoint(model_pt)
-    cache = TeacherCache.open(tmp_path / "cache", source=ImageSource.open(world["data"]), grids=(1, 2, 3, 4))
-    from zeroseg.data.sources import CropDataset
-
-    images = torch.stack([CropDataset(ImageSource.open(world["data"]), 64)[i][1] for i in range(8)])
+    ckpt = load_checkpoint(model_pt)  # by hand: every image at once
+    cache = TeacherCache.open(tmp_path / "cache", source=source, grids=(1, 2, 3, 4))
+    images = torch.stack([CropDataset(source, 64)[i][1] for i in range(8)])
     with torch.no_grad():
         out = ckpt.build_student()(normalize(images, ckpt.preprocess), mask_ratio=0.0)
     weights = seen_view_weights(view_patch_weights(64, 8), None, 8)
