@@ -46,7 +46,9 @@ def _runtime_class(rt: Runtime) -> type:
     return getattr(import_module(module), name)
 
 
-def _torch(path: Path, *, device, threads: int | None, short_side: int | None, head: str) -> SegmenterBase:
+def _torch(
+    path: Path, *, device, threads: int | None, short_side: int | None, head: str | None
+) -> SegmenterBase:
     """`zeroseg.Segmenter` of a checkpoint (threads: torch's intra-op count, set process-wide)."""
     from zeroseg.infer.segmenter import Segmenter
     from zeroseg.utils.device import resolve_device
@@ -82,7 +84,8 @@ def load(
         short_side: network input short side (default: the one the model was tuned or exported for).
         runtime: for an ONNX bundle "onnxruntime" (default) or "openvino"; other formats have one.
         head: "paper" or "dense" ("segments" is the paper's older name). A checkpoint runs either
-            (default paper); an exported artefact runs the head it was exported with (the default),
+            (default: the head it records, else paper; the bundled model records dense); an
+            exported artefact runs the head it was exported with (the default),
             and asking for the other is refused in one line (re-export with --head).
 
     Returns:
@@ -97,7 +100,7 @@ def load(
     rt = pick_runtime(fmt, runtime)
     rt.check(device=device, precision=precision, threads=threads, short_side=short_side)
     if rt.name == "torch":
-        return _torch(resolved, device=device, threads=threads, short_side=short_side, head=head or "paper")
+        return _torch(resolved, device=device, threads=threads, short_side=short_side, head=head)
     check_engine_head(head, artefact_head(resolved, fmt), str(resolved))
     cls = _runtime_class(rt)
     return cls(resolved, device=device, precision=precision, threads=threads, short_side=short_side)

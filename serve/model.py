@@ -101,19 +101,26 @@ class ModelSpec:
         )  # fmt: skip
 
     def heads(self) -> tuple[str, ...]:
-        """The heads this model can paint with: a checkpoint's two (the paper's, "paper", first, then
-        "dense"), an exported engine's one (the head it was exported with, from its manifest)."""
+        """The heads this model can paint with, its default first: a checkpoint's two (the head it
+        records, else the paper's, then the other), an exported engine's one (the head it was
+        exported with, from its manifest)."""
         from zeroseg.infer.factory import HEADS
 
         if self.engine is None:
-            return HEADS
+            from zeroseg.bundled import resolve_model_path
+            from zeroseg.checkpoint import load_checkpoint
+
+            own = load_checkpoint(
+                resolve_model_path(self.checkpoint), with_train_state=False
+            ).config.default_head
+            return (own, *(head for head in HEADS if head != own))
         from zeroseg.export.loader import artefact_head
 
         return (artefact_head(self.engine),)
 
     def build_heads(self, threads: int | None = None) -> dict[str, SegmenterBase]:
-        """One segmenter per head of `heads()`, built once: a checkpoint's dense segmenter is a shallow
-        copy of its paper's-head segmenter with the other head, sharing the model and the text cache."""
+        """One segmenter per head of `heads()`, built once (the default head's first): a checkpoint's
+        other head is a shallow copy of it with that head, sharing the model and the text cache."""
         first, *others = self.heads()
         built = self.build(threads)
         segmenters = {first: built}

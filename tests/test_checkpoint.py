@@ -331,6 +331,7 @@ BAD_VALUES = [
     ("preprocess.std", [0.26, 0.0, 0.27], "std"),
     ("preprocess.mean", [0.5, float("nan"), 0.4], "mean"),
     ("templates", ["a photo"], "template"),
+    ("inference.head", "sparse", "head must be paper or dense"),
 ]
 
 
@@ -362,10 +363,46 @@ def test_an_edited_config_fails_the_checksum(world, tmp_path):
 
 
 def test_checkpoints_signed_over_their_tensors_only_still_load(world, tmp_path):
-    """Backward compatibility: a checksum without "covers" (every checkpoint before it, the bundled
-    asset included) is checked over the tensors and loads."""
-    raw = torch.load(bundled_checkpoint(), weights_only=True)
-    assert "covers" not in raw["checksum"]
-    assert load_checkpoint(bundled_checkpoint()).logit_scale > 0
+    """Backward compatibility: a checksum without "covers" (every checkpoint before it) is checked
+    over the tensors and loads."""
     path = edited_checkpoint(world.checkpoint, tmp_path / "old_style.pt", lambda c: None, resign="tensors")
+    assert "covers" not in torch.load(path, weights_only=True)["checksum"]
     assert load_checkpoint(path).config == world.config
+    old_bundle = edited_checkpoint(bundled_checkpoint(), tmp_path / "old_bundle.pt", lambda c: None,
+                                   resign="tensors")  # fmt: skip
+    assert load_checkpoint(old_bundle).logit_scale > 0
+
+
+# ---- the recorded head: the default of every segmenter and exporter built from the checkpoint ------
+
+
+def test_a_recorded_head_round_trips_and_is_the_segmenters_default(world, tmp_path):
+    """The frontier records the head it picked (`CheckpointConfig.head`): it is saved under
+    "inference", loaded back, and `Segmenter`'s default; an explicit head still wins. A checkpoint
+    that records none keeps no "head" key (older zeroseg reads it) and defaults to the paper's."""
+    from zeroseg.checkpoint import save_checkpoint
+
+    plain = load_checkpoint(world.checkpoint, with_train_state=False)
+    assert plain.config.head is None and "head" not in plain.config.to_dict()["inference"]
+    assert plain.config.default_head == "paper" and Segmenter(plain).head_mode == "paper"
+    path = tmp_path / "dense.pt"
+    save_checkpoint(path, config=plain.config.replace(head="dense"), student=plain.student, text=plain.text)
+    dense = load_checkpoint(path, with_train_state=False)
+    assert dense.config.head == "dense" and dense.config.to_dict()["inference"]["head"] == "dense"
+    assert Segmenter(dense).head_mode == "dense"
+    assert Segmenter(dense, head="paper").head_mode == "paper"
+    assert Segmenter.from_checkpoint(path, head="segments").head_mode == "paper"
+
+
+def test_the_bundled_checkpoint_records_the_frontiers_choice():
+    """`zeroseg.shapeworld.bundle` wrote the frontier's setting into the bundled checkpoint, so
+    `bundled` runs as the frontier scored it: the head, short side and background settings in
+    shapeworld.json's choice, and the windowed design."""
+    from zeroseg.bundled import ASSETS, PROOF_NAME
+
+    choice = json.loads((ASSETS / PROOF_NAME).read_text())["choice"]
+    config = load_checkpoint(bundled_checkpoint(), with_train_state=False).config
+    assert config.head == choice["head"] and config.preprocess.test_short_side == choice["short_side"]
+    assert (config.bg_thresh, config.bg_prompt) == (choice["bg_thresh"], choice["bg_prompt"])
+    window = None if choice["design"] == "trained" else int(choice["design"].removeprefix("win"))
+    assert config.student.attn_window == window

@@ -1,6 +1,6 @@
 """The package's layers, enforced: imports go one way, and no module imports itself in a cycle.
 
-    errors, utils  <-  preprocess, text, classes, clip_arch, kernels  <-  model, teacher, data
+    errors, utils  <-  preprocess, text, classes, heads, clip_arch, kernels  <-  model, teacher, data
     <-  checkpoint, bundled  <-  train, infer  <-  evaluation  <-  shapeworld  <-  cli, bench, export, serve
 
 A module may import its own layer and the layers to its left. Every import counts: top-level, lazy
@@ -29,7 +29,7 @@ SOURCES = {
 }
 LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"errors", "utils", ""}),  # "": the package facade (__version__, ZerosegError)
-    frozenset({"preprocess", "text", "classes", "clip_arch", "kernels"}),
+    frozenset({"preprocess", "text", "classes", "heads", "clip_arch", "kernels"}),
     frozenset({"model", "teacher", "data"}),
     frozenset({"checkpoint", "bundled"}),
     frozenset({"train", "infer"}),

@@ -228,17 +228,18 @@ def test_page_shows_the_labels_zeroseg_segment_writes(page, scene, cli, server, 
     model = tab.inner_text("#model")
     assert "bundled" in model and "torch (cpu)" in model
     assert tab.is_visible("#head")
-    assert tab.eval_on_selector_all("#head option", "o => o.map(x => x.value)") == ["paper", "dense"]
+    # the bundled model's own head (the one its checkpoint records) first: the default
+    assert tab.eval_on_selector_all("#head option", "o => o.map(x => x.value)") == ["dense", "paper"]
     tab.set_input_files("#file", str(scene))  # no classes yet: nothing is sent
     tab.fill("#classes", LABELS)
     state, message = attempt(tab, lambda: tab.click("#go"))
     assert state == "done" and "256×256 px" in message, message
-    check_against_zeroseg_segment(tab, cli, scene, tmp_path / "paper", "paper", server)
+    check_against_zeroseg_segment(tab, cli, scene, tmp_path / "dense", "dense", server)
     save_screenshot(tab, tmp_path, "serve-page.png")
 
-    state, message = attempt(tab, lambda: tab.select_option("#head", "dense"))  # a new head re-runs it
-    assert state == "done" and "head dense" in tab.inner_text("#timing"), message
-    check_against_zeroseg_segment(tab, cli, scene, tmp_path / "dense", "dense", server)
+    state, message = attempt(tab, lambda: tab.select_option("#head", "paper"))  # a new head re-runs it
+    assert state == "done" and "head paper" in tab.inner_text("#timing"), message
+    check_against_zeroseg_segment(tab, cli, scene, tmp_path / "paper", "paper", server)
 
     tab.set_viewport_size({"width": 390, "height": 844})  # a phone: one column, nothing wider than it
     tab.wait_for_timeout(200)

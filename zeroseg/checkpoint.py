@@ -32,6 +32,7 @@ from typing import Any
 import torch
 
 from zeroseg.errors import ZerosegError
+from zeroseg.heads import DEFAULT_HEAD, HEADS
 from zeroseg.model.config import StudentConfig
 from zeroseg.preprocess import Preprocess
 from zeroseg.utils.atomic import atomic_torch_save
@@ -58,7 +59,10 @@ class CheckpointConfig:
     the class names. logit_scale: multiplier of the cosine similarities. teacher: what the teacher
     was (spec, fingerprint, embed_dim, ...; informational). bg_thresh / bg_prompt: the inference
     defaults tuned for this model (None: `zeroseg.infer.labels.DEFAULT_BG_THRESH`). train: the
-    `TrainConfig` of the run, step: its step (both None outside training).
+    `TrainConfig` of the run, step: its step (both None outside training). head: the head the
+    model was tuned for ("paper" or "dense"; None: not recorded, `DEFAULT_HEAD`), the default of
+    every segmenter and exporter built from it; left out of the JSON while None, so a checkpoint
+    that records no head stays readable by an older zeroseg.
     """
 
     student: StudentConfig
@@ -70,6 +74,7 @@ class CheckpointConfig:
     bg_prompt: bool = False
     train: dict[str, Any] | None = None
     step: int | None = None
+    head: str | None = None
 
     _KEYS = ("student", "preprocess", "teacher", "templates", "logit_scale", "inference", "train", "step")
 
@@ -78,6 +83,8 @@ class CheckpointConfig:
         inference: dict[str, Any] = {"bg_prompt": self.bg_prompt}
         if self.bg_thresh is not None:
             inference["bg_thresh"] = self.bg_thresh
+        if self.head is not None:
+            inference["head"] = self.head
         data: dict[str, Any] = {
             "student": self.student.to_dict(),
             "preprocess": self.preprocess.to_dict(),
@@ -99,7 +106,7 @@ class CheckpointConfig:
         if unknown:
             raise ZerosegError(f"unknown checkpoint config keys {sorted(unknown)}: upgrade zeroseg")
         inference = dict(data.get("inference") or {})
-        unknown = set(inference) - {"bg_thresh", "bg_prompt"}
+        unknown = set(inference) - {"bg_thresh", "bg_prompt", "head"}
         if unknown:
             raise ZerosegError(f"unknown inference settings {sorted(unknown)}: upgrade zeroseg")
         bg_thresh = inference.get("bg_thresh")
@@ -113,7 +120,14 @@ class CheckpointConfig:
             bg_prompt=bool(inference.get("bg_prompt", False)),
             train=data.get("train"),
             step=None if data.get("step") is None else int(data["step"]),
+            head=inference.get("head"),
         )
+
+    @property
+    def default_head(self) -> str:
+        """The head segmenters and exporters use when none is asked for: the recorded one, else
+        `DEFAULT_HEAD` (the paper's)."""
+        return self.head or DEFAULT_HEAD
 
     def replace(self, **changes: Any) -> CheckpointConfig:
         """A copy with some fields changed (e.g. tuned inference defaults)."""
@@ -265,8 +279,8 @@ def check_config(config: CheckpointConfig) -> None:
     """Refuse config values no model can run with: the one check every checkpoint loader applies.
 
     The logit scale must be a finite number > 0, a background threshold in [0, 1], the preprocessing
-    mean finite and its std finite and > 0 (three of each), its sizes positive, and the templates
-    valid (`zeroseg.classes.check_templates`).
+    mean finite and its std finite and > 0 (three of each), its sizes positive, a recorded head one
+    of `zeroseg.heads.HEADS`, and the templates valid (`zeroseg.classes.check_templates`).
 
     Raises:
         ZerosegError: the first bad value, named.
@@ -289,6 +303,8 @@ def check_config(config: CheckpointConfig) -> None:
         raise ZerosegError(
             f"its preprocessing sizes must be positive, got {pre.train_size} and {pre.test_short_side}"
         )
+    if config.head is not None and config.head not in HEADS:
+        raise ZerosegError(f"its head must be {' or '.join(HEADS)}, got {config.head!r}")
     check_templates(config.templates)
 
 

@@ -85,7 +85,7 @@ class AotiSettings:
     progress: bool = True
     labels_file: Path | None = None  # where --labels came from (an input --out may not destroy)
     strict_vocab: bool = False
-    head: str = "paper"  # the head inside the package: paper | dense
+    head: str | None = None  # the head inside the package: paper | dense (None: the checkpoint's own)
 
 
 def static_size(short_side: int, patch: int) -> tuple[int, int]:
@@ -203,12 +203,14 @@ def export_aoti(settings: AotiSettings, *, log=print) -> BundleManifest:
     from zeroseg.export.onnx.bundle import export_inputs
     from zeroseg.infer.factory import head_name
 
-    settings = replace(settings, head=head_name(settings.head))
+    if settings.head is not None:
+        settings = replace(settings, head=head_name(settings.head))
     out = Path(settings.out)
     check_out_folder(out, settings.force, inputs=export_inputs(settings))
     if settings.tolerance is not None and not 0.0 < settings.tolerance <= 1.0:
         raise ZerosegError(f"--tolerance is a pixel-agreement fraction in (0, 1], got {settings.tolerance}")
     ckpt = load_checkpoint(settings.checkpoint, with_train_state=False)
+    settings = replace(settings, head=settings.head or ckpt.config.default_head)
     patch = ckpt.student_config.patch_size
     short_side = ckpt.preprocess.test_short_side if settings.short_side is None else settings.short_side
     check_sides(short_side, settings.max_side, patch)

@@ -35,7 +35,7 @@ def aoti_command(
     ),
     quiet: bool = options.quiet_option(),
     strict_vocab: bool = options.strict_vocab_option(),
-    head: str = options.head_option(),
+    head: str | None = options.head_option(),
 ) -> None:
     """Compile the end-to-end segmenter with AOTInductor into segmenter.pt2, gated on parity."""
     from zeroseg.bundled import resolve_model_path

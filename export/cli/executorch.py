@@ -40,7 +40,7 @@ def executorch_command(
     threads: int | None = options.threads_option("torch threads while exporting and calibrating."),
     quiet: bool = options.quiet_option(),
     strict_vocab: bool = options.strict_vocab_option(),
-    head: str = options.head_option(),
+    head: str | None = options.head_option(),
     aspects: str = typer.Option(
         "4:3,3:4,1:1", "--aspects", help="Image aspects W:H, one static method each (4:3 at 256 -> 256x344)."
     ),

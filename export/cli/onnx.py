@@ -32,7 +32,7 @@ def onnx_command(
     threads: int | None = options.threads_option(),
     quiet: bool = options.quiet_option(),
     strict_vocab: bool = options.strict_vocab_option(),
-    head: str = options.head_option(),
+    head: str | None = options.head_option(),
     fuse_attention: bool = typer.Option(
         True,
         "--fuse-attention/--no-fuse-attention",

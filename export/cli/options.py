@@ -76,11 +76,12 @@ def strict_vocab_option() -> Any:
     )
 
 
-def head_option(default: str | None = "paper", default_note: str = "") -> Any:
+def head_option(
+    default_note: str = "default: the head the checkpoint records (bundled: dense), else paper",
+) -> Any:
     """--head: the head inside the end-to-end engine, paper | dense (recorded in the manifest)."""
-    note = default_note or f"default {default}"
     return typer.Option(
-        default, "--head", help=f"Head inside the engine: paper (the paper's) | dense (ours; {note})."
+        None, "--head", help=f"Head inside the engine: paper (the paper's) | dense (ours); {default_note}."
     )
 
 

@@ -37,7 +37,9 @@ def trt_command(
     force: bool = options.force_option(),
     threads: int | None = options.threads_option("ONNX Runtime threads for the parity check."),
     quiet: bool = options.quiet_option(),
-    head: str | None = options.head_option(None, "default: a bundle's own, else paper; runs in PyTorch"),
+    head: str | None = options.head_option(
+        "default: the source's own (a bundle's, a checkpoint's recorded one, else paper); runs in PyTorch"
+    ),
 ) -> None:
     """Build a TensorRT 11 engine of the image encoder (+ engine.json), in-process."""
     from zeroseg.bundled import resolve_model_path

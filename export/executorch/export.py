@@ -70,7 +70,7 @@ class ExecuTorchSettings:
     progress: bool = True
     labels_file: Path | None = None
     strict_vocab: bool = False
-    head: str = "paper"
+    head: str | None = None  # paper | dense (None: the checkpoint's own)
     aspects: tuple[tuple[int, int], ...] = DEFAULT_ASPECTS
 
 
@@ -94,12 +94,13 @@ def parse_aspects(text: str) -> tuple[tuple[int, int], ...]:
     return tuple(out)
 
 
-def _check_settings(settings: ExecuTorchSettings) -> ExecuTorchSettings:
-    """The settings with the head's default bounds filled in; one line for any bad value."""
+def _check_settings(settings: ExecuTorchSettings, default_head: str) -> ExecuTorchSettings:
+    """The settings with the head (`default_head`, the checkpoint's, when none is asked for) and its
+    default bounds filled in; one line for any bad value."""
     from zeroseg.export.core.calibration import check_calib_folder
     from zeroseg.infer.factory import head_name
 
-    head = head_name(settings.head)
+    head = default_head if settings.head is None else head_name(settings.head)
     for flag, value in (("--tolerance", settings.tolerance), ("--int8-tolerance", settings.int8_tolerance)):
         if value is not None and not 0.0 < value <= 1.0:
             raise ZerosegError(f"{flag} is a pixel-agreement fraction in (0, 1], got {value}")
@@ -137,12 +138,15 @@ def export_executorch(settings: ExecuTorchSettings, *, log=print) -> BundleManif
     from zeroseg.export.core.folders import check_out_folder, check_sides
     from zeroseg.export.core.vocab import check_labels
     from zeroseg.export.onnx.bundle import export_inputs
+    from zeroseg.infer.factory import head_name
 
     lower.require_executorch()
-    settings = _check_settings(settings)
+    if settings.head is not None:
+        head_name(settings.head)
     out = Path(settings.out)
     check_out_folder(out, settings.force, inputs=export_inputs(settings))
     ckpt = load_checkpoint(settings.checkpoint, with_train_state=False)
+    settings = _check_settings(settings, ckpt.config.default_head)
     patch = ckpt.student_config.patch_size
     short_side = ckpt.preprocess.test_short_side if settings.short_side is None else settings.short_side
     sizes = input_sizes(settings.aspects, short_side, patch)

@@ -231,7 +231,8 @@ def export_onnx(settings: ExportSettings, *, log=print) -> BundleManifest:
     """
     from zeroseg.checkpoint import load_checkpoint
 
-    settings = replace(settings, head=head_name(settings.head))
+    if settings.head is not None:
+        settings = replace(settings, head=head_name(settings.head))
     out = Path(settings.out)
     check_out_folder(out, settings.force, inputs=export_inputs(settings))
     if settings.int8 is not None and settings.int8 not in ("dynamic", "static"):
@@ -248,6 +249,7 @@ def export_onnx(settings: ExportSettings, *, log=print) -> BundleManifest:
         if value is not None and not 0.0 < value <= 1.0:
             raise ZerosegError(f"{flag} is a pixel-agreement fraction in (0, 1], got {value}")
     ckpt = load_checkpoint(settings.checkpoint, with_train_state=False)
+    settings = replace(settings, head=settings.head or ckpt.config.default_head)
     patch = ckpt.student_config.patch_size
     short_side = ckpt.preprocess.test_short_side if settings.short_side is None else settings.short_side
     check_sides(short_side, settings.max_side, patch)

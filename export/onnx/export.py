@@ -55,7 +55,7 @@ class ExportSettings:
     strict_vocab: bool = False
     int8_attention: str | None = None  # --int8-attention qk | qk+pv (static only; onnx/quantize.py)
     fuse_attention: bool = True  # image graphs' attention as com.microsoft.MultiHeadAttention (onnx/fuse.py)
-    head: str = "paper"  # the end-to-end graph's head: paper | dense
+    head: str | None = None  # the end-to-end graph's head: paper | dense (None: the checkpoint's own)
 
 
 def _name_dims(model, spec: GraphSpec) -> None:
@@ -160,11 +160,12 @@ class GraphModules:
     text_encoder: torch.nn.Module
 
     @classmethod
-    def of(cls, ckpt, head: str = "paper") -> GraphModules:
-        """The wrappers of `ckpt`, the end-to-end one with `head` ("paper" or "dense")."""
+    def of(cls, ckpt, head: str | None = None) -> GraphModules:
+        """The wrappers of `ckpt`, the end-to-end one with `head` ("paper" or "dense"; default the
+        checkpoint's own, `CheckpointConfig.default_head`)."""
         encoder = ImageEncoderGraph(ckpt.build_student("cpu"), ckpt.preprocess).eval()
         text_encoder = ckpt.build_text_encoder("cpu")
-        segmenter = SegmenterGraph(encoder, ckpt.logit_scale, head=head).eval()
+        segmenter = SegmenterGraph(encoder, ckpt.logit_scale, head=head or ckpt.config.default_head).eval()
         return cls(encoder, TextEncoderGraph(text_encoder).eval(), segmenter, text_encoder)
 
 

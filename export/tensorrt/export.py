@@ -13,7 +13,8 @@ renamed into place at the end):
 5. the engine (`build`), then engine.json.
 
 The engine is the image encoder; the head runs in PyTorch (`TRTSegmenter`), so it is the one
-`--head` names (default: the source bundle's own, else the paper's), recorded in engine.json's
+`--head` names (default: the source's own: a bundle's, or the head a checkpoint records, else the
+paper's), recorded in engine.json's
 `head` and gated with that head's reference labels.
 
 Layout: `image_encoder.<precision>.onnx`, `image_encoder.engine`, `engine.json`, `onnx/`.
@@ -58,7 +59,7 @@ class TrtSettings:
     force: bool = False
     threads: int | None = None
     progress: bool = True
-    head: str | None = None  # paper | dense; None: the source bundle's own, else paper
+    head: str | None = None  # paper | dense; None: the source's own (a bundle's, a checkpoint's recorded one)
 
 
 @dataclass
@@ -72,7 +73,7 @@ class Source:
     short_side: int
     max_side: int
     sha256: str
-    head: str = "paper"  # a bundle's own head (its end-to-end graph's)
+    head: str = "paper"  # the source's own head (a bundle's graph's, a checkpoint's recorded one)
 
 
 def resolve_source(path: Path) -> Source:
@@ -106,7 +107,8 @@ def resolve_source(path: Path) -> Source:
     ckpt = load_checkpoint(path, with_train_state=False)
     cfg = ckpt.student_config
     return Source("checkpoint", path, cfg.patch_size, cfg.image_size // cfg.patch_size,
-                  ckpt.preprocess.test_short_side, 2048, sha256_file(path))  # fmt: skip
+                  ckpt.preprocess.test_short_side, 2048, sha256_file(path),
+                  ckpt.config.default_head)  # fmt: skip
 
 
 def check_settings(settings: TrtSettings) -> tuple[Source, Profile]:

@@ -34,8 +34,8 @@ DEVICE: str | None = typer.Option(
 HEAD: str | None = typer.Option(
     None,
     "--head",
-    help="ZeroSeg head: paper (the paper's) | dense (ours: per-patch naming); default paper, or an "
-    "--engine's own (the head it was exported with).",
+    help="ZeroSeg head: paper (the paper's) | dense (ours: per-patch naming); default the checkpoint's "
+    "own (bundled: dense), else paper, or an --engine's own (the head it was exported with).",
 )
 METHOD: str = typer.Option(
     "zeroseg",

@@ -74,7 +74,8 @@ def cli_segmenter(
         checkpoint: the ZeroSeg checkpoint or `bundled` (None with --engine or for a baseline).
         teacher, templates: the baselines' `--teacher` and `--templates`.
         device: `--device` (None: the CPU, or an engine's own device); short_side: `--short-side`;
-            head: `--head` (paper | dense; None: paper, or an engine's own).
+            head: `--head` (paper | dense; None: the checkpoint's recorded head, else paper, or an
+            engine's own).
         engine: `--engine`, a folder any `zeroseg-export` command wrote.
         precision, runtime, threads: `--precision`, `--runtime`, `--threads` (ZeroSeg models).
 

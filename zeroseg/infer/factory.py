@@ -6,6 +6,9 @@ Plain Python (no torch): the loader and the torch-free runtimes normalise head n
 from __future__ import annotations
 
 from zeroseg.errors import ZerosegError
+from zeroseg.heads import HEAD_ALIASES, HEADS, head_name
+
+__all__ = ["BASELINES", "HEADS", "HEAD_ALIASES", "METHODS", "baseline_mode", "check_engine_head", "head_name"]
 
 #: The training-free baselines on the teacher CLIP, each a `MaskCLIPSegmenter` mode: MaskCLIP
 #: (the value path), then ClearCLIP, SCLIP and NACLIP (self-self attention in the last block;
@@ -18,29 +21,6 @@ def baseline_mode(method: str) -> str | None:
     """The `MaskCLIPSegmenter` mode of a baseline method: None (the tower's default) for maskclip,
     else the method's own surgery."""
     return None if method == "maskclip" else method
-
-
-#: How the head paints pixels, by public name: "paper" (the paper's: upsample the segments'
-#: assignment) or "dense" (ours: name every patch, upsample the class probabilities).
-HEADS: tuple[str, ...] = ("paper", "dense")
-#: Older names still accepted, normalised by `head_name`.
-HEAD_ALIASES: dict[str, str] = {"segments": "paper"}
-
-
-def head_name(head: str) -> str:
-    """The public name of a head ("paper" or "dense"; "segments" is the paper's older name).
-
-    Every entry point (the CLI, `zeroseg.load`, `Segmenter`, the exporters, serve) normalises with
-    this one function, so a head has one spelling everywhere after it.
-
-    Raises:
-        ZerosegError: in one line for anything else.
-    """
-    text = head.strip().lower() if isinstance(head, str) else None
-    text = HEAD_ALIASES.get(text, text) if text is not None else None
-    if text not in HEADS:
-        raise ZerosegError(f"--head must be {' or '.join(HEADS)}, got {head!r}")
-    return text
 
 
 def check_engine_head(head: str | None, exported: str, artefact: str) -> str:

@@ -51,7 +51,7 @@ class Segmenter(TorchSegmenterBase):
         device: str | torch.device = "cpu",
         short_side: int | None = None,
         backend: str | None = None,
-        head: str = "paper",
+        head: str | None = None,
     ) -> None:
         """Build the student and the text tower of a checkpoint.
 
@@ -61,14 +61,14 @@ class Segmenter(TorchSegmenterBase):
             short_side: network input short side (default: the checkpoint's tuned value).
             backend: the head's kernels, "vectorized", "torch" or "triton" (default: the kernels' choice).
             head: "paper" (the paper's head; "segments" is accepted) or "dense" (ours; see the module
-                docstring).
+                docstring); default: the checkpoint's recorded head, else the paper's.
         """
-        self.head_mode = head_name(head)
         ckpt = (
             checkpoint
             if isinstance(checkpoint, Checkpoint)
             else load_checkpoint(checkpoint, with_train_state=False)
         )
+        self.head_mode = ckpt.config.default_head if head is None else head_name(head)
         self.checkpoint = ckpt
         self.device = resolve_device(device)
         self.model = ckpt.build_student(self.device)
@@ -92,7 +92,7 @@ class Segmenter(TorchSegmenterBase):
         device: str | torch.device = "cpu",
         short_side: int | None = None,
         backend: str | None = None,
-        head: str = "paper",
+        head: str | None = None,
     ) -> Segmenter:
         """Load the checkpoint at `path` (inference parts only) and build its segmenter."""
         ckpt = load_checkpoint(path, with_train_state=False)
