@@ -74,7 +74,9 @@ def test_manifest_reports_the_gates_and_what_xnnpack_took(bundle):
     methods = m.exporter["delegation"]["methods"]
     assert len(methods) == len(ET_ASPECTS) == len(m.exporter["static_inputs"])
     for report in methods.values():  # the encoder is XNNPACK's; what stays portable is named
-        assert 1 <= report["delegates"] <= 20 and report["delegated_nodes"] > report["portable_nodes"]
+        # the windowed encoder's gathers (constant index arrays) sit between delegates: 25 for the
+        # bundled model, 12 with global attention
+        assert 1 <= report["delegates"] <= 32 and report["delegated_nodes"] > report["portable_nodes"]
         assert "aten_native_layer_norm_default" not in report["portable_ops"]  # spelled out for XNNPACK
         assert "aten_index_select_default" in report["portable_ops"]  # the head's upsampling taps
     assert {f for f in m.files} >= {"segmenter.pte", "segmenter.int8.pte", "vocab.bin", "text_encoder.pt"}

@@ -117,26 +117,39 @@ def test_bad_windows_are_refused_and_old_configs_load_without_them(field: str) -
 
 @pytest.mark.slow
 def test_a_windowed_checkpoint_exports_to_onnx_with_the_same_labels_at_other_sizes(tmp_path) -> None:
-    """The windowed design in an engine: the ONNX bundle of a checkpoint with `attn_window` passes
-    its parity gate and labels scenes of other sizes as PyTorch does (the window arithmetic is
-    exported for every grid, not the traced one)."""
+    """The windowed design in an engine (the bundled model is one): its ONNX bundle passes its parity
+    gate and labels scenes of other sizes as PyTorch does (the window arithmetic is exported for
+    every grid, not the traced one); its attention, fused with the padding mask as
+    MultiHeadAttention's attention_bias, expands back (`unfuse_attention`: int8, OpenVINO, TensorRT)
+    to the same outputs."""
     import export_helpers as eh
     import helpers
+    import numpy as np
+    import onnx
 
     import zeroseg
     from zeroseg.bundled import bundled_checkpoint
-    from zeroseg.checkpoint import load_checkpoint, save_checkpoint
+    from zeroseg.checkpoint import load_checkpoint
+    from zeroseg.export.onnx.fuse import op_counts, unfuse_attention
+    from zeroseg.export.onnx.runtime import open_session
 
-    ckpt = load_checkpoint(bundled_checkpoint(), with_train_state=False)
-    student = dataclasses.replace(ckpt.student_config, attn_window=16)
-    windowed = tmp_path / "win16.pt"
-    save_checkpoint(windowed, config=ckpt.config.replace(student=student), student=ckpt.student,
-                    text=ckpt.text, inference_only=True)  # fmt: skip
+    windowed = bundled_checkpoint()
+    assert load_checkpoint(windowed, with_train_state=False).student_config.attn_window == 16
     with helpers.torch_threads(1):
-        bundle, _ = eh.export(windowed, tmp_path / "onnx", labels=eh.COLOURS, threads=1, head="dense")
+        bundle, _ = eh.export(windowed, tmp_path / "onnx", labels=eh.COLOURS, threads=1, short_side=256)
         images = [eh.scenes(1, seed=4, size=192)[0].resize(size) for size in ((384, 256), (200, 330))]
         for side in (128, 384):  # grids of 16 x 24 to 48 x 79 patches: whole and padded windows
             got = zeroseg.load(bundle, threads=1, short_side=side)(images, eh.COLOURS)
-            want = zeroseg.load(windowed, threads=1, short_side=side, head="dense")(images, eh.COLOURS)
+            want = zeroseg.load(windowed, threads=1, short_side=side)(images, eh.COLOURS)
             for g, w in zip(got, want, strict=True):
                 assert (g.labels == w.labels).mean() >= 0.999, side
+    model = onnx.load(str(bundle / "image_encoder.onnx"))
+    fused = op_counts(model)["com.microsoft.MultiHeadAttention"]
+    biased = sum(1 for n in model.graph.node if n.op_type == "MultiHeadAttention" and len(n.input) > 5)
+    assert biased == 4 and unfuse_attention(model) == fused  # the encoder's 4 windowed blocks
+    plain = tmp_path / "plain.onnx"
+    onnx.save(model, str(plain))
+    feed = {"pixels": np.random.default_rng(0).random((1, 3, 200, 344), dtype=np.float32)}
+    fused_out = open_session(bundle / "image_encoder.onnx", threads=1).run(None, feed)
+    for a, b in zip(fused_out, open_session(plain, threads=1).run(None, feed), strict=True):
+        assert np.abs(a - b).max() < 1e-5

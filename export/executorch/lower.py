@@ -36,13 +36,21 @@ def require_executorch() -> None:
 
 
 def _sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
-    """softmax(q k^T * scale) v: no mask, no dropout (the student's attention), in bmm + softmax."""
-    if attn_mask is not None or is_causal or dropout_p or enable_gqa:
-        raise ZerosegError("the ExecuTorch export supports unmasked attention only")
+    """softmax(q k^T * scale [+ mask]) v in bmm + softmax: no dropout, no causal flag (the student's
+    attention); a mask (boolean: False = not attended, or additive) is the windowed design's padding
+    mask (`zeroseg.model.window`), broadcast over the scores."""
+    if is_causal or dropout_p or enable_gqa:
+        raise ZerosegError(
+            "the ExecuTorch export supports plain or masked attention only (no causal, dropout, GQA)"
+        )
     s = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     *lead, n, d = q.shape  # 3-D bmm on (batch x heads): a 4-D matmul would expand (copy) both operands
     q3, k3, v3 = (t.reshape(-1, t.shape[-2], t.shape[-1]) for t in (q, k, v))
-    attn = torch.softmax(torch.bmm(q3 * s, k3.transpose(1, 2)), dim=-1)
+    scores = torch.bmm(q3 * s, k3.transpose(1, 2))
+    if attn_mask is not None:
+        mask = attn_mask.expand(*lead, n, k.shape[-2]).reshape(-1, n, k.shape[-2])
+        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
+    attn = torch.softmax(scores, dim=-1)
     return torch.bmm(attn, v3).reshape(*lead, n, v.shape[-1])
 
 

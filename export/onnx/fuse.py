@@ -95,9 +95,11 @@ def fuse_attention(model):
 def unfuse_attention(model) -> int:
     """Expand every MultiHeadAttention node of `model` (a ModelProto, edited in place) into ONNX ops.
 
-    The node's inputs are Q, K, V of shape (B, S, H*Dh) with `num_heads` = H and an optional `scale`
-    (default 1/sqrt(Dh)); anything else (a mask, a bias, past state, packed QKV) is refused, since
-    the exporter never writes it. Returns the number of nodes expanded.
+    The node's inputs are Q, K, V of shape (B, S, H*Dh) with `num_heads` = H, an optional `scale`
+    (default 1/sqrt(Dh)) and an optional `attention_bias` (input 5, added to the scaled scores before
+    the softmax: the windowed design's padding mask, `zeroseg.model.window`); anything else (a key
+    padding mask, a projection bias, past state, packed QKV) is refused, since the exporter never
+    writes it. Returns the number of nodes expanded.
     """
     nodes = list(model.graph.node)
     out_nodes, expanded = [], 0
@@ -123,7 +125,13 @@ def _expand_mha(node, prefix: str) -> list:
 
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     inputs = list(node.input)
-    if len(inputs) < 3 or any(inputs[3:]) or attrs.get("unidirectional", 0) or len(node.output) > 1:
+    if (
+        len(inputs) < 3
+        or any(inputs[3:5])
+        or any(inputs[6:])
+        or attrs.get("unidirectional", 0)
+        or (len(node.output) > 1)
+    ):
         raise ZerosegError(
             f"MultiHeadAttention node {node.name!r} has inputs or options this unfusion does not support; "
             "re-export with --no-fuse-attention"
@@ -154,8 +162,11 @@ def _expand_mha(node, prefix: str) -> list:
             _const(n("scale"), TensorProto.FLOAT, float(scale)),
             helper.make_node("Mul", [n("scores"), n("scale")], [n("scaled")]),
         ]
+    bias = inputs[5] if len(inputs) > 5 else ""  # attention_bias: (B or 1, H or 1, S, L), broadcast
+    if bias:
+        made.append(helper.make_node("Add", [n("scaled"), bias], [n("biased")]))
     made += [
-        helper.make_node("Softmax", [n("scaled")], [n("probs")], axis=-1),
+        helper.make_node("Softmax", [n("biased" if bias else "scaled")], [n("probs")], axis=-1),
         helper.make_node("MatMul", [n("probs"), n(f"{v}_t")], [n("context")], name=n("pv")),
         helper.make_node("Transpose", [n("context")], [n("context_t")], perm=[0, 2, 1, 3]),
         helper.make_node("Reshape", [n("context_t"), shape3], [node.output[0]]),

@@ -16,6 +16,10 @@ is an inference-time setting of the same weights.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -26,29 +30,55 @@ def _counts(h: int, w: int, size: int) -> tuple[int, int]:
     return (h + size - 1) // size, (w + size - 1) // size
 
 
-def _window_order(h: int, w: int, size: int, device: torch.device) -> torch.Tensor:
-    """((nW+1)*size*size,) the grid token at each window slot (window-major, then row-major inside
-    a window), h*w where the slot is padding beyond the grid; the last window is all padding.
+def _layout(
+    h: int, w: int, size: int, shared: int, arange: Callable, where: Callable, take: Callable
+) -> tuple:
+    """The window layout of an h x w grid, in torch or numpy (`arange`, `where`, `take` are the
+    library's): (order, grid order, key mask).
 
-    Flat index arithmetic and gathers only (no pad, crop or broadcast of the grid's sides), and
-    never a single window (the padding one makes two): a graph exported from one grid size stays
-    valid at every other, down to one window.
+    order ((nW+1)*size*size,): the grid token at each window slot (window-major, then row-major
+    inside a window), h*w where the slot is padding beyond the grid; the last window is all padding.
+    grid order (h*w,): the window slot of each grid token (row-major), the inverse. key mask
+    (nW+1, size*size + shared) bool: which keys each window attends to: padding slots never, except
+    in the padding window (its output is dropped); the shared (global) keys always.
+
+    Flat index arithmetic and gathers only (no pad, crop or broadcast of the grid's sides, no `%` by
+    a traced size: ONNX lacks it, no `cat`: PT2E's int8 quantizers annotate it), and never a single
+    window (the padding one makes two): a graph exported from one grid size stays valid at every
+    other, down to one window.
     """
     nh, nw = _counts(h, w, size)
-    slot = torch.arange((nh * nw + 1) * size * size, device=device)
-    window, inside = slot // (size * size), slot % (size * size)
+    count, slots = nh * nw + 1, size * size
+    slot = arange(count * slots)
+    window, inside = slot // slots, slot % slots
     r = (window // nw) * size + inside // size
-    c = (window - (window // nw) * nw) * size + inside % size  # no % by a traced size: ONNX lacks it
-    return torch.where((r < h) & (c < w), r * w + c, h * w)
+    c = (window - (window // nw) * nw) * size + inside % size
+    order = where((r < h) & (c < w), r * w + c, h * w)
+    token = arange(h * w)
+    tr = token // w
+    tc = token - tr * w
+    grid = ((tr // size) * nw + tc // size) * slots + (tr % size) * size + tc % size
+    win, column = arange(count)[:, None], arange(slots + shared)[None, :]
+    picked = take(order, (win * slots + where(column < slots, column, slots - 1)).reshape(-1))
+    keys = (picked.reshape(count, slots + shared) < h * w) | (win == count - 1) | (column >= slots)
+    return order, grid, keys
 
 
-def _grid_order(h: int, w: int, size: int, device: torch.device) -> torch.Tensor:
-    """(h*w,) the window slot of each grid token (row-major): the inverse of `_window_order`."""
-    _, nw = _counts(h, w, size)
-    token = torch.arange(h * w, device=device)
-    r = token // w
-    c = token - r * w
-    return ((r // size) * nw + c // size) * (size * size) + (r % size) * size + c % size
+@functools.lru_cache(maxsize=32)
+def _static_layout(h: int, w: int, size: int, shared: int) -> tuple[np.ndarray, ...]:
+    """`_layout` of a grid of known size, in numpy, once per size."""
+    return _layout(h, w, size, shared, np.arange, np.where, lambda a, i: a[i])
+
+
+def window_layout(h, w, size: int, shared: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """`_layout` as tensors on `device`. A grid of known size (Python ints: eager, or a capture at a
+    static size) gets constants computed in numpy, which a capture records as constants (PT2E's int8
+    preparation would otherwise turn the integer arithmetic's scalar factors into float32); a
+    symbolic one (a capture with dynamic sizes) is computed in the graph."""
+    if isinstance(h, int) and isinstance(w, int):
+        return tuple(torch.from_numpy(a).to(device) for a in _static_layout(h, w, size, shared))
+    return _layout(h, w, size, shared, functools.partial(torch.arange, device=device), torch.where,
+                   lambda a, i: a.index_select(0, i))  # fmt: skip
 
 
 def windowed_attention(
@@ -69,8 +99,8 @@ def windowed_attention(
 
     (qg, qs), (kg, ks), (vg, vs) = split(q), split(k), split(v)
     nh, nw = _counts(h, w, size)
-    count, slots = nh * nw + 1, size * size  # + the padding window (`_window_order`)
-    order = _window_order(h, w, size, x.device)
+    count, slots = nh * nw + 1, size * size  # + the padding window (`_layout`)
+    order, grid_order, keys = window_layout(h, w, size, prefix + suffix, x.device)
 
     def to_windows(t: torch.Tensor) -> torch.Tensor:  # (B,H,h*w,D) -> (B*count,H,slots,D), padding zero
         t = torch.cat([t, t.new_zeros(b, heads, 1, t.shape[-1])], dim=2).index_select(2, order)
@@ -82,15 +112,12 @@ def windowed_attention(
         )
         return torch.cat([to_windows(t), shared], dim=2)
 
-    # padding slots are never attended to, except in the padding window (its output is dropped)
-    window = torch.arange(count, device=x.device).repeat_interleave(slots)
-    keys = ((order < h * w) | (window == count - 1)).reshape(count, slots)
-    mask = torch.cat([keys, keys.new_ones(count, prefix + suffix)], dim=1).repeat(b, 1)[:, None, None]
+    mask = keys.repeat(b, 1)[:, None, None]
     local = F.scaled_dot_product_attention(
         to_windows(qg), with_globals(kg, ks), with_globals(vg, vs), attn_mask=mask
     )
     local = local.reshape(b, count, heads, slots, -1).transpose(1, 2).reshape(b, heads, count * slots, -1)
-    local = local.index_select(2, _grid_order(h, w, size, x.device))
+    local = local.index_select(2, grid_order)
     shared = F.scaled_dot_product_attention(qs, k, v)  # the global tokens see everything
     out = torch.cat([shared[:, :, :prefix], local, shared[:, :, prefix:]], dim=2)
     out = attn.norm(out.transpose(1, 2).reshape(b, n, c))
