@@ -16,6 +16,7 @@ from zeroseg.shapeworld.frontier_math import (
     best_within,
     budget_table,
     budgets,
+    bundle_choice,
     seeds_of,
     student_best,
     targets,
@@ -54,6 +55,8 @@ def _result(student_128: tuple[float, float] = (0.70, 0.72)) -> dict:
                                  {"all": {"128": 0.40, "256": 0.55, "512": 0.62}}),
         },
     }  # fmt: skip
+    for head in ("paper", "dense"):
+        result["methods"][f"student-{head}"].update(head=head, design="trained")
     result["budget_table"] = {s: budget_table(result, s) for s in result["splits"]}
     result["targets"] = {s: targets(result, s) for s in result["splits"]}
     return result
@@ -105,6 +108,29 @@ def test_a_student_below_the_baseline_misses_the_best_target():
     t = targets(r, "val")
     assert not t["best"]["met"] and t["best"]["min_margin"] == pytest.approx(-0.015)
     assert t["reach"]["ms"] is None and not t["reach"]["met"]
+
+
+def test_the_bundle_is_the_cheapest_setting_that_reaches_the_best_baseline():
+    """Issue 24's rule for the bundled model: the cheapest student setting whose seed mean reaches
+    the best baseline's best (dense at 256, 45 ms), and its median seed (the lower of two)."""
+    choice = bundle_choice(_result())
+    assert (choice["rule"], choice["method"], choice["head"], choice["short_side"]) == (
+        "reach", "student-dense", "dense", 256,
+    )  # fmt: skip
+    assert choice["seed"] == "0" and choice["ms"] == 45.0 and choice["mIoU"] == {"val": 0.86, "val2": 0.86}
+    assert (choice["bg_thresh"], choice["bg_prompt"]) == (0.5, True)
+
+
+def test_with_no_setting_reaching_the_baseline_the_bundle_has_the_largest_margin():
+    """No student setting reaches MaskCLIP 512's 0.875: the setting with the largest margin of its
+    seed mean over the best baseline within its own latency (dense 256: 0.87 - 0.66), not the
+    cheapest (paper 128: 0.61 - 0.50)."""
+    r = _result(student_128=(0.60, 0.62))
+    r["methods"]["maskclip"]["seeds"]["all"]["512"] = _row(0.875)
+    choice = bundle_choice(r)
+    assert (choice["rule"], choice["method"], choice["short_side"], choice["seed"]) == (
+        "margin", "student-dense", 256, "0",
+    )  # fmt: skip
 
 
 def test_markdown_and_plot(tmp_path):
@@ -289,6 +315,29 @@ def test_proof_writes_the_frontier_from_scores_and_times(tmp_path, monkeypatch):
         [f"frontier-r-seed{s}{d}.json" for s in range(3) for d in ("", "-win16")]
         + [f"frontier-{m}.json" for m in ("maskclip", "clearclip", "sclip", "naclip")]
     )
+    _check_bundle(tmp_path, result, runs)
+
+
+def _check_bundle(work, result: dict, runs: dict) -> None:
+    """`write_bundle` on that frontier: every setting reaches the baselines' best (0.5768), all cost
+    s / 10 ms, so the cheapest is short side 128 and, by name, the dense head as trained; its median
+    seed is seed 2 (0.85 between 0.80 and 0.90). The checkpoint records them; shapeworld.json has the
+    choice and every method's row at that side."""
+    from zeroseg.checkpoint import load_checkpoint
+    from zeroseg.shapeworld.bundle import STUDENT_ROW, write_bundle
+
+    choice = write_bundle(work, result, runs, assets=work / "assets")
+    assert (choice["method"], choice["short_side"], choice["seed"]) == ("student-dense", 128, "2")
+    config = load_checkpoint(work / "assets" / "shapeworld.pt", with_train_state=False).config
+    assert config.head == "dense" and config.preprocess.test_short_side == 128
+    assert (config.bg_thresh, config.bg_prompt) == (0.5, True)
+    trained = load_checkpoint(runs[2] / "model.pt", with_train_state=False).student_config
+    assert config.student.attn_window == trained.attn_window  # the design as trained: unchanged
+    saved = json.loads((work / "assets" / "shapeworld.json").read_text())
+    assert saved["choice"]["run"] == "students/r/seed2" and saved["rows"][STUDENT_ROW]["seed"] == 2
+    assert set(saved["rows"]) == {STUDENT_ROW, "maskclip", "clearclip", "sclip", "naclip"}
+    assert saved["rows"]["maskclip"]["mIoU"] == pytest.approx(0.5 + 128 / 10000)
+    assert (work / "assets" / "shapeworld_teacher.pt").read_bytes() == (work / "teacher.pt").read_bytes()
 
 
 def test_markdown_names_the_restart_each_seed_kept():
@@ -305,3 +354,30 @@ def test_markdown_names_the_restart_each_seed_kept():
     text = markdown(r)
     assert "| seed | restart 0: held-out region loss | restart 1: held-out region loss | kept |" in text
     assert "| 0 | 0.2851 | 0.2640 | restart 1 |" in text and "| 1 | 0.2634 | 0.2700 | restart 0 |" in text
+
+
+def test_the_thread_check_compares_each_seeds_best_at_the_checked_side():
+    """`frontier_threads.thread_check`: per seed and split the best mIoU over student methods at
+    THREAD_SIDES, before and after, the change, and the largest |change| against the 2-point target."""
+    from zeroseg.shapeworld.frontier_threads import MAX_CHANGE, THREAD_SIDES, thread_check
+
+    side = str(THREAD_SIDES[0])
+    r = _result()
+    for name, values in (("student-paper", (0.80, 0.84)), ("student-dense", (0.86, 0.88))):
+        for seed, v in zip(("0", "1"), values, strict=True):
+            r["methods"][name]["seeds"][seed][side] = _row(v)
+    others = {"student-paper": {"0": {side: _row(0.90)}, "1": {side: _row(0.83)}},
+              "student-dense": {"0": {side: _row(0.85)}, "1": {side: _row(0.85, 0.87)}}}  # fmt: skip
+    check = thread_check(r, others, 1, ["val", "val2"])
+    assert check["threads"] == 1 and check["sides"] == list(THREAD_SIDES)
+    seed0 = check["seeds"]["0"]["val"]
+    assert (seed0["frontier"], seed0["other"], seed0["methods"]) == (
+        0.86,
+        0.90,
+        ["student-dense", "student-paper"],
+    )
+    assert seed0["change"] == pytest.approx(0.04)
+    assert check["seeds"]["1"]["val"]["change"] == pytest.approx(0.85 - 0.88)
+    assert check["seeds"]["1"]["val2"]["change"] == pytest.approx(0.87 - 0.88)
+    assert check["summary"]["val"] == {"largest_change": pytest.approx(0.04), "met": False}
+    assert check["summary"]["val2"]["largest_change"] == pytest.approx(0.04) and MAX_CHANGE == 0.02

@@ -250,8 +250,9 @@ def test_a_runs_thread_count_is_read_from_its_metrics(tmp_path) -> None:
 @pytest.mark.parametrize(
     "args",
     [["--seeds", "0"], ["--ema", "1.5"], ["--steps", "-1"], ["--threads", "0"], ["--compare-threads", "0"],
-     ["--soft-assign", "1"], ["--restarts", "0"], ["--frontier", "--bundle"],
-     ["--frontier", "--compare-threads", "1"]],
+     ["--soft-assign", "1"], ["--restarts", "0"], ["--bundle", "--compare-threads", "1"],
+     ["--bundle"],  # no frontier.json of this recipe in --work
+     ["--compare-threads", "1", "--bundle", "--seeds", "2"]],
 )  # fmt: skip
 def test_proof_refuses_bad_options_in_one_line(args, tmp_path) -> None:
     run = subprocess.run(

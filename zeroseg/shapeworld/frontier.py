@@ -80,8 +80,11 @@ def score_sides(
     return out
 
 
-def score_student(checkpoint: Path, tune: VOCDataset, vals: dict[str, VOCDataset]) -> dict[str, dict]:
-    """head -> short side -> row for one student checkpoint, both heads sharing the forwards."""
+def score_student(
+    checkpoint: Path, tune: VOCDataset, vals: dict[str, VOCDataset], sides: tuple[int, ...] = STUDENT_SIDES
+) -> dict[str, dict]:
+    """head -> short side -> row for one student checkpoint at `sides`, both heads sharing the
+    forwards."""
     from zeroseg.checkpoint import load_checkpoint
     from zeroseg.infer.segmenter import Segmenter
 
@@ -90,9 +93,7 @@ def score_student(checkpoint: Path, tune: VOCDataset, vals: dict[str, VOCDataset
     def set_head(segmenter: Segmenter, head: str) -> None:
         segmenter.head_mode = head
 
-    return score_sides(
-        lambda side: Segmenter(ckpt, short_side=side), tune, vals, STUDENT_SIDES, HEADS, set_head
-    )
+    return score_sides(lambda side: Segmenter(ckpt, short_side=side), tune, vals, sides, HEADS, set_head)
 
 
 def score_baseline(method: str, teacher, templates, tune: VOCDataset, vals: dict[str, VOCDataset]) -> dict:

@@ -163,3 +163,37 @@ def targets(result: dict, split: str) -> dict[str, Any]:
         },
         "seed_sd": {"sd": sd, "seeds": len(bests), "met": len(bests) >= 5 and sd <= MAX_SD},
     }
+
+
+def bundle_choice(result: dict, split: str = "val") -> dict[str, Any]:
+    """What the bundled model becomes (issue 24): a student setting (method = design x head, short
+    side) and the median seed at it, on `split`.
+
+    The setting is the cheapest whose seed mean reaches the best baseline's best mIoU (rule "reach",
+    target 3's setting); when none does, the one with the largest margin of its seed mean over the
+    best baseline setting within its own latency (rule "margin"). The seed is the median of the
+    seeds' mIoU at that setting (the lower of the two middle ones for an even count).
+    """
+    seeds = seeds_of(result)
+    reach = targets(result, split)["reach"]
+    if reach["method"] is not None:
+        rule, name, side = "reach", reach["method"], reach["short_side"]
+    else:
+        options = []
+        for key, method in result["methods"].items():
+            for s in settings(method) if is_student(method) else ():
+                base = baseline_best(result, split, method["ms"][s])
+                mean = statistics.fmean(miou(method, k, s, split) for k in seeds)
+                options.append((mean - (base[0] if base else 0.0), -method["ms"][s], key, s))
+        _, _, name, side = max(options)
+        rule = "margin"
+    method = result["methods"][name]
+    ranked = sorted(seeds, key=lambda k: (miou(method, k, side, split), int(k)))
+    seed = ranked[(len(ranked) - 1) // 2]
+    row = method["seeds"][seed][side]
+    return {
+        "rule": rule, "split": split, "method": name, "head": method["head"], "design": method["design"],
+        "short_side": int(side), "seed": seed, "ms": method["ms"][side],
+        "bg_thresh": row["bg_thresh"], "bg_prompt": row["bg_prompt"],
+        "mIoU": {k: v["mIoU"] for k, v in row["val"].items()},
+    }  # fmt: skip

@@ -2,10 +2,12 @@
 
     python -m zeroseg.shapeworld.proof --work runs/shapeworld              # 3 seeds + the table
     python -m zeroseg.shapeworld.proof --work runs/shapeworld --seeds 5    # 5 seeds
-    python -m zeroseg.shapeworld.proof --work runs/shapeworld --bundle     # + zeroseg/assets
     python -m zeroseg.shapeworld.proof --work runs/shapeworld --compare-threads 1  # + the seeds at 1 thread
     python -m zeroseg.shapeworld.proof --work runs/shapeworld --seeds 5 --frontier  # speed/quality frontier
     python -m zeroseg.shapeworld.proof --work runs/shapeworld --seeds 5 --restarts 2 --frontier  # + selection
+    python -m zeroseg.shapeworld.proof --work runs/shapeworld --seeds 5 --restarts 2 --bundle  # its choice
+    python -m zeroseg.shapeworld.proof --work runs/shapeworld --seeds 5 --restarts 2 --frontier \
+        --compare-threads 1  # + the frontier's seeds trained at 1 thread
 
 Every step runs the public `zeroseg` commands and is skipped when its output already exists, so an
 interrupted run resumes. Scenes: train (seed 1, 1,000, unlabeled), tune (seed 777, 50), val
@@ -20,13 +22,17 @@ Every method gets the same grid of inference settings (`zeroseg.shapeworld.tunin
 tune and scored once on each val split: (i) the trained student, per seed; (ii) the same student
 untrained; (iii) the MaskCLIP-style baseline on the same teacher and templates; (iv) an oracle: the
 teacher naming each ground-truth object's crop. Results: `<work>/proof.json`, `<work>/proof.md`,
-`<work>/proof.png`; `--bundle` writes the **median** seed (by val mIoU), fp16 and inference-only,
-the teacher and the table into `zeroseg/assets` (the model the bench and the demo use).
+`<work>/proof.png`.
 
 `--frontier` instead scores every method per short side, with the training-free baselines MaskCLIP,
 ClearCLIP, SCLIP and NACLIP up to 768 px, times every setting at batch 1 on its fastest gated engine
 (`zeroseg.shapeworld.frontier`, `zeroseg-bench frontier`) and writes `<work>/frontier.json`,
 `frontier.md` (settings, best mIoU within each latency budget, the targets) and `frontier.png`.
+With `--compare-threads T` the seeds are trained again at T threads and scored at the frontier's
+best side (`zeroseg.shapeworld.frontier_threads`). `--bundle` writes the frontier's choice into
+`zeroseg/assets` (`zeroseg.shapeworld.bundle`: the median seed at the cheapest setting that reaches
+the best baseline's best mIoU, with its head, short side and background settings recorded; the
+model the bench, the demo and `bundled` use).
 """
 
 from __future__ import annotations
@@ -52,8 +58,6 @@ SPLITS = {"train": (1, 1000, 0.0), "tune": (777, 50, 1.0), "val": (999, 200, 1.0
           "heldout": (2718, 200, 0.0)}  # fmt: skip
 #: restart r of seed s trains with seed s + RESTART_SEED_STEP * r (restart 0 is the seed itself)
 RESTART_SEED_STEP = 1000
-#: the bundled model's default network short side (the bench, the exported engines, the demo)
-DEPLOY_SHORT_SIDE = 256
 TEACHER_STEPS = 176  # the bundled teacher: 176 steps (a 120 s budget on a loaded 2-core CPU)
 TRAIN_ARGS = (
     "--preset shapeworld --steps {steps} --batch-size 32 --lr 1e-3 --loss-weights 1,0,1"
@@ -169,54 +173,27 @@ def untrained_run(work: Path, recipe: Recipe) -> Path:
     return run
 
 
-def bundle(work: Path) -> None:
-    """The median seed at the deployed short side, fp16 and inference-only, the teacher and the table.
+def frontier_of(work: Path, recipe: Recipe) -> dict:
+    """`<work>/frontier.json`, refused in one line unless it is of `recipe` (what --bundle reads)."""
+    path = work / "frontier.json"
+    result = json.loads(path.read_text()) if path.is_file() else None
+    if result is None or result.get("recipe") != dataclasses.asdict(recipe):
+        raise SystemExit(
+            f"zeroseg.shapeworld.proof: --bundle needs {path} of this recipe: run with --frontier "
+            "(and the same --restarts and recipe flags)"
+        )
+    return result
 
-    The bundled model runs at DEPLOY_SHORT_SIDE (what the bench, the exported engines and the demo
-    use), so its background settings, and the MaskCLIP baseline's that the bench compares it with,
-    are re-picked on tune at that side and scored once on each val split; they form `rows`.
-    """
-    from zeroseg.bundled import ASSETS, CHECKPOINT_NAME, PROOF_NAME, TEACHER_NAME
-    from zeroseg.checkpoint import load_checkpoint, save_checkpoint
-    from zeroseg.data.voc import VOCDataset
-    from zeroseg.infer.maskclip import MaskCLIPSegmenter
-    from zeroseg.infer.segmenter import Segmenter
-    from zeroseg.shapeworld.proof_score import VAL_SPLITS, flat_row, run_name, stored
-    from zeroseg.shapeworld.tuning import tune_and_score
-    from zeroseg.teacher.load import load_teacher
 
-    result = json.loads((work / "proof.json").read_text())
-    seed = result["bundled_seed"]
-    run = work / result["students"]["segments"][str(seed)]["run"]  # relative to work (or absolute)
-    ckpt = load_checkpoint(run / "model.pt", with_train_state=False)
-    tune = VOCDataset(work / "tune", "val")
-    vals = {name: VOCDataset(work / name, "val") for name in VAL_SPLITS}
-    sides = (DEPLOY_SHORT_SIDE,)
-    chosen = stored(work, f"deploy{DEPLOY_SHORT_SIDE}-{run.parent.name}-{run.name}", lambda: tune_and_score(
-        lambda side: Segmenter(ckpt, short_side=side), tune, vals, short_sides=sides
-    ))  # fmt: skip
-    teacher = load_teacher(str(work / "teacher.pt"))
-    baseline = stored(work, f"deploy{DEPLOY_SHORT_SIDE}-maskclip", lambda: tune_and_score(
-        lambda side: MaskCLIPSegmenter(teacher, short_side=side, templates=ckpt.templates), tune, vals,
-        short_sides=sides,
-    ))  # fmt: skip
-    name = run_name(work, run)
-    result["bundled"] = {"seed": seed, "run": name, "short_side": DEPLOY_SHORT_SIDE, "student": chosen,
-                         "maskclip": baseline}  # fmt: skip
-    result["rows"]["trained student"] = flat_row({"seed": seed, "run": name, **chosen})
-    result["rows"]["MaskCLIP baseline (same teacher)"] = flat_row(baseline)
-    atomic_write_json(work / "proof.json", result)
-    config = ckpt.config.replace(
-        bg_thresh=chosen["bg_thresh"],
-        bg_prompt=chosen["bg_prompt"],
-        preprocess=dataclasses.replace(ckpt.preprocess, test_short_side=DEPLOY_SHORT_SIDE),
-    )
-    save_checkpoint(ASSETS / CHECKPOINT_NAME, config=config, student=ckpt.student, text=ckpt.text,
-                    inference_only=True, dtype=torch.float16)  # fmt: skip
-    shutil.copyfile(work / "teacher.pt", ASSETS / TEACHER_NAME)
-    atomic_write_json(ASSETS / PROOF_NAME, result)
-    print(f"bundled seed {seed} (the median) at short side {DEPLOY_SHORT_SIDE} into {ASSETS}: val mIoU "
-          + ", ".join(f"{k} {v['mIoU']:.3f}" for k, v in chosen["val"].items()))  # fmt: skip
+def bundle(work: Path, recipe: Recipe, runs: dict[int, Path]) -> None:
+    """The frontier's choice into zeroseg/assets (`zeroseg.shapeworld.bundle`); `frontier.json` must
+    be of this recipe (run --frontier first, or with --bundle)."""
+    from zeroseg.shapeworld.bundle import write_bundle
+
+    choice = write_bundle(work, frontier_of(work, recipe), runs)
+    scores = ", ".join(f"{k} {v:.3f}" for k, v in choice["mIoU"].items())
+    print(f"bundled seed {choice['seed']} ({choice['method']}, short side {choice['short_side']}, rule "
+          f"{choice['rule']}): val mIoU {scores}")  # fmt: skip
 
 
 def compare_threads(work: Path, recipe: Recipe, result: dict, threads: int) -> dict:
@@ -257,6 +234,23 @@ def write_frontier(
     print(text)
 
 
+def frontier_compare_threads(work: Path, recipe: Recipe, runs: dict[int, Path], threads: int) -> None:
+    """The frontier's thread check (`zeroseg.shapeworld.frontier_threads`): the seeds of `runs`
+    trained again at `threads` threads (restarts and selection included), scored, and the changes
+    written into frontier.json as `threads`."""
+    from zeroseg.shapeworld.frontier_threads import score_other_runs, thread_check
+
+    others, selection = selected_runs(work, dataclasses.replace(recipe, threads=threads), len(runs))
+    result = json.loads((work / "frontier.json").read_text())
+    check = thread_check(result, score_other_runs(work, others), threads, result["splits"])
+    check["frontier_threads"] = sorted({t for t in (_run_threads(r) for r in runs.values()) if t})
+    check["selection"] = selection
+    result["threads"] = check
+    atomic_write_json(work / "frontier.json", result)
+    moved = ", ".join(f"{k} {v['largest_change']:+.3f}" for k, v in check["summary"].items())
+    print(f"thread check ({threads} thread(s) against {check['frontier_threads']}): largest change {moved}")
+
+
 def _run_threads(run: Path) -> int | None:
     """The torch thread count a training run logged in its metrics (None when it did not)."""
     lines = (run / "metrics.jsonl").read_text().splitlines() if (run / "metrics.jsonl").is_file() else []
@@ -292,7 +286,10 @@ def main(argv: list[str] | None = None) -> None:
         "--compare-threads", type=int, default=None, metavar="T",
         help="also train the same seeds at T torch threads and report how far they move",
     )  # fmt: skip
-    parser.add_argument("--bundle", action="store_true", help="write the median seed into zeroseg/assets")
+    parser.add_argument(
+        "--bundle", action="store_true",
+        help="write the frontier's choice (frontier.json of this recipe) into zeroseg/assets",
+    )  # fmt: skip
     parser.add_argument(
         "--frontier", action="store_true",
         help="score every method per short side, time every setting, write frontier.json/.md/.png",
@@ -313,10 +310,10 @@ def main(argv: list[str] | None = None) -> None:
         )
     if args.ema is not None and not 0.0 <= args.ema < 1.0:
         raise SystemExit(f"zeroseg.shapeworld.proof: --ema must be in [0, 1) (0: off), got {args.ema}")
-    if args.frontier and (args.bundle or args.compare_threads):
+    if args.bundle and args.compare_threads and not args.frontier:
         raise SystemExit(
-            "zeroseg.shapeworld.proof: --frontier runs on its own; run --bundle or --compare-threads "
-            "separately"
+            "zeroseg.shapeworld.proof: --compare-threads goes with --frontier (the frontier's thread "
+            "check) or alone (the proof's); run --bundle separately"
         )
     if not 0.0 <= args.soft_assign < 1.0:
         raise SystemExit(f"zeroseg.shapeworld.proof: --soft-assign must be in [0, 1), got {args.soft_assign}")
@@ -324,11 +321,18 @@ def main(argv: list[str] | None = None) -> None:
         args.steps, args.region_weight, args.ema or None, args.threads, args.soft_assign, args.restarts
     )
     work = args.work
+    if args.bundle and not args.frontier:
+        frontier_of(work, recipe)  # before anything is trained or written
     work.mkdir(parents=True, exist_ok=True)
     shared_inputs(work)
     runs, selection = selected_runs(work, recipe, args.seeds)
-    if args.frontier:
-        write_frontier(work, runs, recipe, args.rescore, selection)
+    if args.frontier or args.bundle:
+        if args.frontier:
+            write_frontier(work, runs, recipe, args.rescore, selection)
+            if args.compare_threads:
+                frontier_compare_threads(work, recipe, runs, args.compare_threads)
+        if args.bundle:
+            bundle(work, recipe, runs)
         return
     scored = work / "proof.json"
     if args.rescore:
@@ -352,8 +356,6 @@ def main(argv: list[str] | None = None) -> None:
     atomic_write_bytes(work / "proof.md", markdown(result).encode())
     plot(result, work / "proof.png")
     print(markdown(result))
-    if args.bundle:
-        bundle(work)
 
 
 if __name__ == "__main__":
