@@ -68,7 +68,9 @@ def compare(
         "aoti, executorch, executorch-int8, tensorrt, maskclip, clearclip, sclip, naclip (default: every "
         "one that can run here except clearclip, sclip and naclip; the others listed with the reason).",
     ),
-    batch_sizes: str = typer.Option("1,4", "--batch-sizes", help="Batch sizes, e.g. 1,4,16."),
+    batch_sizes: str = typer.Option(
+        "1,2", "--batch-sizes", help="Batch sizes, e.g. 1,4,16 (default 1,2: memory, see Benchmarks)."
+    ),
     short_side: int | None = typer.Option(None, "--short-side", help="Network short side (default: ckpt's)."),
     image_size: str = typer.Option("640x480", "--image-size", help="Source images, WIDTHxHEIGHT."),
     classes: str | None = typer.Option(

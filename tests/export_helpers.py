@@ -149,9 +149,9 @@ def shared_calib(tmp_path_factory) -> Path:
 
 
 def shapeworld_bundle(tmp_path_factory) -> tuple[Path, list[str]]:
-    """The bundled checkpoint's ONNX bundle at its short side (256), with a vocabulary of the six
-    colours and static int8, once per test run (shared by the export and bench tests); and the
-    export's log lines."""
+    """The bundled checkpoint's ONNX bundle at its short side (512) and head (dense), with a
+    vocabulary of the six colours and static int8, once per test run (shared by the export and bench
+    tests); and the export's log lines."""
     from zeroseg.bundled import bundled_checkpoint
 
     calib = shared_calib(tmp_path_factory)

@@ -7,6 +7,8 @@ side (every field in a real bench run) is in tests/test_bench_compare.py.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -56,16 +58,26 @@ def _hand_count(cfg, grid_h: int, grid_w: int) -> tuple[int, int]:
     weights += 2 * p * d * (2 * d) + 2 * 2 * p * d * d  # cross-attention kv, assignment k and v
     tail = cfg.seg_depth - cfg.group_after[-1]
     weights += tail * block * g
-    attention = 4 * d * (cfg.depth * (p + 1) ** 2 + cfg.group_after[0] * (p + g) ** 2 + g * p + tail * g * g)
+    encoder = (p + 1) ** 2
+    if cfg.attn_window is not None:  # windows of w x w slots (+ a padding window), each also sees the
+        w = cfg.attn_window  # class token; the class token's query sees every token
+        count = -(-grid_h // w) * -(-grid_w // w) + 1
+        encoder = count * w * w * (w * w + 1) + (p + 1)
+    attention = 4 * d * (cfg.depth * encoder + cfg.group_after[0] * (p + g) ** 2 + g * p + tail * g * g)
     return int(weights), int(attention)
 
 
 def test_bundled_student_flops_include_attention_and_match_a_hand_count() -> None:
+    """The bundled model's design as trained (global attention): the counter's attention equals the
+    hand count exactly."""
     from zeroseg.bench.common import scene_images
     from zeroseg.bundled import bundled_checkpoint
-    from zeroseg.export.loader import load
+    from zeroseg.checkpoint import load_checkpoint
+    from zeroseg.infer.segmenter import Segmenter
 
-    seg = load(bundled_checkpoint(), device=torch.device("cpu"))
+    ckpt = load_checkpoint(bundled_checkpoint(), with_train_state=False)
+    ckpt.config = ckpt.config.replace(student=replace(ckpt.student_config, attn_window=None))
+    seg = Segmenter(ckpt, short_side=256)
 
     size = (256, 344)
     got = network_flops(seg, scene_images(1, (480, 640), 0), size)
@@ -82,6 +94,27 @@ def test_bundled_student_flops_include_attention_and_match_a_hand_count() -> Non
     assert int8_share(got, ("weights", "attention")) > 0.99 and int8_share(got, ()) is None
     qk = int8_share(got, ("weights", "attention_qk"))  # Q.K^T only: half of attention's FLOPs
     assert qk == pytest.approx((got["weights_gflop"] + got["attention_gflop"] / 2) / got["gflop_per_image"])
+
+
+def test_windowed_attention_flops_match_a_hand_count() -> None:
+    """The bundled model as shipped (encoder attention in 16 x 16 windows) at its 512-px side: 64 x 86
+    patches in 4 x 6 windows + the padding one, two calls per encoder block (the windows, the class
+    token's query): the counter's attention equals the hand count, far below global attention's."""
+    from zeroseg.bench.common import scene_images
+    from zeroseg.bundled import bundled_checkpoint
+    from zeroseg.export.loader import load
+
+    seg = load(bundled_checkpoint(), device=torch.device("cpu"))
+    cfg = seg.model.cfg
+    assert cfg.attn_window == 16 and seg.short_side == 512
+    size = (512, 688)
+    got = network_flops(seg, scene_images(1, (480, 640), 0), size)
+    weights, attention = _hand_count(cfg, size[0] // cfg.patch_size, size[1] // cfg.patch_size)
+    assert got["attention_gflop"] * 1e9 == pytest.approx(attention, rel=1e-9)
+    assert len(got["attention_calls"]) == 2 * cfg.depth + 4
+    assert got["weights_gflop"] * 1e9 == pytest.approx(weights, rel=0.01)
+    full = replace(cfg, attn_window=None)
+    assert attention < 0.5 * _hand_count(full, size[0] // cfg.patch_size, size[1] // cfg.patch_size)[1]
 
 
 # ---- peaks ---------------------------------------------------------------------------------------

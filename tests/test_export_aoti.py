@@ -36,7 +36,9 @@ def runner(bundle):
 def eager():
     import zeroseg
 
-    return zeroseg.Segmenter.from_checkpoint(zeroseg.bundled_checkpoint(), short_side=SHORT_SIDE)
+    return zeroseg.Segmenter.from_checkpoint(
+        zeroseg.bundled_checkpoint(), short_side=SHORT_SIDE, head="paper"
+    )
 
 
 def _scenes(n: int, size: int = 128, seed: int = 11) -> list[Image.Image]:

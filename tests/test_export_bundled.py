@@ -43,7 +43,8 @@ def calib(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def bundle(calib, tmp_path_factory):
-    """The bundled checkpoint at its short side (256), with a vocabulary and static int8, once per run."""
+    """The bundled checkpoint at its short side (512) and head (dense), with a vocabulary and static
+    int8, once per run."""
     return eh.shapeworld_bundle(tmp_path_factory)
 
 
@@ -64,7 +65,7 @@ def torch_model():
 def test_fp32_parity_and_static_int8_in_the_manifest(bundle):
     path, lines = bundle
     m = read_manifest(path)
-    assert m.preprocess["short_side"] == 256
+    assert m.preprocess["short_side"] == 512 and m.head == "dense"  # the checkpoint's own
     assert m.parity["segmenter"]["pixel_agreement"] >= parity.FP32_AGREEMENT
     assert m.parity["image_encoder"]["embeddings_max_abs_error"] < 1e-4
     q = m.int8
@@ -87,6 +88,7 @@ def test_parity_at_other_sizes(bundle, torch_model, short_side):
         modules.encoder, open_session(path / "image_encoder.onnx", threads=1),
         open_session(path / "segmenter.onnx", threads=1), cases, text,
         logit_scale=ckpt.logit_scale, bg_thresh=ckpt.config.bg_thresh, label_offset=space.label_offset,
+        head=ckpt.config.default_head,
     )  # fmt: skip
     assert figures["segmenter"]["pixel_agreement"] >= parity.FP32_AGREEMENT
     assert figures["image_encoder"]["embeddings_max_abs_error"] < 1e-4
@@ -95,11 +97,12 @@ def test_parity_at_other_sizes(bundle, torch_model, short_side):
 def test_dynamic_int8_agrees_with_fp32(bundle, torch_model, tmp_path):
     ckpt, modules, space, text = torch_model
     path = bundle[0]
-    cases = parity.gate_cases(256, ckpt.student_config.patch_size)
+    cases = parity.gate_cases(ckpt.preprocess.test_short_side, ckpt.student_config.patch_size)
     _, fp32_labels = parity.image_parity(
         modules.encoder, open_session(path / "image_encoder.onnx", threads=1),
         open_session(path / "segmenter.onnx", threads=1), cases, text,
         logit_scale=ckpt.logit_scale, bg_thresh=ckpt.config.bg_thresh, label_offset=space.label_offset,
+        head=ckpt.config.default_head,
     )  # fmt: skip
     quantize_graph(path / "segmenter.onnx", tmp_path / "dyn.onnx", "dynamic")
     session = open_session(tmp_path / "dyn.onnx", threads=1)

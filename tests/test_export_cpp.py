@@ -71,7 +71,7 @@ def test_labels_match_python(exe, scenes, tmp_path):
         "--threads",
         1,
     )
-    seg = zeroseg.Segmenter.from_checkpoint(zeroseg.bundled_checkpoint(), short_side=SHORT_SIDE)
+    seg = zeroseg.Segmenter.from_checkpoint(zeroseg.bundled_checkpoint(), short_side=SHORT_SIDE, head="paper")
     images = [open_rgb(p) for p in scenes]
     want = seg(images, [e[0] for e in LABELS])
     agree = total = 0
@@ -229,7 +229,7 @@ def test_exif_orientation_matches_python(exe, exif_images, tmp_path):
 
     out = tmp_path / "out"
     _run(exe, cached_bundle(), *exif_images, "--out", out, "--dump-input", tmp_path / "input.bin")
-    seg = zeroseg.Segmenter.from_checkpoint(zeroseg.bundled_checkpoint(), short_side=SHORT_SIDE)
+    seg = zeroseg.Segmenter.from_checkpoint(zeroseg.bundled_checkpoint(), short_side=SHORT_SIDE, head="paper")
     images = [open_rgb(p) for p in exif_images]
     assert {im.size for im in images} == {(210, 150), (150, 210)}
     for path, image, result in zip(exif_images, images, seg(images, [e[0] for e in LABELS]), strict=True):

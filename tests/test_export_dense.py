@@ -31,7 +31,9 @@ def _dense_onnx(tmp_path_factory) -> Path:
 
     def build(out: Path) -> None:
         with helpers.torch_threads(1):
-            eh.export(zeroseg.bundled_checkpoint(), out, labels=COLOURS, threads=1, head="dense")
+            eh.export(
+                zeroseg.bundled_checkpoint(), out, labels=COLOURS, threads=1, head="dense", short_side=256
+            )
 
     return eh.shared_bundle(tmp_path_factory, "shapeworld-dense", build)
 

@@ -278,8 +278,9 @@ def _baseline(src: Source, name: str) -> SegmenterBase:
     """A training-free baseline (`BASELINE_ROWS`) on the checkpoint's teacher, with the checkpoint's
     prompt templates.
 
-    For the bundled model: the bundled teacher with the settings the ShapeWorld proof tuned for
-    MaskCLIP (short side, background threshold and prompt); otherwise the segmenter's defaults.
+    For the bundled model: the bundled teacher with the settings the ShapeWorld frontier tuned for
+    this baseline at the bundled model's short side (background threshold and prompt); otherwise the
+    segmenter's defaults.
     """
     from zeroseg.checkpoint import load_checkpoint
     from zeroseg.infer.factory import baseline_mode
@@ -291,6 +292,6 @@ def _baseline(src: Source, name: str) -> SegmenterBase:
         from zeroseg.bundled import bundled_teacher
         from zeroseg.shapeworld.demo import bundled_baseline_settings
 
-        teacher, tuned = str(bundled_teacher()), bundled_baseline_settings()
+        teacher, tuned = str(bundled_teacher()), bundled_baseline_settings(name)
     return MaskCLIPSegmenter.from_spec(teacher, device=src.device, templates=list(ckpt.templates),
                                        mode=baseline_mode(name), **tuned)  # fmt: skip

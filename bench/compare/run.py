@@ -353,7 +353,11 @@ def _interleaved(segs: dict, images, classes, s: CompareSettings, device) -> tup
 
 
 def _accuracy(segs: dict, info: dict, dataset, images, classes, s: CompareSettings, log) -> None:
-    """mIoU on the dataset and pixel agreement with torch (dataset + timed images), per backend."""
+    """mIoU on the dataset and pixel agreement with torch (dataset + timed images), per backend.
+
+    One image per call: the labels do not depend on the batch, and an engine's memory does (an
+    unfused attention graph holds its largest batch's score matrices in its arena: at 512 px, 8
+    images of the bundled model's global-attention blocks took the 24 GiB machine out of memory)."""
     from zeroseg.evaluation.evaluate import evaluate
 
     labels: dict[str, list] = {}
@@ -361,8 +365,10 @@ def _accuracy(segs: dict, info: dict, dataset, images, classes, s: CompareSettin
         recorder = Recorder(seg)
         info[name]["miou"] = None
         if dataset is not None:
-            info[name]["miou"] = evaluate(recorder, dataset, limit=s.dataset_images, progress=False).miou
-        extra = [r.labels for r in seg(images, classes, batch_size=len(images))]
+            info[name]["miou"] = evaluate(
+                recorder, dataset, limit=s.dataset_images, progress=False, batch_size=1
+            ).miou
+        extra = [r.labels for r in seg(images, classes, batch_size=1)]
         labels[name] = recorder.labels + [np.asarray(x) for x in extra]
     reference = labels.get("torch")
     for name in segs:
