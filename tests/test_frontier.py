@@ -262,7 +262,7 @@ def test_proof_writes_the_frontier_from_scores_and_times(tmp_path, monkeypatch):
         shutil.copyfile(bundled_checkpoint(), runs[seed] / "model.pt")
     quality = {"seed0": 0.80, "seed1": 0.70, "seed2": 0.75}
 
-    def student(checkpoint, tune, vals):
+    def student(checkpoint, tune, vals, sides=fr.STUDENT_SIDES):
         q = quality[
             checkpoint.parent.name if checkpoint.name == "model.pt" else checkpoint.stem.split("-")[-1]
         ]

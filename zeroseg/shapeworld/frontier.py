@@ -96,6 +96,25 @@ def score_student(
     return score_sides(lambda side: Segmenter(ckpt, short_side=side), tune, vals, sides, HEADS, set_head)
 
 
+def score_runs(
+    work: Path, runs: dict[int, Path], tune: VOCDataset, vals: dict[str, VOCDataset],
+    sides: tuple[int, ...] = STUDENT_SIDES,
+) -> dict[str, dict]:  # fmt: skip
+    """method -> seed -> short side -> row of every run in every design and head at `sides`, each
+    run's scores kept in `<work>/scores/` (`proof_score.stored`)."""
+    from zeroseg.shapeworld.proof_score import stored
+
+    students: dict[str, dict] = {}
+    for design in DESIGNS:
+        for seed, run in runs.items():
+            checkpoint = design_checkpoint(work, run, design)
+            rows = stored(work, f"frontier-{run.parent.name}-{run.name}" + (f"-{design}" if design else ""),
+                          lambda c=checkpoint: score_student(c, tune, vals, sides), sides)  # fmt: skip
+            for head in HEADS:
+                students.setdefault(method_name(head, design), {})[str(seed)] = rows[head]
+    return students
+
+
 def score_baseline(method: str, teacher, templates, tune: VOCDataset, vals: dict[str, VOCDataset]) -> dict:
     """short side -> row for one training-free baseline on `teacher`."""
     from zeroseg.infer.factory import baseline_mode
@@ -169,14 +188,7 @@ def frontier(work: Path, runs: dict[int, Path], *, threads: int, recipe: dict) -
 
     tune = VOCDataset(work / "tune", "val")
     vals = {name: VOCDataset(work / name, "val") for name in VAL_SPLITS}
-    students: dict[str, dict] = {}  # method -> seed -> short side -> row
-    for design in DESIGNS:
-        for seed, run in runs.items():
-            checkpoint = design_checkpoint(work, run, design)
-            rows = stored(work, f"frontier-{run.parent.name}-{run.name}" + (f"-{design}" if design else ""),
-                          lambda c=checkpoint: score_student(c, tune, vals), STUDENT_SIDES)  # fmt: skip
-            for head in HEADS:
-                students.setdefault(method_name(head, design), {})[str(seed)] = rows[head]
+    students = score_runs(work, runs, tune, vals)
     templates = load_checkpoint(runs[min(runs)] / "model.pt", with_train_state=False).templates
     teacher = load_teacher(str(work / "teacher.pt"))
     baselines = {

@@ -71,19 +71,9 @@ def score_other_runs(work: Path, runs: dict[int, Path]) -> dict[str, dict]:
     """method -> seed -> side -> row of `runs` at `THREAD_SIDES`, every head and design (kept in
     `<work>/scores/`, like the frontier's own)."""
     from zeroseg.data.voc import VOCDataset
-    from zeroseg.shapeworld.frontier import DESIGNS, HEADS, design_checkpoint, method_name, score_student
-    from zeroseg.shapeworld.proof_score import VAL_SPLITS, stored
+    from zeroseg.shapeworld.frontier import score_runs
+    from zeroseg.shapeworld.proof_score import VAL_SPLITS
 
     tune = VOCDataset(work / "tune", "val")
     vals = {name: VOCDataset(work / name, "val") for name in VAL_SPLITS}
-    out: dict[str, dict] = {}
-    for design in DESIGNS:
-        for seed, run in runs.items():
-            checkpoint = design_checkpoint(work, run, design)
-            name = f"frontier-{run.parent.name}-{run.name}" + (f"-{design}" if design else "")
-            rows = stored(
-                work, name, lambda c=checkpoint: score_student(c, tune, vals, THREAD_SIDES), THREAD_SIDES
-            )
-            for head in HEADS:
-                out.setdefault(method_name(head, design), {})[str(seed)] = rows[head]
-    return out
+    return score_runs(work, runs, tune, vals, THREAD_SIDES)
