@@ -100,19 +100,20 @@ class ModelSpec:
             short_side=self.short_side, runtime=self.runtime,
         )  # fmt: skip
 
-    def heads(self) -> tuple[str, ...]:
+    def heads(self, own: str | None = None) -> tuple[str, ...]:
         """The heads this model can paint with, its default first: a checkpoint's two (the head it
         records, else the paper's, then the other), an exported engine's one (the head it was
-        exported with, from its manifest)."""
+        exported with, from its manifest). `own`: a checkpoint's default head when the caller has
+        it already (its loaded segmenter's), so the checkpoint is not read twice."""
         from zeroseg.infer.factory import HEADS
 
         if self.engine is None:
-            from zeroseg.bundled import resolve_model_path
-            from zeroseg.checkpoint import load_checkpoint
+            if own is None:
+                from zeroseg.bundled import resolve_model_path
+                from zeroseg.checkpoint import load_checkpoint
 
-            own = load_checkpoint(
-                resolve_model_path(self.checkpoint), with_train_state=False
-            ).config.default_head
+                ckpt = load_checkpoint(resolve_model_path(self.checkpoint), with_train_state=False)
+                own = ckpt.config.default_head
             return (own, *(head for head in HEADS if head != own))
         from zeroseg.export.loader import artefact_head
 
@@ -121,8 +122,8 @@ class ModelSpec:
     def build_heads(self, threads: int | None = None) -> dict[str, SegmenterBase]:
         """One segmenter per head of `heads()`, built once (the default head's first): a checkpoint's
         other head is a shallow copy of it with that head, sharing the model and the text cache."""
-        first, *others = self.heads()
         built = self.build(threads)
+        first, *others = self.heads(built.head_mode if self.engine is None else None)
         segmenters = {first: built}
         for head in others:
             segmenters[head] = copy.copy(built)
